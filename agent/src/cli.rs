@@ -1,0 +1,126 @@
+//! The command-line interface: argument parsing and dispatch. Each command's logic lives
+//! in its module; this file only turns results into output and exit codes.
+
+use crate::paths::Root;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes shared by every command (the README documents them).
+pub mod exit {
+    /// Converged / all checks ok / accepted.
+    pub const OK: i32 = 0;
+    /// A refusal or failed check: the node or input is not as it should be.
+    pub const FAILED: i32 = 1;
+    /// The command itself could not run (bad usage, unreadable input, not root).
+    pub const ERROR: i32 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "canarie-agent", version, about = "Converges an RKE2 node on Azure to its node config", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Endpoint and sandbox overrides (tests, the simulator); defaults are the real node's.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// IMDS base URL.
+    #[arg(long, global = true, env = "CANARIE_IMDS_URL", default_value = crate::azure::IMDS_DEFAULT_URL)]
+    pub imds_url: String,
+    /// Key Vault base URL; replaces https://{vault}.vault.azure.net.
+    #[arg(long, global = true, env = "CANARIE_VAULT_URL")]
+    pub vault_url: Option<String>,
+    /// An extra PEM CA bundle trusted for Key Vault, beside the system roots.
+    #[arg(long, global = true, env = "CANARIE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Resolve every host path under this directory (a sandbox).
+    #[arg(long, global = true, env = "CANARIE_ROOT", default_value = "/")]
+    pub root: PathBuf,
+    /// Read the node config from this file instead of IMDS userData.
+    #[arg(long, global = true, env = "CANARIE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// D-Bus address of systemd (default: the system bus).
+    #[arg(long, global = true, env = "CANARIE_DBUS_ADDRESS")]
+    pub dbus_address: Option<String>,
+}
+
+impl GlobalArgs {
+    pub fn root(&self) -> Root {
+        Root::new(self.root.clone())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converge the node (the systemd unit's ExecStart).
+    Bootstrap,
+    /// Show what bootstrap would change; writes nothing.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain the node's state: what is wrong and what to do.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Node config tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Data disk tools.
+    #[command(subcommand)]
+    Disk(DiskCommand),
+    /// Write every file the node would get under DIR (the token replaced by a placeholder).
+    Render {
+        /// The node config (JSON).
+        #[arg(long = "config", id = "render_config")]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a node config; FILE may be `-` for standard input.
+    Validate { file: PathBuf },
+    /// Print the node config's JSON Schema.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Read-only: what the agent would do with DEVICE (format, reuse, refuse, mounted).
+    Inspect(DiskInspectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiskInspectArgs {
+    pub device: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// The label the agent formats with and reuses.
+    #[arg(long, default_value = "longhorn")]
+    pub label: String,
+    #[arg(long, default_value_t = 1)]
+    pub min_size_gib: u64,
+    /// The mount point the disk belongs at.
+    #[arg(long, default_value = "/var/lib/longhorn")]
+    pub mount_point: PathBuf,
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::ERROR } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    crate::commands::run(cli)
+}

@@ -1,0 +1,30 @@
+//! One file per command: load inputs, call the library, print, choose the exit code.
+//! The only layer that prints to stdout.
+
+mod config;
+mod disk;
+mod logging;
+mod plan;
+mod render;
+
+use crate::cli::{exit, Cli, Command, DiskCommand};
+
+pub fn run(cli: Cli) -> i32 {
+    logging::init();
+    let global = &cli.global;
+    match cli.command {
+        Command::Config(cmd) => config::run(global, cmd),
+        Command::Disk(DiskCommand::Inspect(args)) => disk::inspect(global, &args),
+        Command::Render { config, out } => render::run(global, &config, &out),
+        Command::Plan { json } => plan::run(global, json),
+        Command::Bootstrap | Command::Doctor { .. } => {
+            eprintln!("canarie-agent: this command is not built yet");
+            exit::ERROR
+        }
+    }
+}
+
+/// Prints the one-line error of a failed command: the whole context chain as a sentence.
+pub(crate) fn report_error(what: &str, err: &anyhow::Error) {
+    eprintln!("canarie-agent: {what}: {err:#}");
+}

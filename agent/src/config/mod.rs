@@ -1,0 +1,108 @@
+//! Node config: parsing with JSON-path errors, semantic validation, userData decoding and
+//! the JSON Schema. Knows nothing of HTTP, disks or RKE2.
+
+mod types;
+mod validate;
+
+pub use types::*;
+
+use base64::Engine as _;
+
+/// IMDS caps userData at 64 KB; anything larger did not come from Azure.
+pub const USER_DATA_MAX_BYTES: usize = 64 * 1024;
+
+/// What is wrong with a config, at which JSON path (`.` is the document root).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a node config came from, for logs and `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum ConfigSource {
+    File(std::path::PathBuf),
+    Stdin,
+    ImdsUserData,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "file {}", p.display()),
+            ConfigSource::Stdin => f.write_str("standard input"),
+            ConfigSource::ImdsUserData => f.write_str("IMDS userData"),
+        }
+    }
+}
+
+/// Parses and validates a node config document.
+pub fn parse(json: &[u8]) -> Result<NodeConfig, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json appends " at line L column C"; keep it, it helps in a long file.
+        ConfigError::new(if path.is_empty() { ".".into() } else { path }, inner.to_string())
+    })?;
+    validate::validate(&config)?;
+    Ok(config)
+}
+
+/// Decodes IMDS userData (base64 text) into a validated config.
+pub fn parse_user_data(base64_text: &[u8]) -> Result<NodeConfig, ConfigError> {
+    let trimmed = base64_text.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(ConfigError::new(
+            "userData",
+            "is empty: set the VM's user_data to the node config JSON (infra-tofu does this)",
+        ));
+    }
+    if trimmed.len() > USER_DATA_MAX_BYTES * 4 / 3 + 4 {
+        return Err(ConfigError::new(
+            "userData",
+            format!("is larger than IMDS's {USER_DATA_MAX_BYTES}-byte limit"),
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .map_err(|e| {
+            ConfigError::new(
+                "userData",
+                format!("is not base64 ({e}): user_data must be base64 of the node config JSON"),
+            )
+        })?;
+    if decoded.len() > USER_DATA_MAX_BYTES {
+        return Err(ConfigError::new(
+            "userData",
+            format!("decodes to more than IMDS's {USER_DATA_MAX_BYTES}-byte limit"),
+        ));
+    }
+    parse(&decoded)
+}
+
+/// The JSON Schema (draft 2020-12) of the node config.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(NodeConfig)).expect("schema serializes")
+}
+
+/// A stable digest of a config, recorded in the node state.
+pub fn digest(config: &NodeConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(config).expect("config serializes");
+    hex::encode(Sha256::digest(canonical))
+}
+
+#[cfg(test)]
+mod tests;

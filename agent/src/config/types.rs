@@ -1,0 +1,176 @@
+//! The node config: the desired state OpenTofu hands each VM through IMDS userData.
+//!
+//! Field names are a contract with `infra-tofu/` and with operators' tooling: rename
+//! nothing without a new `version`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The only config version this agent understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "canarie node config", description = "Desired state of one cluster node, read from IMDS userData (base64 JSON) or --config FILE.")]
+pub struct NodeConfig {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// `server` runs rke2-server (control plane), `agent` runs rke2-agent (worker).
+    pub role: Role,
+    /// Kubernetes node name; defaults to the hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    pub cluster: ClusterConfig,
+    pub join_token: JoinTokenConfig,
+    /// The Longhorn data disk; absent on nodes without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_disk: Option<DataDiskConfig>,
+    /// Extra node labels, each `key=value`; applied at first registration only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_labels: Vec<String>,
+    /// Node taints, each `key=value:Effect` or `key:Effect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_taints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// The RKE2 systemd unit this role runs.
+    pub fn rke2_unit(self) -> &'static str {
+        match self {
+            Role::Server => "rke2-server.service",
+            Role::Agent => "rke2-agent.service",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Supervisor URL of an existing server (`https://HOST:9345`). Required for agents and
+    /// joining servers; absent on the first server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// Extra subject alternative names for the API server certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_san: Vec<String>,
+    /// The load balancer's public IPv4 address (ingress-nginx publishes it as the status address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    /// How many nodes carry a Longhorn data disk; sizes Longhorn's replica count (servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_nodes: Option<u32>,
+    /// The git repository Fleet pulls the Phase 5-7 bundles from (servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repo: Option<GitRepoConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitRepoConfig {
+    /// Clone URL (`https://…` or `git@…`).
+    pub url: String,
+    /// Branch Fleet follows; always set explicitly.
+    pub branch: String,
+    /// Name of the Kubernetes Secret (in `fleet-local`) with the git credentials, if the repo is private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenConfig {
+    /// Key Vault name (the `NAME` in `https://NAME.vault.azure.net`).
+    pub vault: String,
+    /// Secret name holding the RKE2 join token.
+    pub secret: String,
+    /// A user-assigned identity to use; the system-assigned identity when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// How long a 403 ForbiddenByRbac is retried, in seconds: a fresh role assignment
+    /// takes up to 10 minutes to propagate.
+    #[serde(default = "default_rbac_wait_seconds")]
+    pub rbac_wait_seconds: u64,
+}
+
+fn default_rbac_wait_seconds() -> u64 {
+    600
+}
+
+/// A user-assigned managed identity, named exactly one way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Identity {
+    ClientId(String),
+    ObjectId(String),
+    MsiResId(String),
+}
+
+impl Identity {
+    /// The IMDS token query parameter for this identity.
+    pub fn query_pair(&self) -> (&'static str, &str) {
+        match self {
+            Identity::ClientId(v) => ("client_id", v),
+            Identity::ObjectId(v) => ("object_id", v),
+            Identity::MsiResId(v) => ("msi_res_id", v),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataDiskConfig {
+    /// Azure LUN of the data disk (0-63).
+    pub lun: u8,
+    /// Explicit device path; wins over LUN discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    /// Where the disk is mounted.
+    #[serde(default = "default_mount_point")]
+    pub mount_point: PathBuf,
+    /// ext4 label the agent formats with and recognises as its own.
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// Refuse a disk smaller than this many GiB.
+    #[serde(default = "default_min_size_gib")]
+    pub min_size_gib: u64,
+    /// How long to wait for the disk's link to appear, in seconds.
+    #[serde(default = "default_wait_seconds")]
+    pub wait_seconds: u64,
+}
+
+fn default_mount_point() -> PathBuf {
+    PathBuf::from("/var/lib/longhorn")
+}
+
+fn default_label() -> String {
+    "longhorn".to_string()
+}
+
+fn default_min_size_gib() -> u64 {
+    1
+}
+
+fn default_wait_seconds() -> u64 {
+    120
+}

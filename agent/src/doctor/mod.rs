@@ -1,0 +1,1 @@
+//! `canarie-agent doctor`: checks that explain a broken node.

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(canarie_agent::cli::main());
+}

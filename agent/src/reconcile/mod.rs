@@ -1,0 +1,1 @@
+//! Steps, plan/apply, node state and the report.

@@ -1,0 +1,1 @@
+//! RKE2's config.yaml, drop-ins, the Cilium HelmChartConfig and the seeded manifests.

@@ -1,0 +1,1 @@
+//! The few systemd D-Bus calls the agent needs.
