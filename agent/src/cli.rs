@@ -16,7 +16,12 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "canarie-agent", version, about = "Converges an RKE2 node on Azure to its node config", propagate_version = true)]
+#[command(
+    name = "canarie-agent",
+    version,
+    about = "Converges an RKE2 node on Azure to its node config",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -117,7 +122,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::ERROR } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }

@@ -8,7 +8,10 @@ use std::path::Path;
 pub fn run(_global: &GlobalArgs, cmd: ConfigCommand) -> i32 {
     match cmd {
         ConfigCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&config::schema()).expect("schema serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config::schema()).expect("schema serializes")
+            );
             exit::OK
         }
         ConfigCommand::Validate { file } => validate(&file),
@@ -27,14 +30,21 @@ fn validate(file: &Path) -> i32 {
         match std::fs::read(file) {
             Ok(b) => (ConfigSource::File(file.to_path_buf()), b),
             Err(e) => {
-                eprintln!("canarie-agent: cannot read config file {}: {e}", file.display());
+                eprintln!(
+                    "canarie-agent: cannot read config file {}: {e}",
+                    file.display()
+                );
                 return exit::ERROR;
             }
         }
     };
     match config::parse(&bytes) {
         Ok(c) => {
-            println!("config from {source} is valid: role {}, node {}", c.role, c.node_name.as_deref().unwrap_or("(hostname)"));
+            println!(
+                "config from {source} is valid: role {}, node {}",
+                c.role,
+                c.node_name.as_deref().unwrap_or("(hostname)")
+            );
             exit::OK
         }
         Err(e) => {

@@ -1,2 +1,4 @@
 use crate::cli::{exit, GlobalArgs};
-pub fn run(_g: &GlobalArgs, _json: bool) -> i32 { exit::ERROR }
+pub fn run(_g: &GlobalArgs, _json: bool) -> i32 {
+    exit::ERROR
+}

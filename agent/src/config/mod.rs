@@ -49,12 +49,21 @@ impl std::fmt::Display for ConfigSource {
 
 /// Parses and validates a node config document.
 pub fn parse(json: &[u8]) -> Result<NodeConfig, ConfigError> {
-    let de = &mut serde_json::Deserializer::from_slice(json);
-    let config: NodeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    // Syntax first, so a broken document is reported as such rather than at a guessed path.
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| ConfigError::new(".", format!("is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ConfigError::new(
+            ".",
+            "is not a JSON object: the node config is an object with \"version\": 1",
+        ));
+    }
+    let config: NodeConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        // serde_json appends " at line L column C"; keep it, it helps in a long file.
-        ConfigError::new(if path.is_empty() { ".".into() } else { path }, inner.to_string())
+        ConfigError::new(
+            if path.is_empty() { ".".into() } else { path },
+            e.into_inner().to_string(),
+        )
     })?;
     validate::validate(&config)?;
     Ok(config)

@@ -12,7 +12,10 @@ pub const CONFIG_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "canarie node config", description = "Desired state of one cluster node, read from IMDS userData (base64 JSON) or --config FILE.")]
+#[schemars(
+    title = "canarie node config",
+    description = "Desired state of one cluster node, read from IMDS userData (base64 JSON) or --config FILE."
+)]
 pub struct NodeConfig {
     /// Config format version; must be 1.
     pub version: u32,

@@ -52,7 +52,10 @@ fn validate_cluster(c: &NodeConfig) -> Check {
     }
     if let Some(ip) = &cl.public_ip {
         ip.parse::<Ipv4Addr>().map_err(|_| {
-            ConfigError::new("cluster.public_ip", format!("{ip:?} is not an IPv4 address"))
+            ConfigError::new(
+                "cluster.public_ip",
+                format!("{ip:?} is not an IPv4 address"),
+            )
         })?;
     }
     if cl.storage_nodes == Some(0) {
@@ -68,10 +71,16 @@ fn validate_cluster(c: &NodeConfig) -> Check {
                 "is only for role server: Fleet is seeded by the server",
             ));
         }
-        if !(repo.url.starts_with("https://") || repo.url.starts_with("git@") || repo.url.starts_with("ssh://")) {
+        if !(repo.url.starts_with("https://")
+            || repo.url.starts_with("git@")
+            || repo.url.starts_with("ssh://"))
+        {
             return Err(ConfigError::new(
                 "cluster.git_repo.url",
-                format!("{:?} is not a git URL (https://…, ssh://… or git@…)", repo.url),
+                format!(
+                    "{:?} is not a git URL (https://…, ssh://… or git@…)",
+                    repo.url
+                ),
             ));
         }
         if repo.branch.is_empty() || repo.branch.contains(char::is_whitespace) {
@@ -105,7 +114,10 @@ fn validate_join_token(c: &NodeConfig) -> Check {
     // Azure's rules: 3-24 characters, letters, digits and hyphens, starting with a letter.
     let vault_ok = (3..=24).contains(&jt.vault.len())
         && jt.vault.starts_with(|ch: char| ch.is_ascii_alphabetic())
-        && jt.vault.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        && jt
+            .vault
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         && !jt.vault.ends_with('-');
     if !vault_ok {
         return Err(ConfigError::new(
@@ -114,11 +126,17 @@ fn validate_join_token(c: &NodeConfig) -> Check {
         ));
     }
     let secret_ok = (1..=127).contains(&jt.secret.len())
-        && jt.secret.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
+        && jt
+            .secret
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
     if !secret_ok {
         return Err(ConfigError::new(
             "join_token.secret",
-            format!("{:?} is not a Key Vault secret name (1-127 letters, digits or hyphens)", jt.secret),
+            format!(
+                "{:?} is not a Key Vault secret name (1-127 letters, digits or hyphens)",
+                jt.secret
+            ),
         ));
     }
     if let Some(identity) = &jt.identity {
@@ -136,7 +154,10 @@ fn validate_join_token(c: &NodeConfig) -> Check {
 fn validate_data_disk(c: &NodeConfig) -> Check {
     let Some(d) = &c.data_disk else { return Ok(()) };
     if d.lun > 63 {
-        return Err(ConfigError::new("data_disk.lun", format!("is {}, expected 0-63", d.lun)));
+        return Err(ConfigError::new(
+            "data_disk.lun",
+            format!("is {}, expected 0-63", d.lun),
+        ));
     }
     if let Some(dev) = &d.device {
         if !dev.is_absolute() || !dev.starts_with("/dev") {
@@ -149,25 +170,39 @@ fn validate_data_disk(c: &NodeConfig) -> Check {
     let mp = &d.mount_point;
     let bad_mount = !mp.is_absolute()
         || mp.parent().is_none()
-        || mp.components().any(|comp| matches!(comp, std::path::Component::ParentDir))
-        || ["/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/var", "/var/lib"]
-            .iter()
-            .any(|sys| mp == std::path::Path::new(sys));
+        || mp
+            .components()
+            .any(|comp| matches!(comp, std::path::Component::ParentDir))
+        || [
+            "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/var", "/var/lib",
+        ]
+        .iter()
+        .any(|sys| mp == std::path::Path::new(sys));
     if bad_mount {
         return Err(ConfigError::new(
             "data_disk.mount_point",
-            format!("{} is not a dedicated absolute directory (e.g. /var/lib/longhorn)", mp.display()),
+            format!(
+                "{} is not a dedicated absolute directory (e.g. /var/lib/longhorn)",
+                mp.display()
+            ),
         ));
     }
     // ext4 labels are at most 16 bytes; a longer one would be truncated and never match again.
-    if d.label.is_empty() || d.label.len() > 16 || !d.label.chars().all(|ch| ch.is_ascii_graphic()) {
+    if d.label.is_empty() || d.label.len() > 16 || !d.label.chars().all(|ch| ch.is_ascii_graphic())
+    {
         return Err(ConfigError::new(
             "data_disk.label",
-            format!("{:?} is not an ext4 label (1-16 printable ASCII characters, no spaces)", d.label),
+            format!(
+                "{:?} is not an ext4 label (1-16 printable ASCII characters, no spaces)",
+                d.label
+            ),
         ));
     }
     if d.min_size_gib == 0 {
-        return Err(ConfigError::new("data_disk.min_size_gib", "is 0, expected at least 1"));
+        return Err(ConfigError::new(
+            "data_disk.min_size_gib",
+            "is 0, expected at least 1",
+        ));
     }
     Ok(())
 }
@@ -179,7 +214,9 @@ fn dns_subdomain(path: &str, name: &str) -> Check {
         && name.split('.').all(|part| {
             !part.is_empty()
                 && part.len() <= 63
-                && part.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                && part
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         });
@@ -200,7 +237,9 @@ fn label_key_ok(key: &str) -> bool {
         None => (None, key),
     };
     let name_ok = (1..=63).contains(&name.len())
-        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
         && name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
         && name.ends_with(|ch: char| ch.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(|p| dns_subdomain("", p).is_ok())
@@ -209,7 +248,9 @@ fn label_key_ok(key: &str) -> bool {
 fn label_value_ok(value: &str) -> bool {
     value.is_empty()
         || (value.len() <= 63
-            && value.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            && value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
             && value.starts_with(|ch: char| ch.is_ascii_alphanumeric())
             && value.ends_with(|ch: char| ch.is_ascii_alphanumeric()))
 }

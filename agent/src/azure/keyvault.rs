@@ -1,0 +1,239 @@
+//! Key Vault GetSecret over HTTPS with the managed identity's token.
+
+use super::http::{self, read_capped, transport_error};
+use super::retry::{retry, AttemptError, RetryPolicy, VAULT_RETRY_STATUSES};
+use super::token::{AccessToken, SecretValue};
+use anyhow::{Context, Result};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// The Key Vault data-plane api-version the agent speaks.
+pub const API_VERSION: &str = "2025-07-01";
+/// A secret is at most 25 KB; the JSON around it is small.
+const SECRET_BODY_CAP: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct KeyVaultClient {
+    http: reqwest::Client,
+    /// Replaces `https://{vault}.vault.azure.net` (tests, the simulator).
+    base_override: Option<url::Url>,
+    policy: RetryPolicy,
+}
+
+#[derive(Deserialize)]
+struct SecretBundle {
+    value: SecretString,
+    #[serde(default)]
+    id: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    innererror: Option<Box<ErrorDetail>>,
+}
+
+impl ErrorDetail {
+    /// The innermost code names the real cause (`ForbiddenByRbac` inside `Forbidden`).
+    fn codes(&self) -> Vec<&str> {
+        let mut codes = vec![self.code.as_str()];
+        let mut inner = self.innererror.as_deref();
+        while let Some(e) = inner {
+            codes.push(e.code.as_str());
+            inner = e.innererror.as_deref();
+        }
+        codes
+    }
+}
+
+impl KeyVaultClient {
+    pub fn new(
+        base_override: Option<&str>,
+        extra_ca: Option<&std::path::Path>,
+        policy: RetryPolicy,
+    ) -> Result<Self> {
+        let base_override = base_override
+            .map(|u| {
+                url::Url::parse(u).with_context(|| format!("Key Vault URL {u:?} is not a URL"))
+            })
+            .transpose()?;
+        if let Some(u) = &base_override {
+            anyhow::ensure!(
+                u.scheme() == "https",
+                "Key Vault URL {u} must be https:// (Key Vault is HTTPS only)"
+            );
+        }
+        Ok(KeyVaultClient {
+            http: http::vault_client(extra_ca)?,
+            base_override,
+            policy,
+        })
+    }
+
+    fn secret_url(&self, vault: &str, secret: &str) -> Result<url::Url> {
+        let mut url = match &self.base_override {
+            Some(u) => u.clone(),
+            None => url::Url::parse(&format!("https://{vault}.vault.azure.net"))
+                .with_context(|| format!("vault name {vault:?} does not make a URL"))?,
+        };
+        anyhow::ensure!(
+            !url.cannot_be_a_base(),
+            "Key Vault URL {url} cannot take a path"
+        );
+        url.path_segments_mut()
+            .expect("checked above: the URL can be a base")
+            .pop_if_empty()
+            .extend(["secrets", secret]);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("api-version", API_VERSION);
+        Ok(url)
+    }
+
+    /// Reads the current version of `secret` from `vault`. A 403 `ForbiddenByRbac` (a role
+    /// assignment still propagating) is retried for `rbac_window`; other refusals fail at once.
+    pub async fn get_secret(
+        &self,
+        vault: &str,
+        secret: &str,
+        token: &AccessToken,
+        rbac_window: Duration,
+    ) -> Result<SecretValue> {
+        let url = self.secret_url(vault, secret)?;
+        let first_attempt = Instant::now();
+        let what = format!("Key Vault read of secret {secret:?} in vault {vault:?}");
+        let body = retry(&self.policy, &what, || async {
+            self.get_once(&url, token, vault, secret, first_attempt, rbac_window)
+                .await
+        })
+        .await?;
+        let bundle: SecretBundle = serde_json::from_slice(&body)
+            .with_context(|| format!("Key Vault's answer for secret {secret:?} in vault {vault:?} is not a secret bundle"))?;
+        let version = bundle
+            .id
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(SecretValue {
+            value: bundle.value,
+            version,
+        })
+    }
+
+    async fn get_once(
+        &self,
+        url: &url::Url,
+        token: &AccessToken,
+        vault: &str,
+        secret: &str,
+        first_attempt: Instant,
+        rbac_window: Duration,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let resp = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::AUTHORIZATION, token.bearer())
+            .send()
+            .await
+            .map_err(|e| transport_error(e, &format!("Key Vault {vault:?}")))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_capped(resp, SECRET_BODY_CAP)
+            .await
+            .map_err(AttemptError::retry)?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let detail = serde_json::from_slice::<ErrorBody>(&body)
+            .unwrap_or_default()
+            .error;
+        let codes = detail.codes();
+        let cause = |hint: &str| {
+            anyhow::anyhow!(
+                "Key Vault {vault:?} refused secret {secret:?}: HTTP {} {} ({}): {hint}",
+                status.as_u16(),
+                codes
+                    .iter()
+                    .copied()
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                detail.message.lines().next().unwrap_or("").trim(),
+            )
+        };
+        Err(match (status.as_u16(), codes.as_slice()) {
+            (403, c) if c.contains(&"ForbiddenByRbac") => {
+                let error = cause("the role assignment may still be propagating");
+                if first_attempt.elapsed() < rbac_window {
+                    AttemptError::retry(error)
+                } else {
+                    AttemptError::Fatal(cause(&format!(
+                        "still denied after {}s: grant the VM's identity 'Key Vault Secrets User' on the vault",
+                        rbac_window.as_secs()
+                    )))
+                }
+            }
+            (403, c) if c.contains(&"SecretDisabled") => {
+                AttemptError::Fatal(cause("the secret is disabled: enable it (az keyvault secret set-attributes --enabled true)"))
+            }
+            (403, _) => AttemptError::Fatal(cause("grant the VM's identity 'Key Vault Secrets User' (or an access policy with get) on the vault")),
+            (404, _) => AttemptError::Fatal(cause("create the secret, or fix join_token.vault / join_token.secret in the node config")),
+            (401, _) => AttemptError::Fatal(cause("the token was not accepted: check the vault's tenant and the identity")),
+            _ => http::status_error(status, &headers, &body, VAULT_RETRY_STATUSES, &format!("Key Vault {vault:?}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_url_uses_the_vault_name_or_the_override() {
+        let kv = KeyVaultClient::new(None, None, RetryPolicy::VAULT).unwrap();
+        assert_eq!(
+            kv.secret_url("kv-canarie", "rke2-join-token")
+                .unwrap()
+                .as_str(),
+            "https://kv-canarie.vault.azure.net/secrets/rke2-join-token?api-version=2025-07-01"
+        );
+        let kv =
+            KeyVaultClient::new(Some("https://127.0.0.1:8443/"), None, RetryPolicy::VAULT).unwrap();
+        assert_eq!(
+            kv.secret_url("kv-canarie", "t").unwrap().as_str(),
+            "https://127.0.0.1:8443/secrets/t?api-version=2025-07-01"
+        );
+    }
+
+    #[test]
+    fn plain_http_override_is_refused() {
+        let err =
+            KeyVaultClient::new(Some("http://127.0.0.1:80"), None, RetryPolicy::VAULT).unwrap_err();
+        assert!(err.to_string().contains("must be https://"));
+    }
+
+    #[test]
+    fn inner_error_codes_are_all_seen() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/azure-specs/keyvault/observed/403-forbidden-by-rbac.json"
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let e: ErrorBody = serde_json::from_value(v["body"].clone()).unwrap();
+        assert_eq!(e.error.codes(), vec!["Forbidden", "ForbiddenByRbac"]);
+    }
+}
