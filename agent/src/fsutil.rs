@@ -19,7 +19,8 @@ pub enum WriteOutcome {
 pub fn is_current(path: &Path, contents: &[u8], mode: u32) -> Result<bool> {
     match fs::read(path) {
         Ok(existing) => {
-            let meta = fs::metadata(path).with_context(|| format!("reading metadata of {}", path.display()))?;
+            let meta = fs::metadata(path)
+                .with_context(|| format!("reading metadata of {}", path.display()))?;
             Ok(existing == contents && meta.permissions().mode() & 0o7777 == mode)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -55,9 +56,12 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
         // The umask may have narrowed the mode; set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .with_context(|| format!("setting mode of {}", tmp.display()))?;
-        f.write_all(contents).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        f.write_all(contents)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing directory {}", dir.display()))?;
@@ -67,7 +71,11 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    Ok(if existed { WriteOutcome::Updated } else { WriteOutcome::Created })
+    Ok(if existed {
+        WriteOutcome::Updated
+    } else {
+        WriteOutcome::Created
+    })
 }
 
 #[cfg(test)]
@@ -78,11 +86,20 @@ mod tests {
     fn writes_once_then_reports_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/file.yaml");
-        assert_eq!(write_if_changed(&path, b"x: 1\n", 0o644).unwrap(), WriteOutcome::Created);
+        assert_eq!(
+            write_if_changed(&path, b"x: 1\n", 0o644).unwrap(),
+            WriteOutcome::Created
+        );
         let before = fs::metadata(&path).unwrap().modified().unwrap();
-        assert_eq!(write_if_changed(&path, b"x: 1\n", 0o644).unwrap(), WriteOutcome::Unchanged);
+        assert_eq!(
+            write_if_changed(&path, b"x: 1\n", 0o644).unwrap(),
+            WriteOutcome::Unchanged
+        );
         assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
-        assert_eq!(write_if_changed(&path, b"x: 2\n", 0o644).unwrap(), WriteOutcome::Updated);
+        assert_eq!(
+            write_if_changed(&path, b"x: 2\n", 0o644).unwrap(),
+            WriteOutcome::Updated
+        );
         assert_eq!(fs::read(&path).unwrap(), b"x: 2\n");
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file may remain");
@@ -93,9 +110,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token.yaml");
         write_if_changed(&path, b"token: t\n", 0o600).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(write_if_changed(&path, b"token: t\n", 0o600).unwrap(), WriteOutcome::Updated);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            write_if_changed(&path, b"token: t\n", 0o600).unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
     }
 }

@@ -50,7 +50,10 @@ mod tests {
     #[test]
     fn join_keeps_paths_under_the_root() {
         let root = Root::new("/tmp/sandbox");
-        assert_eq!(root.join("/etc/rancher/rke2/config.yaml"), PathBuf::from("/tmp/sandbox/etc/rancher/rke2/config.yaml"));
+        assert_eq!(
+            root.join("/etc/rancher/rke2/config.yaml"),
+            PathBuf::from("/tmp/sandbox/etc/rancher/rke2/config.yaml")
+        );
         assert_eq!(Root::default().join("/etc/x"), PathBuf::from("/etc/x"));
         assert!(Root::default().is_host());
         assert!(!root.is_host());
