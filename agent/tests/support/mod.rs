@@ -1,0 +1,4 @@
+//! Shared helpers of the integration tests (each test file uses a part of them).
+#![allow(dead_code)]
+
+pub mod dbus;

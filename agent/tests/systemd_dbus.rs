@@ -1,0 +1,72 @@
+//! The systemd client against a private dbus-daemon with a fake Manager.
+
+mod support;
+
+use canarie_agent::systemd::Systemd;
+use std::time::Duration;
+use support::dbus::{FakeSystemd, StartOutcome};
+
+#[tokio::test]
+async fn start_success_waits_for_the_job() {
+    let fake = FakeSystemd::start().await;
+    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    sd.start_and_wait("rke2-server.service", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(fake.started(), vec!["rke2-server.service"]);
+    assert!(sd
+        .unit_state("rke2-server.service")
+        .await
+        .unwrap()
+        .is_active());
+}
+
+#[tokio::test]
+async fn start_failure_reports_the_result_and_unit_state() {
+    let fake = FakeSystemd::start().await;
+    fake.set_outcome("rke2-agent.service", StartOutcome::Failed);
+    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    let err = sd
+        .start_and_wait("rke2-agent.service", Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("starting rke2-agent.service ended with result \"failed\""),
+        "{msg}"
+    );
+    assert!(msg.contains("unit is failed (failed)"), "{msg}");
+    assert!(msg.contains("journalctl -u rke2-agent.service"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_job_that_never_ends_hits_the_deadline() {
+    let fake = FakeSystemd::start().await;
+    fake.set_outcome("rke2-server.service", StartOutcome::Hang);
+    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    let err = sd
+        .start_and_wait("rke2-server.service", Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("did not finish within 0.5s"), "{msg}");
+    assert!(msg.contains("unit is inactive"), "{msg}");
+}
+
+#[tokio::test]
+async fn reload_reaches_the_manager() {
+    let fake = FakeSystemd::start().await;
+    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    sd.reload().await.unwrap();
+    sd.reload().await.unwrap();
+    assert_eq!(fake.state.lock().unwrap().reloads, 2);
+}
+
+#[tokio::test]
+async fn a_bad_bus_address_is_a_clear_error() {
+    let err = Systemd::connect(Some("unix:path=/nonexistent/bus"))
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("connecting to the D-Bus at unix:path=/nonexistent/bus"));
+}
