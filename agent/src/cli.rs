@@ -79,10 +79,11 @@ pub enum Command {
     #[command(subcommand)]
     Disk(DiskCommand),
     /// Write every file the node would get under DIR (the token replaced by a placeholder).
+    ///
+    /// Reads the node config from --config FILE (required here). The data disk counts as
+    /// mounted when the config has a data_disk, so the Longhorn default-disk label is
+    /// rendered exactly then. Files go to DIR/<node path>, e.g. DIR/etc/rancher/rke2/config.yaml.
     Render {
-        /// The node config (JSON).
-        #[arg(long = "config", id = "render_config")]
-        config: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },

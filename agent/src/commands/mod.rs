@@ -15,7 +15,7 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Config(cmd) => config::run(global, cmd),
         Command::Disk(DiskCommand::Inspect(args)) => disk::inspect(global, &args),
-        Command::Render { config, out } => render::run(global, &config, &out),
+        Command::Render { out } => render::run(global, &out),
         Command::Plan { json } => plan::run(global, json),
         Command::Bootstrap | Command::Doctor { .. } => {
             eprintln!("canarie-agent: this command is not built yet");

@@ -1,1 +1,187 @@
 //! RKE2's config.yaml, drop-ins, the Cilium HelmChartConfig and the seeded manifests.
+//!
+//! Rendering is pure: [`render`] and [`render_token_dropin`] turn the node config (and what
+//! the agent observed about the node) into file contents with their node paths and modes.
+//! Writing is separate ([`RenderedFile::write`], [`SecretFile::write`]) and goes through
+//! [`fsutil::write_if_changed`], so an unchanged file is never rewritten (RKE2's
+//! helm-controller re-applies a manifest whose file changed) and the token file is 0600 from
+//! its first byte. docs/rke2-and-manifests.md lists every file and where each value lives.
+
+mod manifests;
+mod node_config;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use manifests::{longhorn_replicas, FLEET_BUNDLE_PATHS};
+pub use node_config::{
+    AGENT_KEYS, LONGHORN_DEFAULT_DISK_LABEL, SERVER_KEYS, WRITE_KUBECONFIG_MODE,
+};
+
+use crate::config::{NodeConfig, Role};
+use crate::fsutil::{self, WriteOutcome};
+use crate::paths::{Root, RKE2_CONFIG, RKE2_TOKEN_DROPIN};
+use anyhow::{Context, Result};
+use secrecy::{ExposeSecret, SecretString};
+use std::path::{Path, PathBuf};
+
+/// The Pod Security Admission config (servers), named so it never collides with the
+/// rke2-pss.yaml RKE2 writes when no config is given.
+pub const PSA_CONFIG: &str = "/etc/rancher/rke2/canarie-pss.yaml";
+
+/// Nothing under /etc/rancher or /var/lib/rancher is for anyone but root.
+const CONFIG_MODE: u32 = 0o600;
+const MANIFEST_MODE: u32 = 0o600;
+/// Unit files are world-readable, like every other file systemd loads.
+const UNIT_DROPIN_MODE: u32 = 0o644;
+const TOKEN_MODE: u32 = 0o600;
+
+/// The PSA config, compiled in from its one source.
+const PSA_SOURCE: &str = include_str!("pod-security-admission.yaml");
+
+/// The token drop-in's value in `render` output: never the real token.
+pub const TOKEN_PLACEHOLDER: &str =
+    "REDACTED: the join token from Key Vault (join_token.vault / join_token.secret)";
+
+/// What the agent observed about the node, as far as rendering depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The data disk is mounted at `data_disk.mount_point`: the node may carry Longhorn's
+    /// default-disk label (otherwise Longhorn would put replicas on the OS disk).
+    pub data_disk_mounted: bool,
+}
+
+/// What must happen for a changed file to take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// RKE2 reads it at start: restart (or first start) the role's RKE2 unit.
+    RestartRke2,
+    /// A systemd unit drop-in: `daemon-reload` before RKE2 is (re)started.
+    DaemonReload,
+    /// RKE2's deploy controller applies it on change; nothing to do.
+    AppliedByRke2,
+}
+
+/// One file as it must be on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// Absolute path on the node (resolve with [`Root::join`]).
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    pub effect: Effect,
+}
+
+impl RenderedFile {
+    /// True when the file under `root` already has these contents and mode.
+    pub fn is_current(&self, root: &Root) -> Result<bool> {
+        fsutil::is_current(&root.join(&self.path), &self.contents, self.mode)
+    }
+
+    /// Writes the file under `root` unless it is already current.
+    pub fn write(&self, root: &Root) -> Result<WriteOutcome> {
+        fsutil::write_if_changed(&root.join(&self.path), &self.contents, self.mode)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// A file holding a secret: its contents never appear in `Debug` output and are zeroed when
+/// dropped.
+pub struct SecretFile {
+    pub path: PathBuf,
+    contents: SecretString,
+    pub mode: u32,
+    pub effect: Effect,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("path", &self.path)
+            .field("contents", &"[REDACTED]")
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .field("effect", &self.effect)
+            .finish()
+    }
+}
+
+impl SecretFile {
+    /// The contents, for writing. Never log them.
+    pub fn expose_contents(&self) -> &[u8] {
+        self.contents.expose_secret().as_bytes()
+    }
+
+    pub fn is_current(&self, root: &Root) -> Result<bool> {
+        fsutil::is_current(&root.join(&self.path), self.expose_contents(), self.mode)
+    }
+
+    /// Writes the file under `root` unless it is already current; it is created with its
+    /// final mode, so the token is never readable by others, not even briefly.
+    pub fn write(&self, root: &Root) -> Result<WriteOutcome> {
+        fsutil::write_if_changed(&root.join(&self.path), self.expose_contents(), self.mode)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Every file the node needs besides the token drop-in, in write order: config.yaml; on
+/// servers the PSA config; the RKE2 unit's data-disk drop-in when the node has a data disk;
+/// on servers the seeded manifests.
+pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
+    let mut files = Vec::new();
+    let body = node_config::config_yaml(config, facts).context("rendering config.yaml")?;
+    files.push(RenderedFile {
+        path: RKE2_CONFIG.into(),
+        contents: with_header(
+            "# Written by canarie-agent from the node config; changes made here are overwritten.\n\
+             # The join token is in config.yaml.d/10-token.yaml.\n",
+            &body,
+        ),
+        mode: CONFIG_MODE,
+        effect: Effect::RestartRke2,
+    });
+    if config.role == Role::Server {
+        files.push(RenderedFile {
+            path: PSA_CONFIG.into(),
+            contents: PSA_SOURCE.as_bytes().to_vec(),
+            mode: CONFIG_MODE,
+            effect: Effect::RestartRke2,
+        });
+    }
+    if let Some(disk) = &config.data_disk {
+        let unit = config.role.rke2_unit();
+        files.push(RenderedFile {
+            path: Path::new("/etc/systemd/system")
+                .join(format!("{unit}.d"))
+                .join("10-canarie-data-disk.conf"),
+            contents: format!(
+                "# Written by canarie-agent from the node config (data_disk.mount_point).\n{}",
+                node_config::data_disk_dropin(&disk.mount_point)?
+            )
+            .into_bytes(),
+            mode: UNIT_DROPIN_MODE,
+            effect: Effect::DaemonReload,
+        });
+    }
+    if config.role == Role::Server {
+        files.extend(manifests::render(config)?);
+    }
+    Ok(files)
+}
+
+/// The join token drop-in, `/etc/rancher/rke2/config.yaml.d/10-token.yaml` (mode 0600).
+pub fn render_token_dropin(token: &SecretString) -> SecretFile {
+    SecretFile {
+        path: RKE2_TOKEN_DROPIN.into(),
+        contents: node_config::token_yaml(token),
+        mode: TOKEN_MODE,
+        effect: Effect::RestartRke2,
+    }
+}
+
+fn with_header(header: &str, body: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(header.len() + body.len());
+    out.push_str(header);
+    out.push_str(body);
+    out.into_bytes()
+}

@@ -1,0 +1,207 @@
+//! The manifests seeded into RKE2's server manifests directory.
+//!
+//! Each value lives in one file: `manifests/seed/<file>` holds the object (chart, version,
+//! namespace, policy), `helm-values/<chart>.yaml` holds the chart values, and the node config
+//! holds what differs per cluster. All three meet here: the seed is parsed, its
+//! `spec.valuesContent` becomes the values file's text unchanged, and per-cluster values go in
+//! through `spec.set` (strings) or the GitRepo's fields. A seed that already defines a field
+//! filled here is refused, so no value can end up in two places.
+
+use super::{yaml, RenderedFile, MANIFEST_MODE};
+use crate::config::{GitRepoConfig, NodeConfig};
+use crate::paths::RKE2_MANIFESTS_DIR;
+use anyhow::{bail, Context, Result};
+use serde_yaml_ng::{Mapping, Value};
+use std::path::Path;
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/fleet_bundle_paths.rs"));
+}
+
+/// The GitRepo's `spec.paths`: every `manifests/bundles/<dir>` holding a fleet.yaml, found
+/// by build.rs when the agent was built.
+pub const FLEET_BUNDLE_PATHS: &[&str] = generated::FLEET_BUNDLE_PATHS;
+
+/// One seeded object: its source, its values file, and its per-cluster `set` entries.
+struct Seed {
+    /// Both the source's name under manifests/seed/ and the file name on the node (RKE2
+    /// names the AddOn after it).
+    file: &'static str,
+    source: &'static str,
+    /// The values file's name under helm-values/ and its text.
+    values: (&'static str, &'static str),
+    set: fn(&NodeConfig) -> Vec<(&'static str, String)>,
+}
+
+macro_rules! seed {
+    ($file:literal, $values:literal, $set:expr) => {
+        Seed {
+            file: $file,
+            source: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../manifests/seed/",
+                $file
+            )),
+            values: (
+                $values,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../helm-values/",
+                    $values
+                )),
+            ),
+            set: $set,
+        }
+    };
+}
+
+/// In the order they are written. The CNI config first: it is needed before anything runs.
+const SEEDS: &[Seed] = &[
+    seed!("rke2-cilium-config.yaml", "cilium.yaml", |_| Vec::new()),
+    seed!("canarie-longhorn.yaml", "longhorn.yaml", longhorn_set),
+    seed!(
+        "canarie-ingress-nginx.yaml",
+        "ingress-nginx.yaml",
+        ingress_nginx_set
+    ),
+    seed!("canarie-fleet-crd.yaml", "fleet-crd.yaml", |_| Vec::new()),
+    seed!("canarie-fleet.yaml", "fleet.yaml", |_| Vec::new()),
+];
+
+const GITREPO_FILE: &str = "canarie-gitrepo.yaml";
+const GITREPO_SOURCE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../manifests/seed/canarie-gitrepo.yaml"
+));
+
+/// Longhorn keeps this many replicas of each volume: one per data-disk node, at most three.
+pub fn longhorn_replicas(config: &NodeConfig) -> u32 {
+    config.cluster.storage_nodes.unwrap_or(1).clamp(1, 3)
+}
+
+fn longhorn_set(config: &NodeConfig) -> Vec<(&'static str, String)> {
+    let replicas = longhorn_replicas(config).to_string();
+    vec![
+        // The default StorageClass's numberOfReplicas (PVCs)...
+        ("persistence.defaultClassReplicaCount", replicas.clone()),
+        // ...and the default for volumes created in the Longhorn UI.
+        ("defaultSettings.defaultReplicaCount", replicas),
+    ]
+}
+
+fn ingress_nginx_set(config: &NodeConfig) -> Vec<(&'static str, String)> {
+    match &config.cluster.public_ip {
+        // Without it the controller reports the nodes' addresses on Ingresses.
+        Some(ip) => vec![("controller.extraArgs.publish-status-address", ip.clone())],
+        None => Vec::new(),
+    }
+}
+
+/// Every manifest a server gets, in write order.
+pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
+    let mut files = Vec::with_capacity(SEEDS.len() + 1);
+    for seed in SEEDS {
+        let doc = helm_object(seed, config)
+            .with_context(|| format!("rendering manifests/seed/{}", seed.file))?;
+        files.push(manifest(
+            seed.file,
+            &doc,
+            &format!(
+                "manifests/seed/{} and helm-values/{}",
+                seed.file, seed.values.0
+            ),
+        )?);
+    }
+    if let Some(repo) = &config.cluster.git_repo {
+        // An empty `paths` would make Fleet deploy the whole repository: no bundles, no GitRepo.
+        if !FLEET_BUNDLE_PATHS.is_empty() {
+            let doc = gitrepo(repo, FLEET_BUNDLE_PATHS)
+                .with_context(|| format!("rendering manifests/seed/{GITREPO_FILE}"))?;
+            files.push(manifest(
+                GITREPO_FILE,
+                &doc,
+                &format!("manifests/seed/{GITREPO_FILE} and the node config"),
+            )?);
+        }
+    }
+    Ok(files)
+}
+
+fn helm_object(seed: &Seed, config: &NodeConfig) -> Result<Value> {
+    let mut doc = parse(seed.source)?;
+    let spec = spec_of(&mut doc)?;
+    insert_new(spec, "valuesContent", seed.values.1.into())?;
+    let sets = (seed.set)(config);
+    if !sets.is_empty() {
+        let set = match spec
+            .entry("set".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()))
+        {
+            Value::Mapping(m) => m,
+            _ => bail!("spec.set must be a mapping"),
+        };
+        for (key, value) in sets {
+            insert_new(set, key, value.into())?;
+        }
+    }
+    Ok(doc)
+}
+
+pub(super) fn gitrepo(repo: &GitRepoConfig, paths: &[&str]) -> Result<Value> {
+    let mut doc = parse(GITREPO_SOURCE)?;
+    let spec = spec_of(&mut doc)?;
+    insert_new(spec, "repo", repo.url.as_str().into())?;
+    // Fleet follows "master" when no branch is given; always say which.
+    insert_new(spec, "branch", repo.branch.as_str().into())?;
+    if let Some(secret) = &repo.auth_secret {
+        insert_new(spec, "clientSecretName", secret.as_str().into())?;
+    }
+    insert_new(
+        spec,
+        "paths",
+        Value::Sequence(paths.iter().map(|p| (*p).into()).collect()),
+    )?;
+    Ok(doc)
+}
+
+fn parse(source: &str) -> Result<Value> {
+    let doc: Value = serde_yaml_ng::from_str(source).context("the seed is not YAML")?;
+    if !doc.is_mapping() {
+        bail!("the seed must hold exactly one object");
+    }
+    Ok(doc)
+}
+
+fn spec_of(doc: &mut Value) -> Result<&mut Mapping> {
+    let root = doc.as_mapping_mut().context("the seed must be a mapping")?;
+    match root
+        .entry("spec".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()))
+    {
+        Value::Mapping(m) => Ok(m),
+        _ => bail!("spec must be a mapping"),
+    }
+}
+
+fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
+    if map.contains_key(key) {
+        bail!("{key} is filled in by canarie-agent and must not be set in the seed (a value lives in one place)");
+    }
+    map.insert(key.into(), value);
+    Ok(())
+}
+
+fn manifest(file: &str, doc: &Value, sources: &str) -> Result<RenderedFile> {
+    let body = yaml::to_string(doc)?;
+    let contents = format!(
+        "# Written by canarie-agent from {sources}.\n\
+         # Changes made here are overwritten: change the sources (docs/rke2-and-manifests.md).\n\
+         {body}"
+    );
+    Ok(RenderedFile {
+        path: Path::new(RKE2_MANIFESTS_DIR).join(file),
+        contents: contents.into_bytes(),
+        mode: MANIFEST_MODE,
+        effect: super::Effect::AppliedByRke2,
+    })
+}

@@ -1,0 +1,154 @@
+//! `/etc/rancher/rke2/config.yaml`, the PSA config it points at, the token drop-in and the
+//! RKE2 unit's data-disk drop-in.
+//!
+//! RKE2 skips (with a warning) keys the running subcommand does not know, so a server-only key
+//! in an agent's file would be silently ignored; each key here is written only for the role
+//! that has it (see `SERVER_KEYS` / `AGENT_KEYS`, checked against RKE2's flag list in tests).
+
+use super::{yaml, NodeFacts, PSA_CONFIG};
+use crate::config::{NodeConfig, Role};
+use anyhow::{bail, Result};
+use secrecy::{ExposeSecret, SecretString};
+use serde_yaml_ng::{Mapping, Value};
+
+/// The label Longhorn looks for when `createDefaultDiskLabeledNodes` is on.
+pub const LONGHORN_DEFAULT_DISK_LABEL: &str = "node.longhorn.io/create-default-disk";
+
+/// The admin kubeconfig (/etc/rancher/rke2/rke2.yaml) is a cluster-admin credential: root
+/// only, as CIS asks. Operators use `sudo`; nothing on the node needs group read access.
+/// A string, quoted in the file: YAML 1.1 would read a plain 0600 as the octal number 384.
+pub const WRITE_KUBECONFIG_MODE: &str = "0600";
+
+/// Every key this module may write on a server, in file order.
+pub const SERVER_KEYS: &[&str] = &[
+    "server",
+    "node-name",
+    "node-label",
+    "node-taint",
+    "cni",
+    "disable-kube-proxy",
+    "disable",
+    "tls-san",
+    "write-kubeconfig-mode",
+    "pod-security-admission-config-file",
+];
+
+/// Every key this module may write on an agent, in file order.
+pub const AGENT_KEYS: &[&str] = &["server", "node-name", "node-label", "node-taint"];
+
+/// The YAML of config.yaml (without the header comment).
+pub(super) fn config_yaml(config: &NodeConfig, facts: &NodeFacts) -> Result<String> {
+    let mut m = Mapping::new();
+    let mut put = |key: &str, value: Value| {
+        debug_assert!(
+            keys_for(config.role).contains(&key),
+            "{key} is not a {} key",
+            config.role
+        );
+        m.insert(key.into(), value);
+    };
+    // Agents always have a server URL (validated); a server with one joins an existing cluster.
+    if let Some(url) = &config.cluster.server_url {
+        put("server", url.as_str().into());
+    }
+    if let Some(name) = &config.node_name {
+        put("node-name", name.as_str().into());
+    }
+    let labels = node_labels(config, facts)?;
+    if !labels.is_empty() {
+        put("node-label", strings(&labels));
+    }
+    if !config.node_taints.is_empty() {
+        put("node-taint", strings(&config.node_taints));
+    }
+    if config.role == Role::Server {
+        put("cni", "cilium".into());
+        put("disable-kube-proxy", true.into());
+        // This cluster brings its own ingress-nginx (a HelmChart seeded below); RKE2's would
+        // fight it for host ports 80/443 and IngressClass nginx. `ingress-controller: none`
+        // would do too, but only from v1.31.8; `disable` works on every v1.31.
+        put("disable", strings(&["rke2-ingress-nginx"]));
+        if !config.cluster.tls_san.is_empty() {
+            put("tls-san", strings(&config.cluster.tls_san));
+        }
+        put("write-kubeconfig-mode", WRITE_KUBECONFIG_MODE.into());
+        put("pod-security-admission-config-file", PSA_CONFIG.into());
+    }
+    yaml::to_string(&Value::Mapping(m))
+}
+
+pub(super) fn keys_for(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Server => SERVER_KEYS,
+        Role::Agent => AGENT_KEYS,
+    }
+}
+
+/// The node's labels: the configured ones, plus Longhorn's default-disk label when the data
+/// disk is mounted. RKE2 applies labels at first registration only, so the label must be in
+/// place before RKE2 first starts.
+fn node_labels(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<String>> {
+    let mut labels = Vec::with_capacity(config.node_labels.len() + 1);
+    for (i, label) in config.node_labels.iter().enumerate() {
+        let key = label.split_once('=').map_or(label.as_str(), |(k, _)| k);
+        if key == LONGHORN_DEFAULT_DISK_LABEL {
+            bail!(
+                "node_labels[{i}]: {LONGHORN_DEFAULT_DISK_LABEL} is set by canarie-agent when the data disk \
+                 is mounted; remove it from the node config"
+            );
+        }
+        labels.push(label.clone());
+    }
+    if facts.data_disk_mounted {
+        labels.push(format!("{LONGHORN_DEFAULT_DISK_LABEL}=true"));
+    }
+    Ok(labels)
+}
+
+fn strings<S: AsRef<str>>(items: &[S]) -> Value {
+    Value::Sequence(items.iter().map(|s| s.as_ref().into()).collect())
+}
+
+/// The `[Unit]` drop-in that keeps RKE2 from starting before the data disk is mounted.
+pub(super) fn data_disk_dropin(mount_point: &std::path::Path) -> Result<String> {
+    let Some(path) = mount_point.to_str() else {
+        bail!(
+            "data_disk.mount_point {} is not UTF-8",
+            mount_point.display()
+        );
+    };
+    // systemd splits RequiresMountsFor= on white space and expands % specifiers; a mount point
+    // needing quoting is refused rather than escaped into something systemd might read otherwise.
+    if !path.starts_with('/')
+        || path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(c))
+    {
+        bail!(
+            "data_disk.mount_point {path:?} cannot be used in a systemd unit: use an absolute path \
+             without spaces, quotes or backslashes"
+        );
+    }
+    Ok(format!(
+        "# RKE2 runs Longhorn, whose data lives on the data disk: never start it before the\n\
+         # disk is mounted (systemd adds Requires= and After= on the mount unit).\n\
+         [Unit]\n\
+         RequiresMountsFor={}\n",
+        path.replace('%', "%%")
+    ))
+}
+
+/// The token drop-in's YAML; every intermediate copy of the token is zeroed on drop.
+pub(super) fn token_yaml(token: &SecretString) -> SecretString {
+    // Exact capacities: converting a String into the secret's Box<str> then needs no
+    // reallocation, which would leave an unzeroed copy behind.
+    let quoted_secret = SecretString::from(yaml::double_quoted(token.expose_secret()));
+    let quoted = quoted_secret.expose_secret();
+    const HEADER: &str =
+        "# Written by canarie-agent: the join token from Key Vault. Mode 0600.\ntoken: ";
+    let mut out = String::with_capacity(HEADER.len() + quoted.len() + 1);
+    out.push_str(HEADER);
+    out.push_str(quoted);
+    out.push('\n');
+    SecretString::from(out)
+}

@@ -1,0 +1,597 @@
+use super::*;
+use crate::config::{self, NodeConfig};
+use serde_yaml_ng::Value;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+const SERVER_JSON: &str = include_str!("../../../examples/server.json");
+const AGENT_JSON: &str = include_str!("../../../examples/agent.json");
+const FLAGS_JSON: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/reference/rke2/flags.json"
+);
+
+fn server() -> NodeConfig {
+    config::parse(SERVER_JSON.as_bytes()).expect("examples/server.json is valid")
+}
+
+fn agent() -> NodeConfig {
+    config::parse(AGENT_JSON.as_bytes()).expect("examples/agent.json is valid")
+}
+
+const MOUNTED: NodeFacts = NodeFacts {
+    data_disk_mounted: true,
+};
+const NOT_MOUNTED: NodeFacts = NodeFacts {
+    data_disk_mounted: false,
+};
+
+fn files(config: &NodeConfig, facts: &NodeFacts) -> BTreeMap<String, RenderedFile> {
+    render(config, facts)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.path.to_str().unwrap().to_string(), f))
+        .collect()
+}
+
+fn yaml_of(file: &RenderedFile) -> Value {
+    serde_yaml_ng::from_slice(&file.contents)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", file.path.display()))
+}
+
+fn rke2_config(config: &NodeConfig, facts: &NodeFacts) -> serde_yaml_ng::Mapping {
+    let all = files(config, facts);
+    yaml_of(&all[RKE2_CONFIG]).as_mapping().unwrap().clone()
+}
+
+fn keys(m: &serde_yaml_ng::Mapping) -> Vec<String> {
+    m.keys().map(|k| k.as_str().unwrap().to_string()).collect()
+}
+
+fn labels(m: &serde_yaml_ng::Mapping) -> Vec<String> {
+    m.get("node-label")
+        .map(|v| {
+            v.as_sequence()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn manifest(config: &NodeConfig, name: &str) -> Value {
+    let all = files(config, &MOUNTED);
+    yaml_of(&all[&format!("{}/{name}", crate::paths::RKE2_MANIFESTS_DIR)])
+}
+
+/// RKE2's flags for a role from the reference flag table: name → type.
+fn reference_flags(role: &str) -> BTreeMap<String, String> {
+    let text =
+        std::fs::read_to_string(FLAGS_JSON).unwrap_or_else(|e| panic!("reading {FLAGS_JSON}: {e}"));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc[role]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn with_json(base: &str, edit: impl FnOnce(&mut serde_json::Value)) -> NodeConfig {
+    let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
+    edit(&mut v);
+    config::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+}
+
+#[test]
+fn every_key_written_is_a_real_rke2_flag_of_the_role_with_the_right_type() {
+    let full_server = with_json(SERVER_JSON, |v| {
+        v["cluster"]["server_url"] = "https://10.20.0.5:9345".into();
+        v["node_labels"] = serde_json::json!(["a=b"]);
+        v["node_taints"] = serde_json::json!(["c=d:NoSchedule"]);
+    });
+    let full_agent = with_json(AGENT_JSON, |v| {
+        v["node_labels"] = serde_json::json!(["a=b"]);
+        v["node_taints"] = serde_json::json!(["c=d:NoSchedule"]);
+    });
+    for (config, role) in [(full_server, "server"), (full_agent, "agent")] {
+        let flags = reference_flags(role);
+        let m = rke2_config(&config, &MOUNTED);
+        // Every key this module knows for the role shows up in the fully loaded config.
+        assert_eq!(keys(&m), node_config::keys_for(config.role), "{role}");
+        for (k, v) in &m {
+            let k = k.as_str().unwrap();
+            let ty = flags
+                .get(k)
+                .unwrap_or_else(|| panic!("{k} is not an RKE2 {role} flag"));
+            let ok = match ty.as_str() {
+                "string-slice" => {
+                    v.as_sequence()
+                        .is_some_and(|s| s.iter().all(Value::is_string))
+                        || v.is_string()
+                }
+                "bool" => v.is_bool(),
+                "string" => v.is_string(),
+                other => panic!("{k}: unexpected flag type {other}"),
+            };
+            assert!(ok, "{role} {k}: {v:?} does not fit flag type {ty}");
+        }
+    }
+}
+
+#[test]
+fn servers_get_the_cluster_settings_and_agents_only_agent_keys() {
+    let s = rke2_config(&server(), &MOUNTED);
+    assert_eq!(s["cni"], Value::from("cilium"));
+    assert_eq!(s["disable-kube-proxy"], Value::from(true));
+    assert_eq!(
+        s["disable"],
+        serde_yaml_ng::from_str::<Value>("[rke2-ingress-nginx]").unwrap()
+    );
+    assert_eq!(
+        s["tls-san"],
+        serde_yaml_ng::from_str::<Value>("[cp-01, api.canarie.example.com, 20.30.40.50]").unwrap()
+    );
+    assert_eq!(
+        s["pod-security-admission-config-file"],
+        Value::from(PSA_CONFIG)
+    );
+    assert_eq!(s["node-name"], Value::from("cp-01"));
+
+    let a = rke2_config(&agent(), &MOUNTED);
+    for k in keys(&a) {
+        assert!(AGENT_KEYS.contains(&k.as_str()), "agent config has {k}");
+    }
+    for server_only in [
+        "cni",
+        "disable-kube-proxy",
+        "disable",
+        "tls-san",
+        "write-kubeconfig-mode",
+    ] {
+        assert!(
+            !a.contains_key(server_only),
+            "agent config must not have {server_only}"
+        );
+    }
+    let agent_paths: Vec<_> = files(&agent(), &MOUNTED).into_keys().collect();
+    assert_eq!(
+        agent_paths,
+        [
+            RKE2_CONFIG,
+            "/etc/systemd/system/rke2-agent.service.d/10-canarie-data-disk.conf"
+        ],
+        "an agent gets no PSA config and no manifests"
+    );
+}
+
+#[test]
+fn longhorn_label_only_when_the_data_disk_is_mounted() {
+    let label = format!("{LONGHORN_DEFAULT_DISK_LABEL}=true");
+    for config in [server(), agent()] {
+        assert!(labels(&rke2_config(&config, &MOUNTED)).contains(&label));
+        assert!(!labels(&rke2_config(&config, &NOT_MOUNTED)).contains(&label));
+        assert!(
+            !rke2_config(&config, &NOT_MOUNTED).contains_key("node-label"),
+            "no labels, no key"
+        );
+    }
+    let with_labels = with_json(AGENT_JSON, |v| {
+        v["node_labels"] = serde_json::json!(["zone=1"])
+    });
+    assert_eq!(
+        labels(&rke2_config(&with_labels, &MOUNTED)),
+        ["zone=1", label.as_str()]
+    );
+    assert_eq!(labels(&rke2_config(&with_labels, &NOT_MOUNTED)), ["zone=1"]);
+
+    let claims_it = with_json(AGENT_JSON, |v| {
+        v["node_labels"] = serde_json::json!([format!("{LONGHORN_DEFAULT_DISK_LABEL}=true")])
+    });
+    let err = render(&claims_it, &NOT_MOUNTED).unwrap_err();
+    assert!(format!("{err:#}").contains("node_labels[0]"), "{err:#}");
+}
+
+#[test]
+fn server_key_for_agents_and_joining_servers_only() {
+    assert_eq!(
+        rke2_config(&agent(), &MOUNTED)["server"],
+        Value::from("https://10.20.0.4:9345")
+    );
+    assert!(
+        !rke2_config(&server(), &MOUNTED).contains_key("server"),
+        "the first server starts a cluster"
+    );
+    let joining = with_json(SERVER_JSON, |v| {
+        v["cluster"]["server_url"] = "https://10.20.0.4:9345".into()
+    });
+    assert_eq!(
+        rke2_config(&joining, &MOUNTED)["server"],
+        Value::from("https://10.20.0.4:9345")
+    );
+}
+
+#[test]
+fn write_kubeconfig_mode_is_a_quoted_string() {
+    let text = String::from_utf8(files(&server(), &MOUNTED)[RKE2_CONFIG].contents.clone()).unwrap();
+    assert!(
+        text.lines().any(|l| l == "write-kubeconfig-mode: \"0600\""),
+        "{text}"
+    );
+    assert_eq!(
+        rke2_config(&server(), &MOUNTED)["write-kubeconfig-mode"],
+        Value::from("0600")
+    );
+}
+
+#[test]
+fn rendering_twice_gives_identical_bytes() {
+    for config in [server(), agent()] {
+        assert_eq!(
+            render(&config, &MOUNTED).unwrap(),
+            render(&config, &MOUNTED).unwrap()
+        );
+    }
+    let token = SecretString::from("K10abc::server:def");
+    assert_eq!(
+        render_token_dropin(&token).expose_contents(),
+        render_token_dropin(&token).expose_contents()
+    );
+}
+
+#[test]
+fn a_new_public_ip_changes_only_the_ingress_nginx_manifest() {
+    let before = files(&server(), &MOUNTED);
+    let moved = with_json(SERVER_JSON, |v| {
+        v["cluster"]["public_ip"] = "20.30.40.99".into()
+    });
+    let after = files(&moved, &MOUNTED);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let changed: Vec<_> = before
+        .keys()
+        .filter(|p| before[*p] != after[*p])
+        .cloned()
+        .collect();
+    assert_eq!(
+        changed,
+        [format!(
+            "{}/canarie-ingress-nginx.yaml",
+            crate::paths::RKE2_MANIFESTS_DIR
+        )]
+    );
+    let nginx = manifest(&moved, "canarie-ingress-nginx.yaml");
+    assert_eq!(
+        nginx["spec"]["set"]["controller.extraArgs.publish-status-address"],
+        Value::from("20.30.40.99")
+    );
+    // The tls-san list is the operator's: it is not derived from the public IP.
+    assert_eq!(before[RKE2_CONFIG], after[RKE2_CONFIG]);
+
+    let none = with_json(SERVER_JSON, |v| {
+        v["cluster"].as_object_mut().unwrap().remove("public_ip");
+    });
+    assert!(manifest(&none, "canarie-ingress-nginx.yaml")["spec"]
+        .get("set")
+        .is_none());
+}
+
+#[test]
+fn set_values_are_strings_and_replicas_fit_the_storage_nodes() {
+    for (nodes, want) in [
+        (None, "1"),
+        (Some(1), "1"),
+        (Some(2), "2"),
+        (Some(3), "3"),
+        (Some(7), "3"),
+    ] {
+        let config = with_json(SERVER_JSON, |v| match nodes {
+            Some(n) => v["cluster"]["storage_nodes"] = n.into(),
+            None => {
+                v["cluster"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("storage_nodes");
+            }
+        });
+        let set = manifest(&config, "canarie-longhorn.yaml")["spec"]["set"].clone();
+        assert_eq!(
+            set["persistence.defaultClassReplicaCount"],
+            Value::from(want),
+            "{nodes:?}"
+        );
+        assert_eq!(
+            set["defaultSettings.defaultReplicaCount"],
+            Value::from(want),
+            "{nodes:?}"
+        );
+    }
+    for (path, file) in files(&server(), &MOUNTED) {
+        if !path.starts_with(crate::paths::RKE2_MANIFESTS_DIR) {
+            continue;
+        }
+        if let Some(set) = yaml_of(&file)["spec"].get("set") {
+            for (k, v) in set.as_mapping().unwrap() {
+                assert!(v.is_string(), "{path}: set {k:?} = {v:?} must be a string");
+            }
+        }
+    }
+}
+
+#[test]
+fn values_content_is_exactly_the_values_file() {
+    let pairs = [
+        (
+            "rke2-cilium-config.yaml",
+            include_str!("../../../helm-values/cilium.yaml"),
+        ),
+        (
+            "canarie-longhorn.yaml",
+            include_str!("../../../helm-values/longhorn.yaml"),
+        ),
+        (
+            "canarie-ingress-nginx.yaml",
+            include_str!("../../../helm-values/ingress-nginx.yaml"),
+        ),
+        (
+            "canarie-fleet-crd.yaml",
+            include_str!("../../../helm-values/fleet-crd.yaml"),
+        ),
+        (
+            "canarie-fleet.yaml",
+            include_str!("../../../helm-values/fleet.yaml"),
+        ),
+    ];
+    for (file, values) in pairs {
+        let doc = manifest(&server(), file);
+        assert_eq!(
+            doc["spec"]["valuesContent"].as_str(),
+            Some(values),
+            "{file}"
+        );
+    }
+    let cilium = manifest(&server(), "rke2-cilium-config.yaml");
+    assert_eq!(
+        (cilium["kind"].as_str(), cilium["metadata"]["name"].as_str()),
+        (Some("HelmChartConfig"), Some("rke2-cilium"))
+    );
+    assert_eq!(cilium["metadata"]["namespace"], Value::from("kube-system"));
+}
+
+#[test]
+fn gitrepo_follows_the_config_and_lists_the_bundles() {
+    let path = format!("{}/canarie-gitrepo.yaml", crate::paths::RKE2_MANIFESTS_DIR);
+    let all = files(&server(), &MOUNTED);
+    if FLEET_BUNDLE_PATHS.is_empty() {
+        assert!(
+            !all.contains_key(&path),
+            "no bundles: no GitRepo (empty paths would deploy the whole repository)"
+        );
+        // The object itself is still well-formed for when bundles exist.
+        let repo = server().cluster.git_repo.unwrap();
+        let doc = manifests::gitrepo(&repo, &["manifests/bundles/x"]).unwrap();
+        assert_eq!(
+            doc["spec"]["paths"],
+            serde_yaml_ng::from_str::<Value>("[manifests/bundles/x]").unwrap()
+        );
+        return;
+    }
+    let doc = yaml_of(&all[&path]);
+    assert_eq!(doc["metadata"]["namespace"], Value::from("fleet-local"));
+    assert_eq!(
+        doc["spec"]["repo"],
+        Value::from("https://github.com/example/canarie.git")
+    );
+    assert_eq!(doc["spec"]["branch"], Value::from("main"));
+    assert_eq!(
+        doc["spec"]["clientSecretName"],
+        Value::from("canarie-git-auth")
+    );
+    let paths: Vec<&str> = doc["spec"]["paths"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(paths, FLEET_BUNDLE_PATHS);
+    assert!(
+        paths.iter().all(|p| p.starts_with("manifests/bundles/")),
+        "{paths:?}"
+    );
+
+    let public = with_json(SERVER_JSON, |v| {
+        v["cluster"]["git_repo"]
+            .as_object_mut()
+            .unwrap()
+            .remove("auth_secret");
+    });
+    assert!(manifest(&public, "canarie-gitrepo.yaml")["spec"]
+        .get("clientSecretName")
+        .is_none());
+    let no_repo = with_json(SERVER_JSON, |v| {
+        v["cluster"].as_object_mut().unwrap().remove("git_repo");
+    });
+    assert!(!files(&no_repo, &MOUNTED).contains_key(&path));
+}
+
+#[test]
+fn bundle_paths_match_the_tree() {
+    let bundles = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/bundles");
+    let mut want = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(bundles) {
+        for e in entries.flatten() {
+            let has_fleet_yaml = walk_has_fleet_yaml(&e.path());
+            if e.path().is_dir() && has_fleet_yaml {
+                want.push(format!(
+                    "manifests/bundles/{}",
+                    e.file_name().to_str().unwrap()
+                ));
+            }
+        }
+    }
+    want.sort();
+    assert_eq!(
+        FLEET_BUNDLE_PATHS, want,
+        "build.rs did not rerun after manifests/bundles changed?"
+    );
+}
+
+fn walk_has_fleet_yaml(dir: &Path) -> bool {
+    dir.join("fleet.yaml").is_file()
+        || dir.join("fleet.yml").is_file()
+        || std::fs::read_dir(dir).is_ok_and(|es| {
+            es.flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()) && walk_has_fleet_yaml(&e.path()))
+        })
+}
+
+#[test]
+fn data_disk_dropin_requires_the_mount_for_the_roles_unit() {
+    let s = files(&server(), &MOUNTED);
+    let dropin = &s["/etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"];
+    let text = String::from_utf8(dropin.contents.clone()).unwrap();
+    assert!(
+        text.contains("\n[Unit]\nRequiresMountsFor=/var/lib/longhorn\n"),
+        "{text}"
+    );
+    assert_eq!((dropin.mode, dropin.effect), (0o644, Effect::DaemonReload));
+
+    let no_disk = with_json(AGENT_JSON, |v| {
+        v.as_object_mut().unwrap().remove("data_disk");
+    });
+    assert!(!files(&no_disk, &NOT_MOUNTED)
+        .keys()
+        .any(|p| p.starts_with("/etc/systemd")));
+
+    let percent = with_json(AGENT_JSON, |v| {
+        v["data_disk"]["mount_point"] = "/srv/long%horn".into()
+    });
+    let text = String::from_utf8(
+        files(&percent, &MOUNTED)
+            ["/etc/systemd/system/rke2-agent.service.d/10-canarie-data-disk.conf"]
+            .contents
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("RequiresMountsFor=/srv/long%%horn\n"),
+        "{text}"
+    );
+    let spaced = with_json(AGENT_JSON, |v| {
+        v["data_disk"]["mount_point"] = "/srv/long horn".into()
+    });
+    let err = render(&spaced, &MOUNTED).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("data_disk.mount_point"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn psa_config_enforces_baseline_and_exempts_the_infra_namespaces() {
+    let all = files(&server(), &MOUNTED);
+    let psa = yaml_of(&all[PSA_CONFIG]);
+    let conf = &psa["plugins"][0]["configuration"];
+    assert_eq!(psa["plugins"][0]["name"], Value::from("PodSecurity"));
+    assert_eq!(conf["defaults"]["enforce"], Value::from("baseline"));
+    let exempt: Vec<&str> = conf["exemptions"]["namespaces"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    // Every namespace a seeded chart installs into must be exempt, or its pods are refused.
+    for doc in all
+        .iter()
+        .filter(|(p, _)| p.starts_with(crate::paths::RKE2_MANIFESTS_DIR))
+        .map(|(_, f)| yaml_of(f))
+    {
+        for ns in [
+            doc["spec"]["targetNamespace"].as_str(),
+            doc["metadata"]["namespace"].as_str(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(exempt.contains(&ns), "{ns} is not exempt");
+        }
+    }
+    for ns in [
+        "kube-system",
+        "cilium",
+        "longhorn-system",
+        "ingress-nginx",
+        "cattle-fleet-system",
+        "cattle-fleet-local-system",
+        "fleet-local",
+        "monitoring",
+        "cert-manager",
+        "external-dns",
+        "kyverno",
+        "trivy-system",
+    ] {
+        assert!(exempt.contains(&ns), "{ns} is not exempt");
+    }
+}
+
+#[test]
+fn token_dropin_hides_its_contents_from_debug() {
+    let token = SecretString::from("K10supersecret::server:hunter2");
+    let file = render_token_dropin(&token);
+    assert_eq!(file.path, Path::new(RKE2_TOKEN_DROPIN));
+    assert_eq!((file.mode, file.effect), (0o600, Effect::RestartRke2));
+    let debug = format!("{file:?} {file:#?}");
+    assert!(
+        !debug.contains("supersecret") && !debug.contains("hunter2"),
+        "{debug}"
+    );
+    assert!(debug.contains("REDACTED"), "{debug}");
+    let doc: Value = serde_yaml_ng::from_slice(file.expose_contents()).unwrap();
+    assert_eq!(doc["token"], Value::from("K10supersecret::server:hunter2"));
+
+    // A token YAML 1.1 would retype stays a string.
+    let odd = render_token_dropin(&SecretString::from("0644"));
+    assert!(std::str::from_utf8(odd.expose_contents())
+        .unwrap()
+        .ends_with("token: \"0644\"\n"));
+}
+
+#[test]
+fn files_are_written_once_with_their_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(dir.path());
+    let rendered = render(&server(), &MOUNTED).unwrap();
+    let token = render_token_dropin(&SecretString::from("t0ken"));
+    for f in &rendered {
+        assert!(!f.is_current(&root).unwrap());
+        assert_eq!(f.write(&root).unwrap(), WriteOutcome::Created);
+        assert!(f.is_current(&root).unwrap());
+    }
+    assert_eq!(token.write(&root).unwrap(), WriteOutcome::Created);
+    for f in &rendered {
+        assert_eq!(
+            f.write(&root).unwrap(),
+            WriteOutcome::Unchanged,
+            "{}",
+            f.path.display()
+        );
+        let meta = std::fs::metadata(root.join(&f.path)).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            f.mode,
+            "{}",
+            f.path.display()
+        );
+    }
+    assert_eq!(token.write(&root).unwrap(), WriteOutcome::Unchanged);
+    let meta = std::fs::metadata(root.join(RKE2_TOKEN_DROPIN)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+}
