@@ -1,0 +1,87 @@
+# The Key Vault holding the RKE2 join token (and, later, the other cluster secrets).
+# Access is by Azure RBAC only: each node's system-assigned identity is a "Key Vault
+# Secrets User" on the vault, the identity running OpenTofu a "Key Vault Secrets Officer".
+
+data "azurerm_client_config" "current" {}
+
+resource "random_string" "key_vault_suffix" {
+  # Vault names are global across Azure; the suffix keeps "<name>-xxxxxx" free.
+  length  = 6
+  lower   = true
+  upper   = false
+  numeric = true
+  special = false
+}
+
+resource "azurerm_key_vault" "main" {
+  #checkov:skip=CKV_AZURE_110:Purge protection is off on purpose (see purge_protection_enabled below).
+  #checkov:skip=CKV_AZURE_42:Recoverable through soft delete (90 days); this check also demands purge protection, off on purpose.
+  #checkov:skip=CKV2_AZURE_32:Nodes reach the vault through a service endpoint and the firewall denies all else; a private endpoint would also lock out the operator's `tofu apply`.
+  name                       = "${var.name}-${random_string.key_vault_suffix.result}"
+  location                   = azurerm_resource_group.main.location
+  resource_group_name        = azurerm_resource_group.main.name
+  tenant_id                  = data.azurerm_client_config.current.tenant_id
+  sku_name                   = "standard"
+  rbac_authorization_enabled = true
+  soft_delete_retention_days = 90
+  # Purge protection stays off: once on it can never be turned off, and a vault (with its
+  # name) could then not be purged for 90 days after `tofu destroy`, so tearing down and
+  # rebuilding a cluster would strand vaults. Soft delete (90 days) still makes an
+  # accidental deletion recoverable; the features block keeps destroy from purging.
+  purge_protection_enabled = false
+  tags                     = local.tags
+
+  network_acls {
+    # Only the nodes' subnets (service endpoint) and the operators' addresses reach the
+    # data plane. No trusted-service bypass: no Azure service needs these secrets.
+    default_action             = "Deny"
+    bypass                     = "None"
+    ip_rules                   = var.key_vault_allowed_cidrs
+    virtual_network_subnet_ids = [azurerm_subnet.main["control"].id, azurerm_subnet.main["workers"].id]
+  }
+}
+
+resource "azurerm_role_assignment" "operator_secrets_officer" {
+  # Lets `tofu apply` write the secrets below (RBAC vaults grant nothing by ownership).
+  scope                = azurerm_key_vault.main.id
+  role_definition_name = "Key Vault Secrets Officer"
+  principal_id         = data.azurerm_client_config.current.object_id
+}
+
+resource "time_sleep" "operator_rbac_propagation" {
+  # A new role assignment takes a while to reach Key Vault's data plane; without this
+  # pause the first apply fails writing the secret with 403 ForbiddenByRbac.
+  create_duration = "90s"
+
+  depends_on = [azurerm_role_assignment.operator_secrets_officer]
+}
+
+resource "random_password" "join_token" {
+  # RKE2's shared secret for joining nodes. No special characters: "::" would make RKE2
+  # read it as a full (CA-pinned) token. Never replace it on a running cluster: the
+  # server keeps the old one and new nodes could not join.
+  length  = 48
+  special = false
+}
+
+resource "azurerm_key_vault_secret" "join_token" {
+  #checkov:skip=CKV_AZURE_41:No expiry: an expired secret cannot be read, and every node reads the join token on every boot for the cluster's whole life.
+  name         = local.join_token_secret_name
+  value        = random_password.join_token.result
+  key_vault_id = azurerm_key_vault.main.id
+  content_type = "text/plain"
+  tags         = local.tags
+
+  depends_on = [time_sleep.operator_rbac_propagation]
+}
+
+resource "azurerm_role_assignment" "node_secrets_user" {
+  # Every node, server and workers, reads the join token with its own identity.
+  for_each = local.nodes
+
+  scope                = azurerm_key_vault.main.id
+  role_definition_name = "Key Vault Secrets User"
+  principal_id         = azurerm_linux_virtual_machine.node[each.key].identity[0].principal_id
+  # Saves Azure a directory lookup of the brand-new identity (which can fail on replication lag).
+  principal_type = "ServicePrincipal"
+}

@@ -1,0 +1,117 @@
+# Everything derived from variables alone: names, addresses, and the network policy as
+# tables. This file must not refer to any resource, data source or module: the tests
+# evaluate it, with the example variables and without Azure, to check the node configs
+# and the NSG rules (see tests/README.md).
+
+locals {
+  subnets = {
+    control = cidrsubnet(var.vnet_cidr, 2, 0)
+    lb      = cidrsubnet(var.vnet_cidr, 2, 1)
+    workers = cidrsubnet(var.vnet_cidr, 2, 2)
+  }
+
+  # Static private addresses: the agents' server_url must stay put across VM replacement.
+  # Azure reserves .0-.3 of every subnet, so hosts start at .4.
+  server = {
+    node_name  = "cp-01"
+    private_ip = cidrhost(local.subnets.control, 4)
+    ssh_port   = 2200
+  }
+
+  workers = {
+    for i in range(var.worker_count) : format("wk-%02d", i + 1) => {
+      node_name  = format("wk-%02d", i + 1)
+      private_ip = cidrhost(local.subnets.workers, 4 + i)
+      ssh_port   = 2201 + i
+    }
+  }
+
+  nodes = merge({ (local.server.node_name) = local.server }, local.workers)
+
+  # The API's DNS name in the cluster zone; it points at the load balancer (dns.tf).
+  api_fqdn = "api.${var.dns_zone_name}"
+
+  join_token_secret_name = "rke2-join-token"
+
+  # The agent's defaults for the Longhorn disk, spelled out so the config is explicit.
+  data_disk = {
+    lun          = 0
+    mount_point  = "/var/lib/longhorn"
+    label        = "longhorn"
+    min_size_gib = var.data_disk_size_gib
+    wait_seconds = var.data_disk_wait_seconds
+  }
+
+  tags = merge({ cluster = var.name, managed-by = "opentofu" }, var.tags)
+}
+
+# Network policy as data: network.tf turns each entry into one NSG rule, lb.tf each
+# load-balancer entry into a rule and a probe. Tests evaluate these tables and check the
+# policy (what is open to the Internet, what only inside the VNet).
+locals {
+  # Ports every node opens to the other nodes (RKE2's inbound rules with Cilium in VXLAN
+  # mode): kubelet, Cilium health and Hubble, NodePorts, and the VXLAN overlay.
+  node_tcp_ports = ["10250", "4240", "4244", "30000-32767"]
+  node_udp_ports = ["8472"]
+
+  intra_vnet_rules = {
+    nodes-tcp = { priority = 200, protocol = "Tcp", ports = local.node_tcp_ports }
+    nodes-udp = { priority = 210, protocol = "Udp", ports = local.node_udp_ports }
+    # Cilium's health checks ping between nodes.
+    nodes-icmp = { priority = 220, protocol = "Icmp", ports = ["*"] }
+  }
+
+  security_rules = merge(
+    {
+      for pair in setproduct(["control", "workers"], keys(local.intra_vnet_rules)) :
+      "${pair[0]}/${pair[1]}" => merge(local.intra_vnet_rules[pair[1]], {
+        nsg     = pair[0]
+        access  = "Allow"
+        sources = ["VirtualNetwork"]
+      })
+    },
+    {
+      # RKE2's supervisor (agents register) and the API for agents, inside the VNet.
+      "control/supervisor" = { nsg = "control", priority = 100, access = "Allow", protocol = "Tcp", ports = ["9345", "6443"], sources = ["VirtualNetwork"] }
+      # etcd peers and metrics; only servers talk to it (one today, room for three).
+      "control/etcd" = { nsg = "control", priority = 110, access = "Allow", protocol = "Tcp", ports = ["2379-2381"], sources = [local.subnets.control] }
+      # The Kubernetes API from outside, through the load balancer (which keeps the
+      # client's address, so the NSG filters on it).
+      "control/api" = { nsg = "control", priority = 300, access = "Allow", protocol = "Tcp", ports = ["6443"], sources = var.api_allowed_cidrs }
+      # HTTP and HTTPS to ingress-nginx on the workers, through the load balancer.
+      "workers/http" = { nsg = "workers", priority = 300, access = "Allow", protocol = "Tcp", ports = ["80", "443"], sources = ["Internet"] }
+    },
+    {
+      # No rule at all (rather than an empty source list) when SSH is closed.
+      for nsg in length(var.ssh_allowed_cidrs) == 0 ? [] : ["control", "workers"] : "${nsg}/ssh" => {
+        nsg = nsg, priority = 310, access = "Allow", protocol = "Tcp", ports = ["22"], sources = var.ssh_allowed_cidrs
+      }
+    },
+    {
+      # Health probes come from 168.63.129.16, which the VirtualNetwork tag covers: let
+      # them through before the deny below.
+      for nsg in keys(local.subnets) : "${nsg}/lb-probes" => {
+        nsg = nsg, priority = 4000, access = "Allow", protocol = "*", ports = ["*"], sources = ["AzureLoadBalancer"]
+      }
+    },
+    {
+      # Overrides Azure's default AllowVnetInBound (priority 65000).
+      for nsg in keys(local.subnets) : "${nsg}/deny-vnet" => {
+        nsg = nsg, priority = 4096, access = "Deny", protocol = "*", ports = ["*"], sources = ["VirtualNetwork"]
+      }
+    },
+  )
+
+  lb_rules = {
+    api   = { pool = "server", port = 6443 }
+    http  = { pool = "workers", port = 80 }
+    https = { pool = "workers", port = 443 }
+  }
+
+  # Which load balancer pools each node's NIC joins: server or workers for the inbound
+  # rules, all for outbound SNAT.
+  node_pools = merge(
+    { for pool in ["server", "all"] : "${local.server.node_name}/${pool}" => { node = local.server.node_name, pool = pool } },
+    { for pair in setproduct(keys(local.workers), ["workers", "all"]) : "${pair[0]}/${pair[1]}" => { node = pair[0], pool = pair[1] } },
+  )
+}

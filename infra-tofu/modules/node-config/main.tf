@@ -1,0 +1,138 @@
+# The node config of every cluster node, as the agent reads it from IMDS userData (its
+# schema: `canarie-agent config schema`; its rules: agent/src/config/validate.rs).
+#
+# A pure module: no providers, no resources, values in and objects out. The root module
+# turns each object into user_data with base64encode(jsonencode(...)); JSON is never
+# assembled from strings. Keys whose value is null are left out, so the JSON carries only
+# what is set and the agent's defaults apply to the rest.
+
+terraform {
+  required_version = "~> 1.8"
+}
+
+variable "server" {
+  description = "The first (and only) server: its node name and static private IP."
+  type = object({
+    node_name  = string
+    private_ip = string
+  })
+}
+
+variable "workers" {
+  description = "The workers (RKE2 agents), keyed by node name."
+  type = map(object({
+    node_name = string
+  }))
+}
+
+variable "public_ip" {
+  description = "The load balancer's public IPv4 address."
+  type        = string
+}
+
+variable "tls_san" {
+  description = "Names and addresses for the API server certificate."
+  type        = list(string)
+}
+
+variable "vault" {
+  description = "Key Vault name holding the join token."
+  type        = string
+}
+
+variable "join_token_secret" {
+  description = "Name of the Key Vault secret with the RKE2 join token."
+  type        = string
+}
+
+variable "rbac_wait_seconds" {
+  description = "How long the agent retries Key Vault's 403 while a role assignment propagates."
+  type        = number
+}
+
+variable "git_repo" {
+  description = "Fleet's git repository for the server, or null."
+  type = object({
+    url         = string
+    branch      = string
+    auth_secret = optional(string)
+  })
+  default = null
+}
+
+variable "data_disk" {
+  description = "The Longhorn data disk every worker has."
+  type = object({
+    lun          = number
+    mount_point  = string
+    label        = string
+    min_size_gib = number
+    wait_seconds = number
+  })
+}
+
+variable "server_node_taints" {
+  description = "Taints of the server node."
+  type        = list(string)
+  default     = []
+}
+
+variable "worker_node_labels" {
+  description = "Extra labels of every worker."
+  type        = list(string)
+  default     = []
+}
+
+locals {
+  join_token = {
+    vault             = var.vault
+    secret            = var.join_token_secret
+    rbac_wait_seconds = var.rbac_wait_seconds
+  }
+
+  # RKE2's supervisor port on the server; agents register through it.
+  server_url = "https://${var.server.private_ip}:9345"
+
+  git_repo = var.git_repo == null ? null : {
+    for k, v in var.git_repo : k => v if v != null
+  }
+
+  server_cluster = {
+    for k, v in {
+      tls_san       = var.tls_san
+      public_ip     = var.public_ip
+      storage_nodes = length(var.workers)
+      git_repo      = local.git_repo
+    } : k => v if v != null
+  }
+
+  server_config = {
+    for k, v in {
+      version     = 1
+      role        = "server"
+      node_name   = var.server.node_name
+      cluster     = local.server_cluster
+      join_token  = local.join_token
+      node_taints = length(var.server_node_taints) > 0 ? var.server_node_taints : null
+    } : k => v if v != null
+  }
+
+  worker_configs = {
+    for name, w in var.workers : name => {
+      for k, v in {
+        version     = 1
+        role        = "agent"
+        node_name   = w.node_name
+        cluster     = { server_url = local.server_url }
+        join_token  = local.join_token
+        data_disk   = var.data_disk
+        node_labels = length(var.worker_node_labels) > 0 ? var.worker_node_labels : null
+      } : k => v if v != null
+    }
+  }
+}
+
+output "configs" {
+  description = "Node config objects keyed by node name; jsonencode one to get its userData JSON."
+  value       = merge({ (var.server.node_name) = local.server_config }, local.worker_configs)
+}

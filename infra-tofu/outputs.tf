@@ -1,0 +1,49 @@
+output "lb_public_ip" {
+  description = "The load balancer's public IPv4 address: Kubernetes API (6443), HTTP/HTTPS, SSH NAT ports."
+  value       = azurerm_public_ip.lb.ip_address
+}
+
+output "api_url" {
+  description = "The Kubernetes API through the load balancer (works once the zone is delegated)."
+  value       = "https://${local.api_fqdn}:6443"
+}
+
+output "dns_zone_name" {
+  description = "The cluster's DNS zone."
+  value       = azurerm_dns_zone.main.name
+}
+
+output "dns_zone_name_servers" {
+  description = "Name servers of the zone: create NS records for dns_zone_name with these at the registrar or in the parent zone."
+  value       = azurerm_dns_zone.main.name_servers
+}
+
+output "key_vault_name" {
+  description = "Name of the Key Vault holding the cluster's secrets."
+  value       = azurerm_key_vault.main.name
+}
+
+output "key_vault_uri" {
+  description = "Data-plane URI of the Key Vault."
+  value       = azurerm_key_vault.main.vault_uri
+}
+
+output "join_token_secret_name" {
+  description = "Key Vault secret holding the RKE2 join token."
+  value       = azurerm_key_vault_secret.join_token.name
+}
+
+output "vm_ids" {
+  description = "Azure resource ids of the VMs, keyed by node name."
+  value       = { for name, vm in azurerm_linux_virtual_machine.node : name => vm.id }
+}
+
+output "node_private_ips" {
+  description = "Static private IPv4 address of each node."
+  value       = { for name, node in local.nodes : name => node.private_ip }
+}
+
+output "ssh" {
+  description = "SSH command for each node, through the load balancer's NAT rules (open only to ssh_allowed_cidrs)."
+  value       = { for name, node in local.nodes : name => "ssh -p ${node.ssh_port} ${var.admin_username}@${azurerm_public_ip.lb.ip_address}" }
+}

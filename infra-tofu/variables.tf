@@ -1,0 +1,270 @@
+# Inputs of the cluster. Everything a node's config is made of comes from here (see
+# node-config.tf), so editing a variable and running `tofu apply` is how a node's config
+# changes: user_data is updated in place, the VM is not replaced.
+
+variable "subscription_id" {
+  description = "Azure subscription to deploy into; null uses ARM_SUBSCRIPTION_ID."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.subscription_id == null || can(regex("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", var.subscription_id))
+    error_message = "subscription_id must be a subscription GUID (or null to use ARM_SUBSCRIPTION_ID)."
+  }
+}
+
+variable "name" {
+  description = "Cluster name: prefix of every Azure resource name and of the Key Vault name (which gets a random suffix)."
+  type        = string
+  default     = "canarie"
+
+  validation {
+    # The Key Vault name is "<name>-<6 random chars>" and must stay within Azure's 24.
+    condition     = can(regex("^[a-z][a-z0-9]*(-[a-z0-9]+)*$", var.name)) && length(var.name) >= 3 && length(var.name) <= 16
+    error_message = "name must be 3-16 lowercase letters, digits and single hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "location" {
+  description = "Azure region, e.g. westeurope."
+  type        = string
+  default     = "westeurope"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]+$", var.location))
+    error_message = "location must be an Azure region name such as westeurope (lowercase, no spaces)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource that takes tags."
+  type        = map(string)
+  default     = {}
+}
+
+variable "vnet_cidr" {
+  description = "Address space of the VNet; split into four equal subnets: control, lb, workers and one spare."
+  type        = string
+  default     = "10.20.0.0/24"
+
+  validation {
+    condition     = can(cidrhost(var.vnet_cidr, 0)) && tonumber(split("/", var.vnet_cidr)[1]) <= 24
+    error_message = "vnet_cidr must be an IPv4 CIDR of /24 or larger, e.g. 10.20.0.0/24."
+  }
+}
+
+variable "image_id" {
+  description = "Resource id of the VM image with canarie-agent baked in (a managed image or a Compute Gallery image version)."
+  type        = string
+
+  validation {
+    condition     = can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.Compute/(images|galleries)/.+$", var.image_id))
+    error_message = "image_id must be an Azure image resource id: /subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/images/… or …/galleries/…/images/…/versions/…."
+  }
+}
+
+variable "server_vm_size" {
+  description = "VM size of the control-plane node (cp-01); any size that runs Ubuntu 24.04 Gen2 images."
+  type        = string
+  default     = "Standard_D2s_v5"
+
+  validation {
+    condition     = can(regex("^Standard_[A-Za-z0-9_]+$", var.server_vm_size))
+    error_message = "server_vm_size must be an Azure VM size such as Standard_D2s_v5."
+  }
+}
+
+variable "worker_vm_size" {
+  description = "VM size of the workers; it must support premium storage when data_disk_storage_account_type is Premium_LRS."
+  type        = string
+  default     = "Standard_D4s_v5"
+
+  validation {
+    condition     = can(regex("^Standard_[A-Za-z0-9_]+$", var.worker_vm_size))
+    error_message = "worker_vm_size must be an Azure VM size such as Standard_D4s_v5."
+  }
+}
+
+variable "worker_count" {
+  description = "Number of worker nodes (wk-01, wk-02, ...); each gets its own Longhorn data disk."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.worker_count >= 1 && var.worker_count <= 9 && floor(var.worker_count) == var.worker_count
+    error_message = "worker_count must be a whole number from 1 to 9."
+  }
+}
+
+variable "os_disk_size_gib" {
+  description = "OS disk size of every node, in GiB (container images live there)."
+  type        = number
+  default     = 64
+
+  validation {
+    condition     = var.os_disk_size_gib >= 30 && var.os_disk_size_gib <= 1024
+    error_message = "os_disk_size_gib must be between 30 and 1024."
+  }
+}
+
+variable "data_disk_size_gib" {
+  description = "Size of each worker's Longhorn data disk, in GiB."
+  type        = number
+  default     = 64
+
+  validation {
+    condition     = var.data_disk_size_gib >= 8 && var.data_disk_size_gib <= 4095 && floor(var.data_disk_size_gib) == var.data_disk_size_gib
+    error_message = "data_disk_size_gib must be a whole number from 8 to 4095."
+  }
+}
+
+variable "data_disk_storage_account_type" {
+  description = "Storage type of the Longhorn data disks."
+  type        = string
+  default     = "Premium_LRS"
+
+  validation {
+    condition     = contains(["Standard_LRS", "StandardSSD_LRS", "Premium_LRS", "StandardSSD_ZRS", "Premium_ZRS"], var.data_disk_storage_account_type)
+    error_message = "data_disk_storage_account_type must be one of Standard_LRS, StandardSSD_LRS, Premium_LRS, StandardSSD_ZRS, Premium_ZRS."
+  }
+}
+
+variable "data_disk_wait_seconds" {
+  description = "How long the agent waits for the data disk to appear. The disk is attached only after the VM has been created (and booted), so this must cover the attachment."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.data_disk_wait_seconds >= 60 && var.data_disk_wait_seconds <= 3600
+    error_message = "data_disk_wait_seconds must be between 60 and 3600."
+  }
+}
+
+variable "admin_username" {
+  description = "Login user created on every node (SSH key only)."
+  type        = string
+  default     = "canarie"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.admin_username)) && !contains(["root", "admin", "administrator"], var.admin_username)
+    error_message = "admin_username must be a lowercase Linux user name (not root, admin or administrator)."
+  }
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key installed for admin_username on every node."
+  type        = string
+
+  validation {
+    # Azure accepts RSA (2048 bits or more) and, on Linux, ed25519 keys.
+    condition     = can(regex("^(ssh-rsa|ssh-ed25519) [A-Za-z0-9+/=]+( .*)?$", trimspace(var.ssh_public_key)))
+    error_message = "ssh_public_key must be one OpenSSH public key line starting with ssh-ed25519 or ssh-rsa."
+  }
+}
+
+variable "ssh_allowed_cidrs" {
+  description = "Source CIDRs allowed to SSH to the nodes through the load balancer's NAT rules; empty closes SSH."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ssh_allowed_cidrs : can(cidrhost(c, 0)) && !contains(["0.0.0.0/0", "*"], c)])
+    error_message = "ssh_allowed_cidrs must be IPv4 CIDRs (e.g. 203.0.113.7/32); the whole Internet (0.0.0.0/0) is not allowed."
+  }
+}
+
+variable "api_allowed_cidrs" {
+  description = "Source CIDRs allowed to reach the Kubernetes API (6443) through the load balancer."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.api_allowed_cidrs) > 0 && alltrue([for c in var.api_allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "api_allowed_cidrs must be a non-empty list of IPv4 CIDRs."
+  }
+}
+
+variable "key_vault_allowed_cidrs" {
+  description = "Public IPv4 addresses or CIDRs allowed to reach the Key Vault's data plane besides the cluster subnets: the machine running `tofu apply` must be among them, since it writes the join token."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.key_vault_allowed_cidrs : can(cidrhost(strcontains(c, "/") ? c : "${c}/32", 0))])
+    error_message = "key_vault_allowed_cidrs must be IPv4 addresses or CIDRs."
+  }
+}
+
+variable "dns_zone_name" {
+  description = "The cluster's DNS zone (a subdomain you delegate to Azure DNS), e.g. k8s.example.com."
+  type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.dns_zone_name))
+    error_message = "dns_zone_name must be a lowercase DNS name such as k8s.example.com (no trailing dot)."
+  }
+}
+
+variable "git_repo" {
+  description = "Repository Fleet pulls the Phase 5-7 bundles from; auth_secret names the Kubernetes Secret (in fleet-local) with its credentials when the repo is private. null: no GitRepo."
+  type = object({
+    url         = string
+    branch      = string
+    auth_secret = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.git_repo == null || can(regex("^(https://|ssh://|git@)", var.git_repo.url))
+    error_message = "git_repo.url must start with https://, ssh:// or git@."
+  }
+
+  validation {
+    condition     = var.git_repo == null || can(regex("^[^\\s]+$", var.git_repo.branch))
+    error_message = "git_repo.branch must be a non-empty branch name without white space."
+  }
+}
+
+variable "extra_tls_san" {
+  description = "Extra names or addresses for the API server certificate; the load balancer's IP and api.<dns_zone_name> are always included."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.extra_tls_san : can(regex("^[^\\s,]+$", s))])
+    error_message = "extra_tls_san entries must be host names or IP addresses (no spaces or commas)."
+  }
+}
+
+variable "server_node_taints" {
+  description = "Taints of the control-plane node, each key=value:Effect or key:Effect (e.g. CriticalAddonsOnly=true:NoExecute)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for t in var.server_node_taints : can(regex(":(NoSchedule|PreferNoSchedule|NoExecute)$", t))])
+    error_message = "server_node_taints entries must end in :NoSchedule, :PreferNoSchedule or :NoExecute."
+  }
+}
+
+variable "worker_node_labels" {
+  description = "Extra labels of every worker, each key=value (applied when the node first registers)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for l in var.worker_node_labels : can(regex("^[^=\\s]+=[^=\\s]*$", l))])
+    error_message = "worker_node_labels entries must be key=value."
+  }
+}
+
+variable "join_token_rbac_wait_seconds" {
+  description = "How long a node's agent retries Key Vault's 403 while its fresh role assignment propagates (Azure: up to 10 minutes)."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.join_token_rbac_wait_seconds >= 60 && var.join_token_rbac_wait_seconds <= 3600
+    error_message = "join_token_rbac_wait_seconds must be between 60 and 3600."
+  }
+}

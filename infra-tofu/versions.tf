@@ -1,0 +1,38 @@
+terraform {
+  # OpenTofu 1.8 or later (1.x); nothing here needs a newer language feature.
+  required_version = "~> 1.8"
+
+  required_providers {
+    azurerm = {
+      source = "hashicorp/azurerm"
+      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault.
+      version = "~> 4.42"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.12"
+    }
+  }
+}
+
+provider "azurerm" {
+  # null falls back to ARM_SUBSCRIPTION_ID, as azurerm 4.x requires one or the other.
+  subscription_id = var.subscription_id
+
+  features {
+    key_vault {
+      # A destroyed vault stays soft-deleted (recoverable for 90 days) instead of being
+      # purged: the join token of a running cluster must not vanish by accident.
+      purge_soft_delete_on_destroy    = false
+      recover_soft_deleted_key_vaults = true
+    }
+    virtual_machine {
+      # Only the OS disk goes with a VM; the Longhorn data disks are separate resources.
+      delete_os_disk_on_deletion = true
+    }
+  }
+}
