@@ -155,8 +155,8 @@ def build_eval_root(dest: Path, tfvars_text: str) -> Path:
 
 
 def strip_comments(text: str) -> str:
-    """Drops # and // line comments (good enough for the checks here: no '#' in strings)."""
-    return re.sub(r"(?m)(#|//).*$", "", text)
+    """Drops whole-line # and // comments (the code here has no trailing comments)."""
+    return re.sub(r"(?m)^\s*(#|//).*$", "", text)
 
 
 # Only the variables without a default: everything else as shipped.

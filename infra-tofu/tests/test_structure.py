@@ -1,0 +1,295 @@
+"""Structure and policy checks on the OpenTofu code (parsed with python-hcl2) and on the
+tables in locals.tf (evaluated by Terraform, see conftest.evaluate)."""
+
+import ipaddress
+import re
+
+import pytest
+
+from conftest import (
+    INFRA,
+    all_resource_types,
+    attr,
+    blocks,
+    parse,
+    resources,
+    root_blocks,
+    strip_comments,
+    tf_files,
+)
+
+
+def walk_keys(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k
+            yield from walk_keys(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk_keys(v)
+
+
+def the_one(rtype: str) -> tuple[str, dict]:
+    found = resources(rtype)
+    assert len(found) == 1, f"expected one {rtype}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+# --- nothing runs on the VMs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", tf_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_no_custom_data_provisioners_or_scripts(path):
+    keys = set(walk_keys(parse(path)))
+    assert "custom_data" not in keys, "custom_data forces a new VM on every edit: use user_data"
+    assert "provisioner" not in keys and "connection" not in keys
+    code = strip_comments(path.read_text(encoding="utf-8"))
+    assert not re.search(r"\bcustom_data\b", code)
+    assert not re.search(r"cloud-?init|#cloud-config|remote-exec|local-exec", code, re.I)
+
+
+def test_no_extensions_or_script_resources():
+    types = all_resource_types()
+    forbidden = {
+        t
+        for t in types
+        if "extension" in t or t in {"null_resource", "terraform_data", "azurerm_virtual_machine_run_command"}
+    }
+    assert not forbidden, f"nothing may run scripts on the VMs: {forbidden}"
+    # Only the modern VM resource (no legacy azurerm_virtual_machine with its inline
+    # os_profile custom_data, no Windows).
+    assert {t for t in types if "virtual_machine" in t and not t.endswith("data_disk_attachment")} == {
+        "azurerm_linux_virtual_machine"
+    }
+    for block in root_blocks("data"):
+        assert not any("cloudinit" in t or "template" in t for t in block), "no cloud-init payloads"
+    for vm in resources("azurerm_linux_virtual_machine").values():
+        assert attr(vm, "allow_extension_operations") is False
+
+
+# --- VMs -------------------------------------------------------------------------------
+
+
+def test_vms_user_data_identity_and_image():
+    name, vm = the_one("azurerm_linux_virtual_machine")
+    assert attr(vm, "for_each") == "${local.nodes}"
+    assert attr(vm, "user_data") == "${local.user_data[each.key]}"
+    assert attr(vm, "source_image_id") == "${var.image_id}"
+    assert [attr(i, "type") for i in blocks(vm, "identity")] == ["SystemAssigned"]
+    assert attr(vm, "disable_password_authentication") is True
+    assert not {"data_disk", "storage_data_disk"} & set(vm), "data disks are separate resources"
+    # user_data is base64 of jsonencode of the module's object, not a string template.
+    user_data = [attr(b, "user_data") for b in root_blocks("locals") if "user_data" in b]
+    assert len(user_data) == 1
+    assert "base64encode(jsonencode(config))" in user_data[0]
+    assert "module.node_config.configs" in user_data[0]
+
+
+def test_every_vm_reads_the_vault_with_its_own_identity():
+    vm_name, vm = the_one("azurerm_linux_virtual_machine")
+    users = {
+        n: ra for n, ra in resources("azurerm_role_assignment").items() if attr(ra, "role_definition_name") == "Key Vault Secrets User"
+    }
+    assert len(users) == 1, users
+    ra = next(iter(users.values()))
+    assert attr(ra, "for_each") == attr(vm, "for_each"), "one role assignment per VM"
+    assert attr(ra, "scope") == "${azurerm_key_vault.main.id}"
+    assert attr(ra, "principal_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].identity[0].principal_id}}"
+
+
+def test_nodes_are_the_server_and_every_worker(example_eval):
+    assert sorted(example_eval["nodes"]) == ["cp-01", "wk-01", "wk-02"]
+    subnets = {k: ipaddress.ip_network(v) for k, v in example_eval["subnets"].items()}
+    for name, node in example_eval["nodes"].items():
+        subnet = subnets["control" if name == "cp-01" else "workers"]
+        assert ipaddress.ip_address(node["private_ip"]) in subnet
+
+
+# --- data disks ------------------------------------------------------------------------
+
+
+def test_worker_data_disks_are_separate_and_attached_at_lun_0(example_eval):
+    disk_name, disk = the_one("azurerm_managed_disk")
+    att_name, att = the_one("azurerm_virtual_machine_data_disk_attachment")
+    vm_name, _ = the_one("azurerm_linux_virtual_machine")
+    assert attr(disk, "for_each") == attr(att, "for_each") == "${local.workers}"
+    assert attr(disk, "create_option") == "Empty"
+    assert attr(disk, "disk_size_gb") == "${var.data_disk_size_gib}"
+    assert attr(att, "managed_disk_id") == f"${{azurerm_managed_disk.{disk_name}[each.key].id}}"
+    assert attr(att, "virtual_machine_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].id}}"
+    assert attr(att, "lun") == "${local.data_disk.lun}"
+    assert example_eval["data_disk"]["lun"] == 0
+    # The disk outlives its VM: nothing ties its lifetime to the VM, and destroying it
+    # takes a deliberate edit.
+    assert "azurerm_linux_virtual_machine" not in str(disk)
+    assert [attr(lc, "prevent_destroy") for lc in blocks(disk, "lifecycle")] == [True]
+
+
+def test_data_disk_default_size_is_64_gib():
+    variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
+    assert attr(variables["data_disk_size_gib"], "default") == 64
+    assert attr(variables["worker_count"], "default") == 2
+
+
+# --- Key Vault -------------------------------------------------------------------------
+
+
+def test_key_vault_settings():
+    _, kv = the_one("azurerm_key_vault")
+    assert attr(kv, "rbac_authorization_enabled") is True
+    assert attr(kv, "soft_delete_retention_days") == 90
+    assert attr(kv, "purge_protection_enabled") is False
+    assert "access_policy" not in kv, "RBAC only, no access policies"
+    acls = blocks(kv, "network_acls")
+    assert [attr(a, "default_action") for a in acls] == ["Deny"]
+    text = (INFRA / "keyvault.tf").read_text(encoding="utf-8")
+    before = text[: text.index("purge_protection_enabled = false")]
+    assert re.search(r"#[^\n]*[Pp]urge protection stays off", before), "say why purge protection is off"
+
+
+def test_join_token_secret_comes_from_random_password():
+    secret_name, secret = the_one("azurerm_key_vault_secret")
+    pw_name, pw = the_one("random_password")
+    assert attr(secret, "value") == f"${{random_password.{pw_name}.result}}"
+    assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
+    assert attr(pw, "length") >= 32
+    assert attr(pw, "special") is False
+
+
+def test_operator_can_write_secrets_before_they_are_written():
+    officer = [ra for ra in resources("azurerm_role_assignment").values() if attr(ra, "role_definition_name") == "Key Vault Secrets Officer"]
+    assert len(officer) == 1
+    assert attr(officer[0], "principal_id") == "${data.azurerm_client_config.current.object_id}"
+    _, secret = the_one("azurerm_key_vault_secret")
+    assert "time_sleep" in str(attr(secret, "depends_on"))
+
+
+# --- network ---------------------------------------------------------------------------
+
+
+def rules_by_nsg(ev):
+    out = {}
+    for key, rule in ev["security_rules"].items():
+        out.setdefault(rule["nsg"], []).append({**rule, "key": key})
+    return out
+
+
+def ports_of(rule) -> set[str]:
+    return set(rule["ports"])
+
+
+def test_nsg_rules_are_the_table():
+    _, rule = the_one("azurerm_network_security_rule")
+    assert attr(rule, "for_each") == "${local.security_rules}"
+    for nsg in resources("azurerm_network_security_group").values():
+        assert "security_rule" not in nsg, "inline rules would fight the standalone ones"
+    _, assoc = the_one("azurerm_subnet_network_security_group_association")
+    assert attr(assoc, "for_each") == "${local.subnets}", "every subnet has its NSG"
+
+
+@pytest.mark.parametrize("which", ["example_eval", "defaults_eval"])
+def test_nsg_policy(which, request, example_vars):
+    ev = request.getfixturevalue(which)
+    by_nsg = rules_by_nsg(ev)
+    assert set(by_nsg) == {"control", "lb", "workers"}
+
+    for nsg, rules in by_nsg.items():
+        priorities = [r["priority"] for r in rules]
+        assert len(priorities) == len(set(priorities)), f"{nsg}: duplicate priorities"
+        # Last word: deny the rest of the VNet (Azure's default would allow it).
+        last = max(rules, key=lambda r: r["priority"])
+        assert (last["access"], last["sources"], last["ports"]) == ("Deny", ["VirtualNetwork"], ["*"])
+        for r in rules:
+            assert "*" not in r["sources"] and "0.0.0.0/0" not in r["sources"] or r["key"] == "control/api"
+
+    public = {r["key"]: r for rules in by_nsg.values() for r in rules if "Internet" in r["sources"] or "0.0.0.0/0" in r["sources"]}
+    api_public = "0.0.0.0/0" in ev["security_rules"]["control/api"]["sources"]
+    assert set(public) == ({"control/api"} if api_public else set()) | {"workers/http"}
+    assert ports_of(public["workers/http"]) == {"80", "443"}
+    assert ports_of(ev["security_rules"]["control/api"]) == {"6443"}
+
+    def open_from_vnet(nsg):
+        return set().union(*(ports_of(r) for r in by_nsg[nsg] if r["access"] == "Allow" and r["sources"] == ["VirtualNetwork"]))
+
+    assert {"9345", "6443", "10250", "8472", "4240"} <= open_from_vnet("control")
+    assert {"10250", "8472", "4240"} <= open_from_vnet("workers")
+    assert "9345" not in open_from_vnet("workers"), "only the server runs the supervisor"
+    assert not any(r["access"] == "Allow" and r["sources"] != ["AzureLoadBalancer"] for r in by_nsg["lb"])
+
+    ssh = [r for rules in by_nsg.values() for r in rules if "22" in r["ports"]]
+    if which == "defaults_eval":
+        assert ssh == [], "SSH is closed unless ssh_allowed_cidrs says otherwise"
+    else:
+        assert {r["nsg"] for r in ssh} == {"control", "workers"}
+        assert all(r["sources"] == example_vars["ssh_allowed_cidrs"] for r in ssh)
+
+
+def test_subnets_split_the_vnet(example_eval):
+    vnet = ipaddress.ip_network("10.20.0.0/24")
+    nets = {k: ipaddress.ip_network(v) for k, v in example_eval["subnets"].items()}
+    assert set(nets) == {"control", "lb", "workers"}
+    assert all(n.subnet_of(vnet) for n in nets.values())
+    values = list(nets.values())
+    assert not any(a.overlaps(b) for i, a in enumerate(values) for b in values[i + 1 :])
+
+
+# --- load balancer ---------------------------------------------------------------------
+
+
+def test_load_balancer_rules_and_probes(example_eval):
+    assert example_eval["lb_rules"] == {
+        "api": {"pool": "server", "port": 6443},
+        "http": {"pool": "workers", "port": 80},
+        "https": {"pool": "workers", "port": 443},
+    }
+    _, rule = the_one("azurerm_lb_rule")
+    probe_name, probe = the_one("azurerm_lb_probe")
+    assert attr(rule, "for_each") == attr(probe, "for_each") == "${local.lb_rules}"
+    assert attr(rule, "probe_id") == f"${{azurerm_lb_probe.{probe_name}[each.key].id}}"
+    assert attr(rule, "backend_port") == attr(probe, "port") == "${each.value.port}"
+    assert attr(rule, "disable_outbound_snat") is True
+    the_one("azurerm_lb_outbound_rule")
+    _, pip = the_one("azurerm_public_ip")
+    _, lb = the_one("azurerm_lb")
+    assert attr(pip, "sku") == attr(lb, "sku") == "Standard"
+    assert attr(pip, "allocation_method") == "Static"
+    # Every node is in the outbound pool, and in the pool of its role.
+    pools = {(p["node"], p["pool"]) for p in example_eval["node_pools"].values()}
+    assert pools == {("cp-01", "server"), ("cp-01", "all"), ("wk-01", "workers"), ("wk-01", "all"), ("wk-02", "workers"), ("wk-02", "all")}
+
+
+# --- DNS, outputs, versions, variables -------------------------------------------------
+
+
+def test_dns_zone_and_outputs():
+    zone_name, _ = the_one("azurerm_dns_zone")
+    outputs = {k: v for b in root_blocks("output") for k, v in b.items()}
+    for required in ("lb_public_ip", "dns_zone_name_servers", "key_vault_name", "vm_ids"):
+        assert required in outputs, f"missing output {required}"
+        assert attr(outputs[required], "description")
+    assert attr(outputs["dns_zone_name_servers"], "value") == f"${{azurerm_dns_zone.{zone_name}.name_servers}}"
+
+
+def test_versions_are_pinned():
+    (terraform,) = parse(INFRA / "versions.tf")["terraform"]
+    assert re.fullmatch(r"~> 1\.\d+", attr(terraform, "required_version"))
+    (providers,) = terraform["required_providers"]
+    versions = {name: attr(p, "version") if isinstance(p, dict) else p[0]["version"] for name, p in providers.items()}
+    assert re.fullmatch(r"~> 4\.\d+", versions["azurerm"])
+    assert set(versions) == {"azurerm", "random", "time"}
+    assert all(v.startswith("~> ") for v in versions.values())
+
+
+def test_variables_have_descriptions_types_and_validations():
+    variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
+    unvalidated = {"tags"}  # free-form by nature
+    for name, body in variables.items():
+        assert attr(body, "description"), f"variable {name} has no description"
+        assert "type" in body, f"variable {name} has no type"
+        if name not in unvalidated:
+            assert blocks(body, "validation"), f"variable {name} has no validation"
+
+
+def test_locals_tf_is_evaluable_without_azure():
+    text = strip_comments((INFRA / "locals.tf").read_text(encoding="utf-8"))
+    assert not re.search(r"\b(?:azurerm|random|time)_\w+\.\w+|\bdata\.|\bmodule\.", text)
