@@ -50,11 +50,63 @@ pub struct GlobalArgs {
     /// D-Bus address of systemd (default: the system bus).
     #[arg(long, global = true, env = "CANARIE_DBUS_ADDRESS")]
     pub dbus_address: Option<String>,
+    /// Total seconds to keep retrying IMDS (410 during boot lasts up to 70 s).
+    #[arg(
+        long,
+        global = true,
+        env = "CANARIE_IMDS_DEADLINE",
+        default_value_t = 180,
+        value_name = "SECS"
+    )]
+    pub imds_deadline: u64,
+    /// Total seconds to keep retrying Key Vault (covers the RBAC propagation window).
+    #[arg(
+        long,
+        global = true,
+        env = "CANARIE_VAULT_DEADLINE",
+        default_value_t = 660,
+        value_name = "SECS"
+    )]
+    pub vault_deadline: u64,
+    /// On a node that converged before, give up on Azure after this many seconds and
+    /// start RKE2 from the local state.
+    #[arg(
+        long,
+        global = true,
+        env = "CANARIE_FALLBACK_DEADLINE",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub fallback_deadline: u64,
+    /// Seconds to wait for RKE2's start job (a server's first start takes minutes).
+    #[arg(
+        long,
+        global = true,
+        env = "CANARIE_RKE2_START_TIMEOUT",
+        default_value_t = 900,
+        value_name = "SECS"
+    )]
+    pub rke2_start_timeout: u64,
 }
 
 impl GlobalArgs {
     pub fn root(&self) -> Root {
         Root::new(self.root.clone())
+    }
+
+    /// The reconciler's context: endpoints, sandbox root and deadlines from these flags.
+    pub fn context(&self) -> crate::reconcile::Context {
+        use std::time::Duration;
+        let mut cx = crate::reconcile::Context::new(self.root(), self.imds_url.clone());
+        cx.vault_url = self.vault_url.clone();
+        cx.ca_file = self.ca_file.clone();
+        cx.config_file = self.config.clone();
+        cx.dbus_address = self.dbus_address.clone();
+        cx.imds_policy.deadline = Duration::from_secs(self.imds_deadline);
+        cx.vault_policy.deadline = Duration::from_secs(self.vault_deadline);
+        cx.fallback_deadline = Duration::from_secs(self.fallback_deadline);
+        cx.rke2_start_timeout = Duration::from_secs(self.rke2_start_timeout);
+        cx
     }
 }
 

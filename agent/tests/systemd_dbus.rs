@@ -32,7 +32,7 @@ async fn start_failure_reports_the_result_and_unit_state() {
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("starting rke2-agent.service ended with result \"failed\""),
+        msg.contains("the start job of rke2-agent.service ended with result \"failed\""),
         "{msg}"
     );
     assert!(msg.contains("unit is failed (failed)"), "{msg}");
@@ -51,6 +51,20 @@ async fn a_job_that_never_ends_hits_the_deadline() {
     let msg = format!("{err:#}");
     assert!(msg.contains("did not finish within 0.5s"), "{msg}");
     assert!(msg.contains("unit is inactive"), "{msg}");
+}
+
+#[tokio::test]
+async fn restart_is_a_job_too() {
+    let fake = FakeSystemd::start().await;
+    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    sd.restart_and_wait("rke2-server.service", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.state.lock().unwrap().restarted,
+        vec!["rke2-server.service"]
+    );
+    assert!(fake.started().is_empty());
 }
 
 #[tokio::test]

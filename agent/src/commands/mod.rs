@@ -4,10 +4,11 @@
 mod config;
 mod disk;
 mod logging;
-mod plan;
+mod reconcile;
 mod render;
 
 use crate::cli::{exit, Cli, Command, DiskCommand};
+use crate::reconcile::Mode;
 
 pub fn run(cli: Cli) -> i32 {
     logging::init();
@@ -16,8 +17,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Config(cmd) => config::run(global, cmd),
         Command::Disk(DiskCommand::Inspect(args)) => disk::inspect(global, &args),
         Command::Render { out } => render::run(global, &out),
-        Command::Plan { json } => plan::run(global, json),
-        Command::Bootstrap | Command::Doctor { .. } => {
+        Command::Plan { json } => reconcile::run(global, Mode::Plan, json),
+        Command::Bootstrap => reconcile::run(global, Mode::Apply, false),
+        Command::Doctor { .. } => {
             eprintln!("canarie-agent: this command is not built yet");
             exit::ERROR
         }

@@ -14,6 +14,8 @@ pub enum Action {
     Format,
     Mount,
     Start,
+    Restart,
+    Reload,
     Record,
 }
 
@@ -25,6 +27,8 @@ impl std::fmt::Display for Action {
             Action::Format => "format",
             Action::Mount => "mount",
             Action::Start => "start",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
             Action::Record => "record",
         };
         f.write_str(s)

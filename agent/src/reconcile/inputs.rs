@@ -7,6 +7,11 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
 
+/// The node config was read but is not valid: the operator must fix it; no fallback applies.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
 /// Reads the node config from `file` when given, else from IMDS userData.
 pub async fn load_config(
     file: Option<&Path>,
@@ -27,7 +32,9 @@ pub async fn load_config(
                 .await
                 .context("reading the node config from IMDS userData")?;
             let cfg = config::parse_user_data(&text).map_err(|e| {
-                anyhow::anyhow!("the node config in IMDS userData is invalid at {e}; fix the VM's user_data (infra-tofu) and reboot or restart canarie-agent")
+                InvalidConfig(format!(
+                    "the node config in IMDS userData is invalid at {e}; fix the VM's user_data (infra-tofu) and reboot or restart canarie-agent"
+                ))
             })?;
             Ok((cfg, ConfigSource::ImdsUserData))
         }

@@ -16,6 +16,7 @@ use zbus::zvariant::OwnedObjectPath;
 )]
 pub trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
@@ -63,6 +64,21 @@ impl std::fmt::Display for UnitState {
             "{} ({}), {}",
             self.active_state, self.sub_state, self.load_state
         )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum JobKind {
+    Start,
+    Restart,
+}
+
+impl JobKind {
+    fn verb(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Restart => "restart",
+        }
     }
 }
 
@@ -130,6 +146,16 @@ impl Systemd {
     /// `dependency`, `canceled` or no result within `timeout` is an error that carries the
     /// unit's state and where to look next.
     pub async fn start_and_wait(&self, unit: &str, timeout: Duration) -> Result<()> {
+        self.job_and_wait(JobKind::Start, unit, timeout).await
+    }
+
+    /// Restarts `unit` (it re-reads its config) and waits for the job like [`Self::start_and_wait`].
+    pub async fn restart_and_wait(&self, unit: &str, timeout: Duration) -> Result<()> {
+        self.job_and_wait(JobKind::Restart, unit, timeout).await
+    }
+
+    async fn job_and_wait(&self, kind: JobKind, unit: &str, timeout: Duration) -> Result<()> {
+        let verb = kind.verb();
         // Subscribe before starting, so the job's end cannot slip past unseen.
         self.manager
             .subscribe()
@@ -140,12 +166,12 @@ impl Systemd {
             .receive_job_removed()
             .await
             .context("listening for systemd JobRemoved signals")?;
-        let job = self
-            .manager
-            .start_unit(unit, "replace")
-            .await
-            .with_context(|| format!("asking systemd to start {unit}"))?;
-        tracing::info!(unit, job = %job.as_str(), "start job queued");
+        let job = match kind {
+            JobKind::Start => self.manager.start_unit(unit, "replace").await,
+            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+        }
+        .with_context(|| format!("asking systemd to {verb} {unit}"))?;
+        tracing::info!(unit, job = %job.as_str(), "{verb} job queued");
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let args = signal.args().context("decoding a JobRemoved signal")?;
@@ -153,14 +179,14 @@ impl Systemd {
                     return Ok::<_, anyhow::Error>(args.result);
                 }
             }
-            anyhow::bail!("the D-Bus connection closed before the start job of {unit} finished")
+            anyhow::bail!("the D-Bus connection closed before the {verb} job of {unit} finished")
         };
         let result = match tokio::time::timeout(timeout, wait).await {
             Ok(r) => r?,
             Err(_) => {
                 let state = self.describe(unit).await;
                 anyhow::bail!(
-                    "the start job of {unit} did not finish within {:.1}s ({state}); see `journalctl -u {unit}`",
+                    "the {verb} job of {unit} did not finish within {:.1}s ({state}); see `journalctl -u {unit}`",
                     timeout.as_secs_f64()
                 );
             }
@@ -170,7 +196,7 @@ impl Systemd {
         }
         let state = self.describe(unit).await;
         anyhow::bail!(
-            "starting {unit} ended with result {result:?} ({state}); see `journalctl -u {unit}`"
+            "the {verb} job of {unit} ended with result {result:?} ({state}); see `journalctl -u {unit}`"
         )
     }
 

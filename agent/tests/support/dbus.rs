@@ -22,6 +22,7 @@ pub enum StartOutcome {
 pub struct FakeState {
     pub outcomes: HashMap<String, StartOutcome>,
     pub started: Vec<String>,
+    pub restarted: Vec<String>,
     pub reloads: u32,
     pub active: HashMap<String, String>,
 }
@@ -58,50 +59,19 @@ impl Manager {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         #[zbus(object_server)] server: &zbus::ObjectServer,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.next_job += 1;
-        let id = self.next_job;
-        let job: OwnedObjectPath =
-            ObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}"))
-                .unwrap()
-                .into();
-        let outcome = {
-            let mut st = self.state.lock().unwrap();
-            st.started.push(name.clone());
-            st.outcomes
-                .get(&name)
-                .copied()
-                .unwrap_or(StartOutcome::Done)
-        };
-        let path = unit_path(&name);
-        if server.interface::<_, Unit>(&path).await.is_err() {
-            server
-                .at(
-                    &path,
-                    Unit {
-                        name: name.clone(),
-                        state: self.state.clone(),
-                    },
-                )
-                .await?;
-        }
-        let emitter = emitter.to_owned();
-        let state = self.state.clone();
-        let job2 = job.clone();
-        tokio::spawn(async move {
-            // Answer the call first, as systemd does, then end the job.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let result = match outcome {
-                StartOutcome::Done => "done",
-                StartOutcome::Failed => "failed",
-                StartOutcome::Hang => return,
-            };
-            state.lock().unwrap().active.insert(
-                name.clone(),
-                if result == "done" { "active" } else { "failed" }.into(),
-            );
-            let _ = Manager::job_removed(&emitter, id, job2.as_ref(), &name, result).await;
-        });
-        Ok(job)
+        self.state.lock().unwrap().started.push(name.clone());
+        self.queue_job(name, emitter, server).await
+    }
+
+    async fn restart_unit(
+        &mut self,
+        name: String,
+        _mode: String,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+    ) -> zbus::fdo::Result<OwnedObjectPath> {
+        self.state.lock().unwrap().restarted.push(name.clone());
+        self.queue_job(name, emitter, server).await
     }
 
     async fn load_unit(
@@ -138,6 +108,60 @@ impl Manager {
         unit: &str,
         result: &str,
     ) -> zbus::Result<()>;
+}
+
+impl Manager {
+    async fn queue_job(
+        &mut self,
+        name: String,
+        emitter: SignalEmitter<'_>,
+        server: &zbus::ObjectServer,
+    ) -> zbus::fdo::Result<OwnedObjectPath> {
+        self.next_job += 1;
+        let id = self.next_job;
+        let job: OwnedObjectPath =
+            ObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}"))
+                .unwrap()
+                .into();
+        let outcome = self
+            .state
+            .lock()
+            .unwrap()
+            .outcomes
+            .get(&name)
+            .copied()
+            .unwrap_or(StartOutcome::Done);
+        let path = unit_path(&name);
+        if server.interface::<_, Unit>(&path).await.is_err() {
+            server
+                .at(
+                    &path,
+                    Unit {
+                        name: name.clone(),
+                        state: self.state.clone(),
+                    },
+                )
+                .await?;
+        }
+        let emitter = emitter.to_owned();
+        let state = self.state.clone();
+        let job2 = job.clone();
+        tokio::spawn(async move {
+            // Answer the call first, as systemd does, then end the job.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let result = match outcome {
+                StartOutcome::Done => "done",
+                StartOutcome::Failed => "failed",
+                StartOutcome::Hang => return,
+            };
+            state.lock().unwrap().active.insert(
+                name.clone(),
+                if result == "done" { "active" } else { "failed" }.into(),
+            );
+            let _ = Manager::job_removed(&emitter, id, job2.as_ref(), &name, result).await;
+        });
+        Ok(job)
+    }
 }
 
 struct Unit {

@@ -1,0 +1,132 @@
+//! Step `data-disk`: find the data disk, decide, and format (only a blank disk), check,
+//! mount and persist it. The decision is the disk module's; this step only schedules it.
+
+use crate::config::DataDiskConfig;
+use crate::disk::{self, DecisionKind, DiskObservation, DiskOutcome};
+use crate::reconcile::change::{Action, Change};
+use crate::reconcile::step::Step;
+use crate::reconcile::Context;
+use anyhow::{Context as _, Result};
+
+pub const NAME: &str = "data-disk";
+
+pub struct DataDiskStep<'a> {
+    cx: &'a Context,
+    cfg: Option<&'a DataDiskConfig>,
+    observed: Option<DiskObservation>,
+    outcome: Option<DiskOutcome>,
+    planned: Vec<Change>,
+}
+
+impl<'a> DataDiskStep<'a> {
+    pub fn new(cx: &'a Context, cfg: Option<&'a DataDiskConfig>) -> Self {
+        DataDiskStep {
+            cx,
+            cfg,
+            observed: None,
+            outcome: None,
+            planned: Vec::new(),
+        }
+    }
+
+    /// The disk is (or, after `plan`, would be) mounted at its mount point.
+    pub fn mounted_after_run(&self) -> bool {
+        if self.outcome.is_some() {
+            return true;
+        }
+        self.observed.as_ref().is_some_and(|o| {
+            matches!(
+                o.decision.kind,
+                DecisionKind::Format | DecisionKind::Reuse | DecisionKind::Mounted
+            )
+        })
+    }
+
+    /// The mount unit or its wants link was written: systemd must reload.
+    pub fn changed_units(&self) -> bool {
+        self.outcome.as_ref().is_some_and(|o| o.persisted.changed())
+            || self
+                .planned
+                .iter()
+                .any(|c| c.action == Action::Create && c.target.ends_with(".mount"))
+    }
+
+    fn change(&self, action: Action, target: String, detail: String) -> Change {
+        Change {
+            step: NAME,
+            action,
+            target,
+            detail,
+        }
+    }
+}
+
+impl Step for DataDiskStep<'_> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn plan(&mut self) -> Result<Vec<Change>> {
+        let Some(cfg) = self.cfg else {
+            return Ok(Vec::new());
+        };
+        let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
+        // Probing and waiting for a late link block: keep them off the async workers.
+        let obs = tokio::task::spawn_blocking(move || disk::observe(&cfg_owned, &root))
+            .await
+            .context("the data disk probe panicked")??;
+        let device = obs.device.display().to_string();
+        let mount = cfg.mount_point.display().to_string();
+        let mut changes = match obs.decision.kind {
+            DecisionKind::Refuse => {
+                return Err(anyhow::Error::new(disk::Refused {
+                    device: obs.device.clone(),
+                    reason: obs.decision.reason.clone(),
+                }))
+            }
+            DecisionKind::Format => vec![
+                self.change(
+                    Action::Format,
+                    device,
+                    format!("ext4, label {}: {}", cfg.label, obs.decision.reason),
+                ),
+                self.change(Action::Mount, mount, String::new()),
+            ],
+            DecisionKind::Reuse => vec![self.change(
+                Action::Mount,
+                mount,
+                format!("reuse: {}", obs.decision.reason),
+            )],
+            DecisionKind::Mounted => Vec::new(),
+        };
+        // The mount must also survive a reboot: its unit is part of the converged state.
+        let unit =
+            std::path::Path::new(disk::SYSTEMD_UNIT_DIR).join(disk::unit_name(&cfg.mount_point));
+        if !self.cx.root.join(&unit).exists() {
+            changes.push(self.change(
+                Action::Create,
+                unit.display().to_string(),
+                "persistent mount, nofail".into(),
+            ));
+        }
+        self.observed = Some(obs);
+        self.planned = changes.clone();
+        Ok(changes)
+    }
+
+    async fn apply(&mut self) -> Result<Vec<Change>> {
+        let (Some(cfg), Some(obs)) = (self.cfg, self.observed.clone()) else {
+            return Ok(Vec::new());
+        };
+        let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
+        let outcome = tokio::task::spawn_blocking(move || disk::apply(&obs, &cfg_owned, &root))
+            .await
+            .context("the data disk step panicked")??;
+        self.outcome = Some(outcome);
+        Ok(self.planned.clone())
+    }
+
+    fn skipped(&self) -> bool {
+        self.cfg.is_none()
+    }
+}

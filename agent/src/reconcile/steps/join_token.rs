@@ -1,0 +1,88 @@
+//! Step `join-token`: the RKE2 join token from Key Vault into its 0600 drop-in. On a node
+//! that converged before, an unreachable IMDS or Key Vault keeps the token file it has.
+
+use crate::config::JoinTokenConfig;
+use crate::paths::RKE2_TOKEN_DROPIN;
+use crate::reconcile::change::{file_change, Change};
+use crate::reconcile::inputs;
+use crate::reconcile::step::Step;
+use crate::reconcile::Context;
+use crate::rke2::{self, SecretFile};
+use anyhow::{Context as _, Result};
+
+pub const NAME: &str = "join-token";
+
+pub struct JoinTokenStep<'a> {
+    cx: &'a Context,
+    jt: &'a JoinTokenConfig,
+    may_fall_back: bool,
+    file: Option<SecretFile>,
+    /// The version of the secret that was read.
+    pub version: Option<String>,
+    planned: Vec<Change>,
+    warning: Option<String>,
+}
+
+impl<'a> JoinTokenStep<'a> {
+    /// `may_fall_back`: the node converged before, so its token file may be kept when
+    /// Azure cannot be reached.
+    pub fn new(cx: &'a Context, jt: &'a JoinTokenConfig, may_fall_back: bool) -> Self {
+        JoinTokenStep {
+            cx,
+            jt,
+            may_fall_back,
+            file: None,
+            version: None,
+            planned: Vec::new(),
+            warning: None,
+        }
+    }
+}
+
+impl Step for JoinTokenStep<'_> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn plan(&mut self) -> Result<Vec<Change>> {
+        let fetched = async {
+            let imds = self.cx.imds(self.may_fall_back)?;
+            let vault = self.cx.vault(self.may_fall_back)?;
+            inputs::fetch_join_token(&imds, &vault, self.jt).await
+        }
+        .await;
+        let secret = match fetched {
+            Ok(secret) => secret,
+            Err(e) if self.may_fall_back && self.cx.root.join(RKE2_TOKEN_DROPIN).exists() => {
+                self.warning = Some(format!("keeping the existing join token file: {e:#}"));
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let file = rke2::render_token_dropin(&secret.value);
+        self.version = Some(secret.version.clone());
+        self.planned = file_change(
+            NAME,
+            &self.cx.root,
+            &file.path,
+            file.expose_contents(),
+            file.mode,
+        )?
+        .into_iter()
+        .collect();
+        self.file = Some(file);
+        Ok(self.planned.clone())
+    }
+
+    async fn apply(&mut self) -> Result<Vec<Change>> {
+        if let Some(file) = &self.file {
+            file.write(&self.cx.root)
+                .context("writing the join token drop-in")?;
+        }
+        Ok(self.planned.clone())
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.warning.clone()
+    }
+}

@@ -1,0 +1,8 @@
+//! The steps, in order: config → (join token ∥ data disk) → RKE2 config → server manifests
+//! → start RKE2.
+
+pub mod config;
+pub mod data_disk;
+pub mod files;
+pub mod join_token;
+pub mod start;

@@ -1,0 +1,448 @@
+//! The twelve faults of azure-protocol.md, through real sockets against azure-sim: each is
+//! retried to success, or fails clearly within the deadline, and no error shows a secret.
+
+mod support;
+
+use canarie_agent::azure::retry::{
+    IMDS_FAIL_FAST_STATUSES, IMDS_RETRY_STATUSES, VAULT_FAIL_FAST_STATUSES, VAULT_RETRY_STATUSES,
+};
+use canarie_agent::azure::{AccessToken, ImdsClient, RetryPolicy, VAULT_RESOURCE};
+use canarie_agent::config::Identity;
+use serde_json::json;
+use std::time::Duration;
+use support::sim::{rules, scenario, TestSim, FAST, JOIN_TOKEN, SECRET, VAULT};
+
+const RBAC_WINDOW: Duration = Duration::from_secs(30);
+
+async fn read_secret(t: &TestSim) -> anyhow::Result<String> {
+    let token = t.imds().token(VAULT_RESOURCE, None).await?;
+    let secret = t
+        .vault()
+        .get_secret(VAULT, SECRET, &token, RBAC_WINDOW)
+        .await?;
+    Ok(secrecy::ExposeSecret::expose_secret(&secret.value).to_string())
+}
+
+fn assert_no_secret(err: &anyhow::Error) {
+    for text in [format!("{err:#}"), format!("{err:?}")] {
+        assert!(!text.contains(JOIN_TOKEN), "the join token leaked: {text}");
+        assert!(
+            !text.contains("sim-token") && !text.contains("eyJ"),
+            "an access token leaked: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_happy_path_reads_the_secret_with_every_imds_rule_kept() {
+    let t = TestSim::start(scenario(json!({}))).await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    for r in t.sim.requests() {
+        if r.service == "imds" {
+            assert!(r.has_metadata_header && !r.has_forwarded_for, "{r:?}");
+        }
+    }
+    let token_req = t
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains("oauth2/token"))
+        .unwrap();
+    assert!(
+        token_req.query.contains("api-version=2018-02-01"),
+        "{}",
+        token_req.query
+    );
+    assert!(
+        token_req
+            .query
+            .contains("resource=https%3A%2F%2Fvault.azure.net"),
+        "{}",
+        token_req.query
+    );
+}
+
+// Fault 1: IMDS 410 while the host boots.
+#[tokio::test]
+async fn f01_imds_410_during_boot_is_waited_out() {
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "imds_410", "until_s": 1.5}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    let s = t.statuses("oauth2/token");
+    assert!(
+        s.len() >= 2 && s[0] == 410 && *s.last().unwrap() == 200,
+        "{s:?}"
+    );
+}
+
+// Fault 2: IMDS 429, with and without Retry-After.
+#[tokio::test]
+async fn f02_imds_429_is_retried_and_retry_after_is_honoured() {
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "imds_429", "times": 2}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    assert_eq!(t.statuses("oauth2/token"), vec![429, 429, 200]);
+
+    let t = TestSim::start(scenario(json!({"rules": [{"preset": "imds_429_retry_after", "times": 1, "headers": {"Retry-After": "1"}}]}))).await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    let reqs: Vec<_> = t
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("oauth2/token"))
+        .collect();
+    assert_eq!(
+        reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
+    let gap = reqs[1].elapsed_ms - reqs[0].elapsed_ms;
+    assert!(
+        gap >= 900,
+        "Retry-After: 1 was not honoured (retried after {gap} ms)"
+    );
+}
+
+// Fault 3: token endpoint 500 "Failed to retrieve token from the Active directory".
+#[tokio::test]
+async fn f03_token_500_is_retried() {
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "token_500", "times": 2}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    assert_eq!(t.statuses("oauth2/token"), vec![500, 500, 200]);
+}
+
+// Fault 4: 404 while IMDS is updating, on every endpoint the agent uses.
+#[tokio::test]
+async fn f04_imds_404_while_updating_is_retried_everywhere() {
+    let t = TestSim::start(scenario(json!({
+        "user_data": "eyJ2ZXJzaW9uIjoxfQ==",
+        "rules": [{"preset": "imds_404_updating", "endpoint": "imds", "times": 3}]
+    })))
+    .await;
+    let imds = t.imds();
+    assert_eq!(imds.user_data().await.unwrap(), b"eyJ2ZXJzaW9uIjoxfQ==");
+    assert!(!imds.instance().await.unwrap().compute.vm_id.is_empty());
+    assert!(imds.token(VAULT_RESOURCE, None).await.is_ok());
+    assert_eq!(
+        t.sim.requests().iter().filter(|r| r.status == 404).count(),
+        3
+    );
+}
+
+// Fault 5: "Identity not found" right after assignment: transient for a while, then fatal.
+#[tokio::test]
+async fn f05_identity_not_found_is_retried_for_a_bounded_time() {
+    let t = TestSim::start(scenario(json!({
+        "identities": {"system": true, "client_ids": ["1111-2222"]},
+        "rules": [{"preset": "identity_not_found", "until_s": 1.0}]
+    })))
+    .await;
+    let id = Identity::ClientId("1111-2222".into());
+    assert!(t.imds().token(VAULT_RESOURCE, Some(&id)).await.is_ok());
+    assert!(t
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.query.contains("client_id=1111-2222")));
+
+    // An identity that never appears: fails after the grace, naming the identity.
+    let t = TestSim::start(scenario(json!({"identities": {"system": true}}))).await;
+    let imds = t.imds().with_identity_grace(Duration::from_millis(600));
+    let err = imds
+        .token(VAULT_RESOURCE, Some(&Identity::ClientId("9999".into())))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("client_id=9999") && msg.contains("Identity not found"),
+        "{msg}"
+    );
+    assert!(
+        t.statuses("oauth2/token").len() >= 2,
+        "it was not retried at all"
+    );
+}
+
+// Faults 6 and 7 are refusals of malformed requests: the agent's requests are well formed,
+// and a 400 of either kind fails at once instead of being retried.
+#[tokio::test]
+async fn f06_f07_bad_request_answers_fail_fast() {
+    for body in [
+        json!({"error": "bad_request_102", "error_description": "Required metadata header not specified"}),
+        json!({"error": "Bad request. api-version is invalid or was not specified in the request.", "newest-versions": ["2025-04-07"]}),
+    ] {
+        let t = TestSim::start(scenario(
+            json!({"rules": [{"endpoint": "token", "status": 400, "body": body}]}),
+        ))
+        .await;
+        let err = t.imds().token(VAULT_RESOURCE, None).await.unwrap_err();
+        assert!(format!("{err:#}").contains("HTTP 400"), "{err:#}");
+        assert_eq!(t.statuses("oauth2/token").len(), 1, "a 400 was retried");
+    }
+}
+
+#[tokio::test]
+async fn every_imds_fail_fast_status_is_tried_once_and_every_retry_status_is_retried() {
+    for &status in IMDS_FAIL_FAST_STATUSES {
+        let t = TestSim::start(scenario(
+            json!({"rules": [{"endpoint": "token", "status": status, "body": {"error": "x"}}]}),
+        ))
+        .await;
+        let err = t.imds().token(VAULT_RESOURCE, None).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("HTTP {status}")),
+            "{err:#}"
+        );
+        assert_eq!(
+            t.statuses("oauth2/token").len(),
+            1,
+            "IMDS {status} was retried"
+        );
+    }
+    let samples: Vec<u16> = IMDS_RETRY_STATUSES
+        .iter()
+        .flat_map(|r| [*r.start(), *r.end()])
+        .collect();
+    for status in samples {
+        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "token", "status": status, "times": 1, "body": {"error": "x"}}]}))).await;
+        t.imds()
+            .token(VAULT_RESOURCE, None)
+            .await
+            .unwrap_or_else(|e| panic!("IMDS {status} not retried: {e:#}"));
+        assert_eq!(t.statuses("oauth2/token"), vec![status, 200]);
+    }
+}
+
+// Fault 8 (userData contents) is a config concern: see cli_plan.rs. Here: userData's
+// transport (empty answer) and the leaf API it uses.
+#[tokio::test]
+async fn f08_user_data_is_read_from_the_leaf_as_text() {
+    let t = TestSim::start(scenario(json!({}))).await;
+    assert_eq!(t.imds().user_data().await.unwrap(), b"");
+    let r = t
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/userData"))
+        .unwrap();
+    assert!(
+        r.query.contains("format=text") && r.query.contains("api-version=2021-01-01"),
+        "{}",
+        r.query
+    );
+}
+
+// Fault 9: a hang, a slow trickle, a refused connection.
+#[tokio::test]
+async fn f09_hang_and_trickle_are_cut_by_the_attempt_timeout_then_retried() {
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "hang", "endpoint": "token", "times": 1}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    assert_eq!(t.statuses("oauth2/token"), vec![0, 200]);
+
+    let t = TestSim::start(scenario(json!({"rules": [{"preset": "trickle", "endpoint": "token", "times": 1, "trickle_ms": 200}]}))).await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    assert_eq!(t.statuses("oauth2/token").len(), 2);
+}
+
+#[tokio::test]
+async fn f09_endless_hang_and_refused_connection_fail_within_the_deadline() {
+    let short = RetryPolicy {
+        deadline: Duration::from_secs(3),
+        ..FAST
+    };
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "hang", "endpoint": "token"}]}),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let err = ImdsClient::new(&t.sim.imds_url(), short)
+        .unwrap()
+        .token(VAULT_RESOURCE, None)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("gave up after") && msg.contains("no complete answer within"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the deadline was not kept"
+    );
+
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = ImdsClient::new(&format!("http://127.0.0.1:{port}"), short)
+        .unwrap()
+        .token(VAULT_RESOURCE, None)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("IMDS token request gave up") && msg.contains("no answer from IMDS"),
+        "{msg}"
+    );
+}
+
+// Fault 10: Key Vault's 401s: a token it did not issue.
+#[tokio::test]
+async fn f10_vault_401_invalid_issuer_fails_fast_naming_vault_and_secret() {
+    let t = TestSim::start(scenario(json!({}))).await;
+    let forged =
+        AccessToken::from_imds_json(br#"{"access_token":"eyJforged","expires_on":"4102444800"}"#)
+            .unwrap();
+    let err = t
+        .vault()
+        .get_secret(VAULT, SECRET, &forged, RBAC_WINDOW)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("HTTP 401") && msg.contains(VAULT) && msg.contains(SECRET),
+        "{msg}"
+    );
+    assert_no_secret(&err);
+    assert_eq!(t.statuses("/secrets/").len(), 1);
+
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "kv_401_invalid_issuer"}]}),
+    ))
+    .await;
+    let err = read_secret(&t).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("AKV10032") || format!("{err:#}").contains("HTTP 401"),
+        "{err:#}"
+    );
+    assert_no_secret(&err);
+}
+
+// Fault 11: 403 ForbiddenByRbac while the role assignment propagates; SecretDisabled.
+#[tokio::test]
+async fn f11_rbac_propagation_is_waited_out_but_not_forever() {
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "kv_403_rbac", "until_s": 1.5}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    let s = t.statuses("/secrets/");
+    assert!(s[0] == 403 && *s.last().unwrap() == 200, "{s:?}");
+
+    let t = TestSim::start(scenario(json!({"rules": [{"preset": "kv_403_rbac"}]}))).await;
+    let token = t.imds().token(VAULT_RESOURCE, None).await.unwrap();
+    let err = t
+        .vault()
+        .get_secret(VAULT, SECRET, &token, Duration::from_millis(700))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("ForbiddenByRbac")
+            && msg.contains("still denied after")
+            && msg.contains("Key Vault Secrets User"),
+        "{msg}"
+    );
+    assert_no_secret(&err);
+
+    let t = TestSim::start(scenario(json!({"rules": [{"preset": "kv_403_disabled"}]}))).await;
+    let err = read_secret(&t).await.unwrap_err();
+    assert!(format!("{err:#}").contains("SecretDisabled"), "{err:#}");
+    assert_eq!(
+        t.statuses("/secrets/").len(),
+        1,
+        "a disabled secret was retried"
+    );
+}
+
+// Fault 12: 404 SecretNotFound fails fast; 429 Throttled without Retry-After is retried.
+#[tokio::test]
+async fn f12_missing_secret_fails_fast_and_throttling_is_retried() {
+    let t = TestSim::start(scenario(json!({}))).await;
+    let token = t.imds().token(VAULT_RESOURCE, None).await.unwrap();
+    let err = t
+        .vault()
+        .get_secret(VAULT, "no-such-secret", &token, RBAC_WINDOW)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("HTTP 404") && msg.contains("\"no-such-secret\"") && msg.contains(VAULT),
+        "{msg}"
+    );
+    assert_eq!(t.statuses("/secrets/").len(), 1);
+
+    let t = TestSim::start(scenario(
+        json!({"rules": [{"preset": "kv_429", "times": 3}]}),
+    ))
+    .await;
+    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    assert_eq!(t.statuses("/secrets/"), vec![429, 429, 429, 200]);
+}
+
+#[tokio::test]
+async fn every_vault_fail_fast_status_is_tried_once_and_every_retry_status_is_retried() {
+    for &status in VAULT_FAIL_FAST_STATUSES {
+        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "secret", "status": status, "body": {"error": {"code": "X", "message": "m"}}}]}))).await;
+        let err = read_secret(&t).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("HTTP {status}")),
+            "{err:#}"
+        );
+        assert_eq!(
+            t.statuses("/secrets/").len(),
+            1,
+            "Key Vault {status} was retried"
+        );
+    }
+    let samples: Vec<u16> = VAULT_RETRY_STATUSES
+        .iter()
+        .flat_map(|r| [*r.start(), *r.end()])
+        .collect();
+    for status in samples {
+        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "secret", "status": status, "times": 1, "body": {"error": {"code": "X", "message": "m"}}}]}))).await;
+        assert_eq!(
+            read_secret(&t)
+                .await
+                .unwrap_or_else(|e| panic!("Key Vault {status} not retried: {e:#}")),
+            JOIN_TOKEN
+        );
+        assert_eq!(t.statuses("/secrets/"), vec![status, 200]);
+    }
+}
+
+#[tokio::test]
+async fn the_vault_is_reached_only_through_the_given_ca() {
+    let t = TestSim::start(scenario(json!({}))).await;
+    let token = t.imds().token(VAULT_RESOURCE, None).await.unwrap();
+    // Without the simulator's CA the TLS handshake must fail: no silent "accept any cert".
+    let no_ca = canarie_agent::azure::KeyVaultClient::new(
+        Some(&t.sim.vault_url()),
+        None,
+        RetryPolicy {
+            deadline: Duration::from_secs(2),
+            ..FAST
+        },
+    )
+    .unwrap();
+    let err = no_ca
+        .get_secret(VAULT, SECRET, &token, RBAC_WINDOW)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no answer from Key Vault"),
+        "{err:#}"
+    );
+    assert!(t.statuses("/secrets/").is_empty());
+}
