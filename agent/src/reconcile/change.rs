@@ -31,7 +31,7 @@ impl std::fmt::Display for Action {
             Action::Reload => "reload",
             Action::Record => "record",
         };
-        f.write_str(s)
+        f.pad(s)
     }
 }
 

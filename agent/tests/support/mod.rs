@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod dbus;
+pub mod sandbox;
 pub mod sim;

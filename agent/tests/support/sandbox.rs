@@ -1,0 +1,163 @@
+//! A `--root` sandbox node: azure-sim for IMDS and Key Vault, a fake systemd on a private
+//! bus, and the real `canarie-agent` binary run against them.
+
+use super::dbus::FakeSystemd;
+use super::sim::{scenario, TestSim, JOIN_TOKEN};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_canarie-agent");
+
+pub fn server_config() -> Value {
+    json!({
+        "version": 1,
+        "role": "server",
+        "node_name": "cp-01",
+        "cluster": {
+            "tls_san": ["cp-01"],
+            "public_ip": "20.30.40.50",
+            "storage_nodes": 2,
+            "git_repo": {"url": "https://github.com/example/canarie", "branch": "main"}
+        },
+        "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token", "rbac_wait_seconds": 5}
+    })
+}
+
+pub fn agent_config() -> Value {
+    json!({
+        "version": 1,
+        "role": "agent",
+        "node_name": "wk-01",
+        "cluster": {"server_url": "https://10.20.0.4:9345"},
+        "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token", "rbac_wait_seconds": 5}
+    })
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub sim: TestSim,
+    pub systemd: FakeSystemd,
+}
+
+/// What one run of the binary printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Fails the test if the join token appears in anything the run printed.
+    pub fn assert_no_secret(&self) {
+        assert!(
+            !self.stdout.contains(JOIN_TOKEN),
+            "join token in stdout:\n{}",
+            self.stdout
+        );
+        assert!(
+            !self.stderr.contains(JOIN_TOKEN),
+            "join token in stderr:\n{}",
+            self.stderr
+        );
+    }
+}
+
+impl Sandbox {
+    /// A node whose IMDS userData holds `config`.
+    pub async fn new(config: Value) -> Sandbox {
+        let sim = TestSim::start(scenario(json!({ "user_data_json": config }))).await;
+        Sandbox::with_sim(sim).await
+    }
+
+    pub async fn with_sim(sim: TestSim) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/machine-id"),
+            "5c2b1a0e9d8f4e7a8b6c5d4e3f2a1b0c\n",
+        )
+        .unwrap();
+        let systemd = FakeSystemd::start().await;
+        Sandbox { dir, sim, systemd }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.root().join(node_path.trim_start_matches('/'))
+    }
+
+    /// Runs `canarie-agent ARGS` against this sandbox's simulator and bus.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[]).await
+    }
+
+    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(self.root())
+            .args([
+                "--imds-url",
+                &self.sim.sim.imds_url(),
+                "--vault-url",
+                &self.sim.sim.vault_url(),
+            ])
+            .arg("--ca-file")
+            .arg(&self.sim.ca_file)
+            .args(["--dbus-address", &self.systemd.address])
+            .args([
+                "--imds-deadline",
+                "8",
+                "--vault-deadline",
+                "8",
+                "--fallback-deadline",
+                "2",
+                "--rke2-start-timeout",
+                "10",
+            ])
+            .env_remove("JOURNAL_STREAM")
+            .env("CANARIE_LOG", "info")
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .expect("the canarie-agent binary runs");
+        Run::from(out)
+    }
+
+    /// Every file under the root with its bytes and mode, for before/after comparisons.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32, std::time::SystemTime)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![self.root().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if meta.is_file() {
+                    out.push((
+                        entry.path(),
+                        std::fs::read(entry.path()).unwrap(),
+                        meta.permissions().mode(),
+                        meta.modified().unwrap(),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
