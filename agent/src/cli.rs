@@ -136,7 +136,8 @@ pub enum Command {
     /// mounted when the config has a data_disk, so the Longhorn default-disk label is
     /// rendered exactly then. Files go to DIR/<node path>, e.g. DIR/etc/rancher/rke2/config.yaml.
     Render {
-        #[arg(long)]
+        /// Directory to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
 }
