@@ -44,6 +44,8 @@ resource "azurerm_linux_virtual_machine" "node" {
   size                  = each.key == local.server.node_name ? var.server_vm_size : var.worker_vm_size
   source_image_id       = var.image_id
   network_interface_ids = [azurerm_network_interface.node[each.key].id]
+  secure_boot_enabled   = var.trusted_launch
+  vtpm_enabled          = var.trusted_launch
 
   admin_username                  = var.admin_username
   disable_password_authentication = true

@@ -63,6 +63,13 @@ variable "image_id" {
   }
 }
 
+variable "trusted_launch" {
+  description = "Boot the VMs with Secure Boot and a vTPM (Trusted Launch); the image definition must support it (security type TrustedLaunchSupported or TrustedLaunch)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "server_vm_size" {
   description = "VM size of the control-plane node (cp-01); any size that runs Ubuntu 24.04 Gen2 images."
   type        = string
