@@ -1,12 +1,12 @@
 """Structure and policy checks on the OpenTofu code (parsed with python-hcl2) and on the
-tables in locals.tf (evaluated by Terraform, see conftest.evaluate)."""
+tables in locals.tf (evaluated by Terraform, see tofu_helpers.evaluate)."""
 
 import ipaddress
 import re
 
 import pytest
 
-from conftest import (
+from tofu_helpers import (
     INFRA,
     all_resource_types,
     attr,

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import EXAMPLE_TFVARS, INFRA, TESTS, parse, strip_comments, terraform, tf_files
+from tofu_helpers import EXAMPLE_TFVARS, INFRA, TESTS, parse, strip_comments, terraform, tf_files
 
 
 def test_there_is_something_to_check():

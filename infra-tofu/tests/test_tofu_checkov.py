@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INFRA, run_offline, tf_files
+from tofu_helpers import INFRA, run_offline, tf_files
 
 CHECKOV = Path(sys.executable).parent / "checkov"
 SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")

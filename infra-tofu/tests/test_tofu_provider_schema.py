@@ -2,15 +2,15 @@
 
 The closest this machine gets to `tofu validate`: argument and block names, required
 arguments and blocks, nested blocks, all checked against azurerm/random/time schemas
-(provider_schema.py says where they come from). Expressions are not type-checked.
+(tofu_schema.py says where they come from). Expressions are not type-checked.
 """
 
 import re
 
 import pytest
 
-import provider_schema
-from conftest import INFRA, parse
+import tofu_schema
+from tofu_helpers import INFRA, parse
 
 META = {"count", "for_each", "depends_on", "lifecycle", "provider", "__start_line__", "__end_line__"}
 
@@ -19,7 +19,7 @@ def provider_of(type_name: str) -> str:
     return type_name.split("_", 1)[0]
 
 
-def check_block(body: dict, schema: provider_schema.Block, where: str) -> list[str]:
+def check_block(body: dict, schema: tofu_schema.Block, where: str) -> list[str]:
     problems = []
     for key, value in body.items():
         if key in META:
@@ -51,7 +51,7 @@ def test_resources_match_provider_schemas(path):
     for kind, table in (("resource", "resources"), ("data", "data_sources")):
         for block in tree.get(kind, []):
             for rtype, by_name in block.items():
-                schema = getattr(provider_schema.load(provider_of(rtype)), table)
+                schema = getattr(tofu_schema.load(provider_of(rtype)), table)
                 if rtype not in schema:
                     problems.append(f"{kind} type {rtype} does not exist")
                     continue
@@ -59,7 +59,7 @@ def test_resources_match_provider_schemas(path):
                     problems += check_block(body, schema[rtype], f"{rtype}.{name}")
     for block in tree.get("provider", []):
         for pname, body in block.items():
-            problems += check_block(body, provider_schema.load(pname).provider, f"provider {pname}")
+            problems += check_block(body, tofu_schema.load(pname).provider, f"provider {pname}")
     assert not problems, "\n".join(problems)
 
 
@@ -71,12 +71,12 @@ def test_schema_versions_satisfy_the_pins():
         constraint = spec[0]["version"] if isinstance(spec, list) else spec["version"]
         m = re.fullmatch(r"~> (\d+)\.(\d+)", constraint)
         assert m, f"{name}: expected a ~> MAJOR.MINOR constraint, got {constraint}"
-        have = tuple(int(x) for x in provider_schema.load(name).version.split("."))
+        have = tuple(int(x) for x in tofu_schema.load(name).version.split("."))
         assert have[0] == int(m.group(1)) and have[1] >= int(m.group(2)), f"{name} {have} vs {constraint}"
 
 
 def test_schema_check_catches_mistakes():
-    azurerm = provider_schema.load("azurerm")
+    azurerm = tofu_schema.load("azurerm")
     kv = azurerm.resources["azurerm_key_vault"]
     assert check_block({"name": ["x"]}, kv, "kv"), "missing required arguments must be reported"
     vm = azurerm.resources["azurerm_linux_virtual_machine"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AGENT_BIN, PLACEHOLDERS, EvalError, evaluate, REQUIRED_ONLY_TFVARS
+from tofu_helpers import AGENT_BIN, PLACEHOLDERS, EvalError, evaluate, REQUIRED_ONLY_TFVARS
 
 LB_IP = PLACEHOLDERS["azurerm_public_ip.lb.ip_address"].strip('"')
 VAULT = PLACEHOLDERS["azurerm_key_vault.main.name"].strip('"')
