@@ -82,8 +82,13 @@ resource "azurerm_linux_virtual_machine" "node" {
   tags = merge(local.tags, { node = each.key })
 
   # The join token exists before any node boots; the node's own role assignment can only
-  # follow the VM (it needs its principal id), which the agent waits out.
-  depends_on = [azurerm_key_vault_secret.join_token]
+  # follow the VM (it needs its principal id), which the agent waits out. The pool
+  # associations come first too: the outbound rule is the nodes' only way out (the
+  # subnets have no default outbound access), and RKE2 pulls images on first boot.
+  depends_on = [
+    azurerm_key_vault_secret.join_token,
+    azurerm_network_interface_backend_address_pool_association.node,
+  ]
 }
 
 # Each worker's Longhorn disk is its own resource, attached at LUN 0: replacing a VM

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tofu_helpers import EXAMPLE_TFVARS, INFRA, TESTS, parse, strip_comments, terraform, tf_files
+from tofu_helpers import EXAMPLE_TFVARS, INFRA, parse, strip_comments, terraform, tf_files
 
 
 def test_there_is_something_to_check():
@@ -112,4 +112,3 @@ def test_reference_check_sees_references():
     text = (INFRA / "compute.tf").read_text(encoding="utf-8")
     refs = {m.group(0) for m in REF.finditer(text)}
     assert "azurerm_network_interface.node" in refs and "local.nodes" in refs and "var.image_id" in refs
-    assert TESTS.is_dir()
