@@ -275,3 +275,32 @@ fn inspect_errors_exit_2() {
     assert_eq!(as_nobody.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&as_nobody.stderr).contains("must run as root"));
 }
+
+#[test]
+fn a_mount_point_taken_by_another_filesystem_is_refused() {
+    let mut lab = Lab::new();
+    let blank = lab.image("blank.img", GIB);
+    let other = lab.image("other.img", GIB);
+    sh(&format!("mkfs.ext4 -q -F -L other '{}'", other.display()));
+    let blank_dev = lab.attach(&blank);
+    let other_dev = lab.attach(&other);
+    let root = lab.root("root");
+    lab.mount(&other_dev, &format!("root{MOUNT_POINT}"), "ro,noload");
+    Lab::link_lun(&root, LinkScheme::ByLun, 0, &blank_dev);
+    let cfg = config(0);
+    let before = content_digest(&blank);
+    let obs = disk::observe(&cfg, &root).unwrap();
+    assert_eq!(obs.decision.kind, DecisionKind::Refuse);
+    assert!(
+        obs.decision
+            .reason
+            .contains("already has another filesystem mounted on it"),
+        "{}",
+        obs.decision.reason
+    );
+    assert!(disk::apply(&obs, &cfg, &root)
+        .unwrap_err()
+        .downcast_ref::<Refused>()
+        .is_some());
+    assert_eq!(content_digest(&blank), before);
+}

@@ -29,26 +29,27 @@ pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
 }
 
 /// `e2fsck -p`: replays the journal and fixes what is safe to fix unattended.
-/// Exit codes (e2fsck(8)): 0 clean, 1 errors fixed, 2 fixed and a reboot advised (only
-/// meaningful for a mounted root); 4 and above mean errors left or a failed check.
-pub(crate) fn check_ext4(device: &Path) -> Result<()> {
+/// Returns the problem when e2fsck could not make the filesystem clean. Exit codes
+/// (e2fsck(8)): 0 clean, 1 errors fixed, 2 fixed and a reboot advised (only meaningful
+/// for a mounted root); 4 and above mean errors left or a failed check.
+pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
     tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the data disk's filesystem (e2fsck -p)");
     let out = run(Command::new("e2fsck").arg("-p").arg(device))
         .with_context(|| format!("running e2fsck -p on {}", device.display()))?;
     let code = out.status.code().unwrap_or(-1);
-    match code {
-        0 => Ok(()),
+    Ok(match code {
+        0 => None,
         1 | 2 => {
             tracing::warn!(step = "disk", device = %device.display(), code, "e2fsck -p repaired the filesystem: {}", last_line(&out.stdout));
-            Ok(())
+            None
         }
-        _ => bail!(
-            "e2fsck -p {} found problems it may not fix unattended (exit {code}): {}; run `e2fsck -f {}` by hand",
+        _ => Some(format!(
+            "e2fsck -p found problems on {} it will not fix unattended (exit {code}: {}); not mounting it: run `e2fsck -f {}` by hand",
             device.display(),
             last_line_of_both(&out.stdout, &out.stderr),
             device.display()
-        ),
-    }
+        )),
+    })
 }
 
 /// Mounts `device` (ext4) at `target` now, creating the directory.

@@ -51,6 +51,12 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
             )),
         };
     }
+    if let Some(other) = &report.target_taken_by {
+        return refuse(format!(
+            "{} already has another filesystem mounted on it ({other}), so {dev} cannot be mounted there; unmount it, or set data_disk.mount_point to a free directory",
+            opts.mount_point.display()
+        ));
+    }
     if !report.in_use.is_empty() {
         return refuse(format!(
             "{dev} is in use ({}); it belongs to something else on this node: check data_disk.lun, and free the disk only if its data is truly unwanted",
@@ -338,6 +344,7 @@ mod tests {
             holds_root: false,
             in_use: vec![],
             mounted_at_target: false,
+            target_taken_by: None,
             safe: SafeProbe::Nothing,
             signatures: vec![],
             nonzero_head: false,
@@ -519,6 +526,10 @@ mod tests {
             },
             ProbeReport {
                 size_bytes: GIB / 2,
+                ..blank()
+            },
+            ProbeReport {
+                target_taken_by: Some("xfs /dev/sdd".into()),
                 ..blank()
             },
         ] {

@@ -94,6 +94,8 @@ pub struct ProbeReport {
     pub in_use: Vec<String>,
     /// The device itself is mounted at the target mount point.
     pub mounted_at_target: bool,
+    /// Another filesystem is mounted at the target mount point (`TYPE SOURCE`).
+    pub target_taken_by: Option<String>,
     /// Probe 1: libblkid's safe probe.
     pub safe: SafeProbe,
     /// Probe 2: every signature, as `wipefs --no-act` lists them.
@@ -197,8 +199,13 @@ pub fn observe_within(
 
 /// What the agent would do with `device` (`disk inspect`). Read-only.
 pub fn inspect(device: &Path, opts: &InspectOptions, root: &Root) -> Result<DiskObservation> {
-    let resolved = std::fs::canonicalize(device)
-        .with_context(|| format!("no such device {}", device.display()))?;
+    let resolved = match std::fs::canonicalize(device) {
+        Ok(path) => path,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no such device {}", device.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("resolving {}", device.display())),
+    };
     examine(device, &resolved, opts, root)
 }
 
@@ -268,7 +275,9 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
             (DiskAction::Formatted, uuid, true)
         }
         DecisionKind::Reuse => {
-            apply::check_ext4(&obs.device).map_err(|e| refused(format!("{e:#}")))?;
+            if let Some(problem) = apply::check_ext4(&obs.device)? {
+                return Err(refused(problem));
+            }
             let uuid = uuid_of(&fresh)?;
             apply::mount_now(&obs.device, &target)?;
             (DiskAction::Reused, uuid, true)

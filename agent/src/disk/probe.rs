@@ -52,6 +52,7 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
             holds_root: true,
             in_use: Vec::new(),
             mounted_at_target: false,
+            target_taken_by: None,
             safe: blkid::SafeProbe::Nothing,
             signatures: Vec::new(),
             nonzero_head: false,
@@ -101,6 +102,19 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
         };
         in_use.push(format!("{what}mounted at {}", entry.mount_point.display()));
     }
+    let target_taken_by = if mounted_at_target {
+        None
+    } else {
+        let ours: Vec<&sysfs::MountEntry> = sysfs::mounts_of(&family, &mounts)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == target && !ours.contains(m))
+            .map(|m| format!("{} {}", m.fs_type, m.source))
+    };
     for (name, devnum) in &family {
         for holder in sysfs::holders(*devnum)? {
             in_use.push(format!("{name} held by {holder}"));
@@ -121,6 +135,7 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
         holds_root: false,
         in_use,
         mounted_at_target,
+        target_taken_by,
         safe,
         signatures,
         nonzero_head: head.iter().any(|b| *b != 0),
