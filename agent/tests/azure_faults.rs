@@ -10,7 +10,7 @@ use canarie_agent::azure::{AccessToken, ImdsClient, RetryPolicy, VAULT_RESOURCE}
 use canarie_agent::config::Identity;
 use serde_json::json;
 use std::time::Duration;
-use support::sim::{rules, scenario, TestSim, FAST, JOIN_TOKEN, SECRET, VAULT};
+use support::sim::{scenario, TestSim, FAST, JOIN_TOKEN, SECRET, VAULT};
 
 const RBAC_WINDOW: Duration = Duration::from_secs(30);
 

@@ -113,7 +113,8 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
 
     // The token fetch does not wait for the disk, nor the disk for Azure.
     let mut token_step = JoinTokenStep::new(cx, &config.join_token, state.has_converged());
-    let mut disk_step = DataDiskStep::new(cx, config.data_disk.as_ref());
+    let disk_wait = (mode == Mode::Plan).then_some(Duration::ZERO);
+    let mut disk_step = DataDiskStep::new(cx, config.data_disk.as_ref(), disk_wait);
     let (token_report, disk_report) = tokio::join!(
         run_step(&mut token_step, mode),
         run_step(&mut disk_step, mode)

@@ -7,22 +7,27 @@ use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
 use anyhow::{Context as _, Result};
+use std::time::Duration;
 
 pub const NAME: &str = "data-disk";
 
 pub struct DataDiskStep<'a> {
     cx: &'a Context,
     cfg: Option<&'a DataDiskConfig>,
+    /// How long to wait for a late link; `None` is the config's `wait_seconds`.
+    wait: Option<Duration>,
     observed: Option<DiskObservation>,
     outcome: Option<DiskOutcome>,
     planned: Vec<Change>,
 }
 
 impl<'a> DataDiskStep<'a> {
-    pub fn new(cx: &'a Context, cfg: Option<&'a DataDiskConfig>) -> Self {
+    /// `plan` passes a zero `wait`: it reports the disk as it is now instead of waiting.
+    pub fn new(cx: &'a Context, cfg: Option<&'a DataDiskConfig>, wait: Option<Duration>) -> Self {
         DataDiskStep {
             cx,
             cfg,
+            wait,
             observed: None,
             outcome: None,
             planned: Vec::new(),
@@ -71,8 +76,9 @@ impl Step for DataDiskStep<'_> {
             return Ok(Vec::new());
         };
         let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
+        let wait = self.wait.unwrap_or(Duration::from_secs(cfg.wait_seconds));
         // Probing and waiting for a late link block: keep them off the async workers.
-        let obs = tokio::task::spawn_blocking(move || disk::observe(&cfg_owned, &root))
+        let obs = tokio::task::spawn_blocking(move || disk::observe_within(&cfg_owned, &root, wait))
             .await
             .context("the data disk probe panicked")??;
         let device = obs.device.display().to_string();
