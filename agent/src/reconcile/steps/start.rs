@@ -68,7 +68,15 @@ impl Step for StartStep<'_> {
                 detail: "unit files changed".into(),
             });
         }
-        let state = match Systemd::connect(self.cx.dbus_address.as_deref()).await {
+        // A sandbox must never drive the host's own systemd.
+        let connected = if !self.cx.root.is_host() && self.cx.dbus_address.is_none() {
+            Err(anyhow::anyhow!(
+                "a --root sandbox needs --dbus-address: refusing to use the host's systemd"
+            ))
+        } else {
+            Systemd::connect(self.cx.dbus_address.as_deref()).await
+        };
+        let state = match connected {
             Ok(sd) => {
                 let state = sd.unit_state(self.unit).await?;
                 self.systemd = Some(sd);
