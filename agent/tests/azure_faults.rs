@@ -187,36 +187,50 @@ async fn f06_f07_bad_request_answers_fail_fast() {
     }
 }
 
-#[tokio::test]
-async fn every_imds_fail_fast_status_is_tried_once_and_every_retry_status_is_retried() {
-    for &status in IMDS_FAIL_FAST_STATUSES {
-        let t = TestSim::start(scenario(
-            json!({"rules": [{"endpoint": "token", "status": status, "body": {"error": "x"}}]}),
-        ))
-        .await;
-        let err = t.imds().token(VAULT_RESOURCE, None).await.unwrap_err();
+/// One service's status lists: each fail-fast status is tried exactly once and fails
+/// naming the status; each retry status (both ends of every range) is retried to success.
+async fn assert_status_lists(
+    service: &str,
+    endpoint: &str,
+    path: &str,
+    error_body: serde_json::Value,
+    fail_fast: &[u16],
+    retry: &[std::ops::RangeInclusive<u16>],
+    call: for<'a> fn(&'a TestSim) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>>,
+) {
+    for &status in fail_fast {
+        let rule = json!([{"endpoint": endpoint, "status": status, "body": error_body}]);
+        let t = TestSim::start(scenario(json!({ "rules": rule }))).await;
+        let err = call(&t).await.unwrap_err();
         assert!(
             format!("{err:#}").contains(&format!("HTTP {status}")),
             "{err:#}"
         );
-        assert_eq!(
-            t.statuses("oauth2/token").len(),
-            1,
-            "IMDS {status} was retried"
-        );
+        assert_eq!(t.statuses(path).len(), 1, "{service} {status} was retried");
     }
-    let samples: Vec<u16> = IMDS_RETRY_STATUSES
-        .iter()
-        .flat_map(|r| [*r.start(), *r.end()])
-        .collect();
-    for status in samples {
-        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "token", "status": status, "times": 1, "body": {"error": "x"}}]}))).await;
-        t.imds()
-            .token(VAULT_RESOURCE, None)
+    for status in retry.iter().flat_map(|r| [*r.start(), *r.end()]) {
+        let rule =
+            json!([{"endpoint": endpoint, "status": status, "times": 1, "body": error_body}]);
+        let t = TestSim::start(scenario(json!({ "rules": rule }))).await;
+        call(&t)
             .await
-            .unwrap_or_else(|e| panic!("IMDS {status} not retried: {e:#}"));
-        assert_eq!(t.statuses("oauth2/token"), vec![status, 200]);
+            .unwrap_or_else(|e| panic!("{service} {status} not retried: {e:#}"));
+        assert_eq!(t.statuses(path), vec![status, 200]);
     }
+}
+
+#[tokio::test]
+async fn every_imds_fail_fast_status_is_tried_once_and_every_retry_status_is_retried() {
+    assert_status_lists(
+        "IMDS",
+        "token",
+        "oauth2/token",
+        json!({"error": "x"}),
+        IMDS_FAIL_FAST_STATUSES,
+        IMDS_RETRY_STATUSES,
+        |t| Box::pin(async move { t.imds().token(VAULT_RESOURCE, None).await.map(|_| ()) }),
+    )
+    .await;
 }
 
 // Fault 8 (userData contents) is a config concern: see cli_plan.rs. Here: userData's
@@ -393,33 +407,21 @@ async fn f12_missing_secret_fails_fast_and_throttling_is_retried() {
 
 #[tokio::test]
 async fn every_vault_fail_fast_status_is_tried_once_and_every_retry_status_is_retried() {
-    for &status in VAULT_FAIL_FAST_STATUSES {
-        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "secret", "status": status, "body": {"error": {"code": "X", "message": "m"}}}]}))).await;
-        let err = read_secret(&t).await.unwrap_err();
-        assert!(
-            format!("{err:#}").contains(&format!("HTTP {status}")),
-            "{err:#}"
-        );
-        assert_eq!(
-            t.statuses("/secrets/").len(),
-            1,
-            "Key Vault {status} was retried"
-        );
-    }
-    let samples: Vec<u16> = VAULT_RETRY_STATUSES
-        .iter()
-        .flat_map(|r| [*r.start(), *r.end()])
-        .collect();
-    for status in samples {
-        let t = TestSim::start(scenario(json!({"rules": [{"endpoint": "secret", "status": status, "times": 1, "body": {"error": {"code": "X", "message": "m"}}}]}))).await;
-        assert_eq!(
-            read_secret(&t)
-                .await
-                .unwrap_or_else(|e| panic!("Key Vault {status} not retried: {e:#}")),
-            JOIN_TOKEN
-        );
-        assert_eq!(t.statuses("/secrets/"), vec![status, 200]);
-    }
+    assert_status_lists(
+        "Key Vault",
+        "secret",
+        "/secrets/",
+        json!({"error": {"code": "X", "message": "m"}}),
+        VAULT_FAIL_FAST_STATUSES,
+        VAULT_RETRY_STATUSES,
+        |t| {
+            Box::pin(async move {
+                anyhow::ensure!(read_secret(t).await? == JOIN_TOKEN, "wrong secret value");
+                Ok(())
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
