@@ -78,9 +78,10 @@ impl Step for DataDiskStep<'_> {
         let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
         let wait = self.wait.unwrap_or(Duration::from_secs(cfg.wait_seconds));
         // Probing and waiting for a late link block: keep them off the async workers.
-        let obs = tokio::task::spawn_blocking(move || disk::observe_within(&cfg_owned, &root, wait))
-            .await
-            .context("the data disk probe panicked")??;
+        let obs =
+            tokio::task::spawn_blocking(move || disk::observe_within(&cfg_owned, &root, wait))
+                .await
+                .context("the data disk probe panicked")??;
         let device = obs.device.display().to_string();
         let mount = cfg.mount_point.display().to_string();
         let mut changes = match obs.decision.kind {
