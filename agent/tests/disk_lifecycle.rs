@@ -304,3 +304,56 @@ fn a_mount_point_taken_by_another_filesystem_is_refused() {
         .is_some());
     assert_eq!(content_digest(&blank), before);
 }
+
+#[test]
+fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
+    let mut lab = Lab::new();
+    let img = lab.image("disk.img", GIB);
+    // What a killed mkfs.ext4 leaves: metadata written, primary superblock not yet.
+    sh(&format!("mkfs.ext4 -q -F -L {LABEL} '{}'", img.display()));
+    poke(&img, 0, &[0u8; 4096]);
+    let dev = lab.attach(&img);
+    let root = lab.root("root");
+    let link = Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
+    let cfg = config(0);
+
+    // Without the marker nobody can tell this from foreign data: refused, untouched.
+    let (_, reason) = assert_refused_untouched(&img, &cfg, &root);
+    assert!(
+        reason.contains("non-zero data in its first MiB"),
+        "{reason}"
+    );
+
+    // The marker the interrupted run wrote before starting mkfs.
+    disk::FormatMarker {
+        via: link,
+        device: dev.clone(),
+        size_bytes: GIB,
+        label: LABEL.into(),
+    }
+    .write(&root)
+    .unwrap();
+    let obs = disk::observe(&cfg, &root).unwrap();
+    assert_eq!(
+        obs.decision.kind,
+        DecisionKind::Format,
+        "{:?}",
+        obs.decision
+    );
+    assert!(
+        obs.decision.reason.contains("interrupted"),
+        "{}",
+        obs.decision.reason
+    );
+    let out = disk::apply(&obs, &cfg, &root).unwrap();
+    assert_eq!(out.action, DiskAction::Formatted);
+    assert!(lab.is_mounted(&root.join(MOUNT_POINT)));
+    assert!(
+        !root.join(disk::FORMAT_MARKER).exists(),
+        "the marker is gone once the format is confirmed"
+    );
+    assert_eq!(
+        disk::observe(&cfg, &root).unwrap().decision.kind,
+        DecisionKind::Mounted
+    );
+}

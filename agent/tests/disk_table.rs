@@ -65,6 +65,10 @@ fn all_zeros_is_formatted_confirmed_and_mounted() {
     );
     assert!(blkid.contains(&format!("UUID={}\n", out.uuid)), "{blkid}");
     assert!(lab.is_mounted(&root.join(MOUNT_POINT)));
+    assert!(
+        !root.join(disk::FORMAT_MARKER).exists(),
+        "the format marker is cleared"
+    );
     let unit =
         std::fs::read_to_string(root.join("/etc/systemd/system/var-lib-longhorn.mount")).unwrap();
     assert!(

@@ -7,6 +7,7 @@
 //! person can do.
 
 use super::blkid::{SafeProbe, Signature};
+use super::marker::FORMAT_MARKER;
 use super::{Decision, DecisionKind, InspectOptions, ProbeReport};
 use std::path::Path;
 
@@ -88,6 +89,23 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
     }
 
     let sigs = &report.signatures;
+    if report.interrupted_format {
+        // Only what an interrupted mkfs.ext4 can leave: nothing recognisable yet, or a
+        // (possibly half-written) ext4 superblock with our label.
+        let only_our_ext4 = sigs
+            .iter()
+            .all(|s| s.kind == "ext4" && s.label.as_deref() == Some(opts.label.as_str()));
+        if only_our_ext4 {
+            return Decision {
+                kind: DecisionKind::Format,
+                reason: format!(
+                    "this agent's own format of {dev} was interrupted ({FORMAT_MARKER} names it) and the disk holds nothing but that unfinished mkfs ({}); it will be formatted ext4 with label {:?} again",
+                    describe_all(sigs),
+                    opts.label
+                ),
+            };
+        }
+    }
     if sigs.is_empty() {
         if report.safe != SafeProbe::Nothing {
             return refuse(format!(
@@ -350,6 +368,7 @@ mod tests {
             nonzero_head: false,
             nonzero_tail: false,
             ext4_bytes: None,
+            interrupted_format: false,
         }
     }
 
@@ -498,6 +517,41 @@ mod tests {
             why.contains("ambivalent") && why.contains("xfs") && why.contains("iso9660"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn an_interrupted_format_of_ours_is_finished_but_nothing_else_is_touched() {
+        let partial = ProbeReport {
+            nonzero_head: true,
+            interrupted_format: true,
+            ..blank()
+        };
+        let (k, why) = decide_kind(&partial);
+        assert_eq!(k, DecisionKind::Format);
+        assert!(why.contains("interrupted"), "{why}");
+        let half_superblock = ProbeReport {
+            interrupted_format: true,
+            ..ext4("longhorn")
+        };
+        assert_eq!(decide_kind(&half_superblock).0, DecisionKind::Format);
+        for other in [
+            ext4("data"),
+            ProbeReport {
+                safe: SafeProbe::Ambivalent,
+                ..ext4("longhorn")
+            },
+        ] {
+            let r = ProbeReport {
+                interrupted_format: true,
+                ..other
+            };
+            assert_eq!(decide_kind(&r).0, DecisionKind::Refuse, "{r:?}");
+        }
+        let in_use = ProbeReport {
+            in_use: vec!["active swap".into()],
+            ..partial
+        };
+        assert_eq!(decide_kind(&in_use).0, DecisionKind::Refuse);
     }
 
     #[test]

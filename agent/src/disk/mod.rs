@@ -10,12 +10,14 @@ mod apply;
 mod blkid;
 mod decide;
 mod discover;
+mod marker;
 mod probe;
 mod sysfs;
 mod unit;
 
 pub use blkid::{SafeProbe, SafeValues, Signature};
 pub use discover::lun_links;
+pub use marker::{FormatMarker, FORMAT_MARKER};
 pub use unit::{escape_path, unit_name, Persisted, SYSTEMD_UNIT_DIR};
 
 use crate::config::DataDiskConfig;
@@ -106,6 +108,8 @@ pub struct ProbeReport {
     pub nonzero_tail: bool,
     /// The size an ext4 superblock claims, when there is one.
     pub ext4_bytes: Option<u64>,
+    /// A format marker left by an interrupted run of this agent names this disk.
+    pub interrupted_format: bool,
 }
 
 impl ProbeReport {
@@ -259,18 +263,36 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
     let target = probe::mount_target(root, &opts.mount_point);
     let (action, uuid, mounted_now) = match kind {
         DecisionKind::Format => {
+            FormatMarker {
+                via: obs.via.clone(),
+                device: obs.device.clone(),
+                size_bytes: fresh.report.size_bytes,
+                label: opts.label.clone(),
+            }
+            .write(root)?;
             apply::make_ext4(&obs.device, &opts.label)?;
-            let after = examine(&obs.via, &obs.device, &opts, root)
+            // Confirm from the disk alone: the marker would make our ext4 read as
+            // "interrupted" until it is cleared.
+            let mut report = probe::examine(&obs.device, &opts, root)
                 .context("re-probing the data disk after mkfs.ext4")?;
-            if after.decision.kind != DecisionKind::Reuse {
+            report.interrupted_format = false;
+            let confirmed = decide::decide(&obs.device, &report, &opts);
+            if confirmed.kind != DecisionKind::Reuse {
                 bail!(
                     "mkfs.ext4 finished but the re-probe of {} does not show our ext4 ({}: {}); not mounting it",
                     obs.device.display(),
-                    after.decision.kind,
-                    after.decision.reason
+                    confirmed.kind,
+                    confirmed.reason
                 );
             }
-            let uuid = uuid_of(&after)?;
+            let uuid = report.uuid().map(str::to_string).with_context(|| {
+                format!(
+                    "libblkid reported no filesystem UUID for {}",
+                    obs.device.display()
+                )
+            })?;
+            // Cleared before the first mount: while the marker exists the disk holds no data.
+            FormatMarker::clear(root)?;
             apply::mount_now(&obs.device, &target)?;
             (DiskAction::Formatted, uuid, true)
         }
@@ -279,10 +301,15 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
                 return Err(refused(problem));
             }
             let uuid = uuid_of(&fresh)?;
+            // A marker can only be left for some other disk here; it is obsolete.
+            FormatMarker::clear(root)?;
             apply::mount_now(&obs.device, &target)?;
             (DiskAction::Reused, uuid, true)
         }
-        DecisionKind::Mounted => (DiskAction::AlreadyMounted, uuid_of(&fresh)?, false),
+        DecisionKind::Mounted => {
+            FormatMarker::clear(root)?;
+            (DiskAction::AlreadyMounted, uuid_of(&fresh)?, false)
+        }
         DecisionKind::Refuse => unreachable!("a refusal never gets past the agreement check"),
     };
     let persisted =

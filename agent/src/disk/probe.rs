@@ -1,6 +1,7 @@
 //! Gathers every fact the decision needs about one block device, without writing to it.
 
 use super::blkid;
+use super::marker::FormatMarker;
 use super::sysfs::{self, BlockInfo, DevNum};
 use super::{InspectOptions, ProbeReport};
 use crate::paths::Root;
@@ -58,6 +59,7 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
             nonzero_head: false,
             nonzero_tail: false,
             ext4_bytes: None,
+            interrupted_format: false,
         });
     }
 
@@ -141,6 +143,8 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
         nonzero_head: head.iter().any(|b| *b != 0),
         nonzero_tail: tail.iter().any(|b| *b != 0),
         ext4_bytes,
+        interrupted_format: FormatMarker::read(root)
+            .is_some_and(|m| m.is_for(device, size, &opts.label)),
     })
 }
 

@@ -1,0 +1,132 @@
+//! The format-in-progress marker: how a run killed in the middle of `mkfs.ext4` is
+//! finished by the next run instead of leaving a disk that must be refused.
+//!
+//! mke2fs writes the primary superblock last, but on a large disk it writes the reserved
+//! GDT blocks, bitmaps and the journal before that. An interrupted mkfs can therefore
+//! leave a disk with no signature and non-zero data in its first MiB, which the
+//! decision table refuses. The marker is written (and synced) on the OS disk before mkfs
+//! starts, and removed (and synced) after the re-probe has confirmed our ext4 and
+//! *before* the first mount. So while it exists, the disk has held nothing but our own
+//! unfinished mkfs, and formatting it again loses nothing. A rebuilt VM has no marker,
+//! so there such a disk is refused, as the spec asks.
+
+use crate::fsutil::write_if_changed;
+use crate::paths::{Root, STATE_DIR};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+/// The marker's node path.
+pub const FORMAT_MARKER: &str = "/var/lib/canarie-agent/data-disk-format.json";
+
+/// What the marker records: enough to recognise the same disk after a reboot, when the
+/// kernel name may have changed but the LUN link has not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatMarker {
+    /// The LUN link (or configured device) that led to the disk.
+    pub via: PathBuf,
+    /// The device node it resolved to when the format started.
+    pub device: PathBuf,
+    pub size_bytes: u64,
+    pub label: String,
+}
+
+impl FormatMarker {
+    fn path(root: &Root) -> PathBuf {
+        debug_assert!(FORMAT_MARKER.starts_with(STATE_DIR));
+        root.join(FORMAT_MARKER)
+    }
+
+    /// Writes the marker durably (before mkfs starts).
+    pub fn write(&self, root: &Root) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).context("serializing the format marker")?;
+        write_if_changed(&Self::path(root), &json, 0o644)
+            .with_context(|| format!("writing the format marker {FORMAT_MARKER}"))?;
+        Ok(())
+    }
+
+    /// The marker left by an earlier run, if any. An unreadable marker counts as none:
+    /// without it, a half-formatted disk is refused, which is the safe side.
+    pub fn read(root: &Root) -> Option<FormatMarker> {
+        let path = Self::path(root);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(marker) => Some(marker),
+            Err(e) => {
+                tracing::warn!(step = "disk", path = %path.display(), "ignoring an unreadable format marker: {e}");
+                None
+            }
+        }
+    }
+
+    /// Removes the marker durably (after the re-probe confirmed our ext4, before mount).
+    pub fn clear(root: &Root) -> Result<()> {
+        let path = Self::path(root);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+        let dir = path.parent().context("the marker has no directory")?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))
+    }
+
+    /// True when this marker was left for this disk: its link still leads to `device`
+    /// (kernel names may move between boots; the LUN link follows the disk), and size
+    /// and label are the same.
+    pub fn is_for(&self, device: &Path, size_bytes: u64, label: &str) -> bool {
+        let same_disk = std::fs::canonicalize(&self.via).is_ok_and(|d| d == device);
+        same_disk && self.size_bytes == size_bytes && self.label == label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_clear_and_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        assert_eq!(FormatMarker::read(&root), None);
+        let disk = dir.path().join("sdd");
+        std::fs::write(&disk, b"").unwrap();
+        let link = dir.path().join("lun0");
+        std::os::unix::fs::symlink(&disk, &link).unwrap();
+        let m = FormatMarker {
+            via: link.clone(),
+            device: "/dev/sdc".into(),
+            size_bytes: 1 << 40,
+            label: "longhorn".into(),
+        };
+        m.write(&root).unwrap();
+        let back = FormatMarker::read(&root).unwrap();
+        assert_eq!(back, m);
+        assert!(
+            back.is_for(&disk, 1 << 40, "longhorn"),
+            "the link now leads to sdd"
+        );
+        assert!(
+            !back.is_for(Path::new("/dev/sdc"), 1 << 40, "longhorn"),
+            "a kernel name alone is no proof"
+        );
+        assert!(!back.is_for(&disk, 1 << 39, "longhorn"));
+        assert!(!back.is_for(&disk, 1 << 40, "other"));
+        FormatMarker::clear(&root).unwrap();
+        assert_eq!(FormatMarker::read(&root), None);
+        FormatMarker::clear(&root).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_marker_counts_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let path = root.join(FORMAT_MARKER);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(FormatMarker::read(&root), None);
+    }
+}
