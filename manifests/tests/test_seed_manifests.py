@@ -78,9 +78,16 @@ def tree(root: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> dict[str, Path]:
     dirs = {}
-    for role in ("server", "agent"):
+    # The example server has no data disk; this one does, to cover a server that is also a
+    # storage node (the label and the drop-in) and a three-node Longhorn.
+    server = load_json(EXAMPLES / "server.json")
+    server["data_disk"] = {"lun": 0}
+    server["cluster"]["storage_nodes"] = 3
+    configs = tmp_path_factory.mktemp("configs")
+    (configs / "server.json").write_text(json.dumps(server))
+    for role, config in (("server", configs / "server.json"), ("agent", EXAMPLES / "agent.json")):
         d = tmp_path_factory.mktemp(role)
-        r = render(EXAMPLES / f"{role}.json", d)
+        r = render(config, d)
         assert r.returncode == 0, r.stderr
         printed = {str(Path(line).relative_to(d)) for line in r.stdout.splitlines()}
         assert printed == tree(d), "render prints exactly the files it wrote"
