@@ -85,6 +85,7 @@ def out(tmp_path_factory) -> dict[str, Path]:
     server["cluster"]["storage_nodes"] = 3
     configs = tmp_path_factory.mktemp("configs")
     (configs / "server.json").write_text(json.dumps(server))
+    dirs["server_config"] = configs / "server.json"
     for role, config in (("server", configs / "server.json"), ("agent", EXAMPLES / "agent.json")):
         d = tmp_path_factory.mktemp(role)
         r = render(config, d)
@@ -336,7 +337,7 @@ def test_bad_config_is_one_line_exit_1_and_writes_nothing(tmp_path):
 def test_rendering_again_changes_nothing(out, tmp_path):
     before = {p: (out["server"] / p).read_bytes() for p in tree(out["server"])}
     mtimes = {p: (out["server"] / p).stat().st_mtime_ns for p in before}
-    r = render(EXAMPLES / "server.json", out["server"])
+    r = render(out["server_config"], out["server"])
     assert r.returncode == 0, r.stderr
     assert {p: (out["server"] / p).read_bytes() for p in before} == before
     assert {p: (out["server"] / p).stat().st_mtime_ns for p in before} == mtimes, "unchanged files are not rewritten"
