@@ -236,7 +236,8 @@ fn examine(
 ///
 /// A refusal comes back as an error wrapping [`Refused`]; the disk is untouched.
 /// Crash safety: a run killed after mkfs re-probes as our ext4 and is reused, never
-/// formatted again (see docs/disk-safety.md).
+/// formatted again; one killed inside mkfs is finished thanks to the [`FormatMarker`]
+/// (see docs/disk-safety.md).
 pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result<DiskOutcome> {
     let opts = InspectOptions::from(cfg);
     let refused = |reason: String| {
