@@ -3,11 +3,12 @@
 
 mod config;
 mod disk;
+mod doctor;
 mod logging;
 mod reconcile;
 mod render;
 
-use crate::cli::{exit, Cli, Command, DiskCommand};
+use crate::cli::{Cli, Command, DiskCommand};
 use crate::reconcile::Mode;
 
 pub fn run(cli: Cli) -> i32 {
@@ -19,10 +20,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Render { out } => render::run(global, &out),
         Command::Plan { json } => reconcile::run(global, Mode::Plan, json),
         Command::Bootstrap => reconcile::run(global, Mode::Apply, false),
-        Command::Doctor { .. } => {
-            eprintln!("canarie-agent: this command is not built yet");
-            exit::ERROR
-        }
+        Command::Doctor { json } => doctor::run(global, json),
     }
 }
 

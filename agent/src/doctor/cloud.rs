@@ -1,0 +1,459 @@
+//! Checks that talk to Azure: IMDS, the proxy environment, the node config (userData or its
+//! fallbacks), the managed-identity token and the join token secret in Key Vault.
+
+use super::{Loaded, Options, Outcome, Secrets};
+use crate::azure::{AccessToken, VAULT_RESOURCE};
+use crate::config::{self, JoinTokenConfig};
+use crate::paths::RKE2_TOKEN_DROPIN;
+use crate::reconcile::inputs::{self, InvalidConfig};
+use crate::reconcile::state::{self, NodeState, LAST_CONFIG_FILE};
+use crate::rke2;
+use secrecy::SecretString;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The address every Azure VM reaches IMDS at.
+const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
+
+/// Where the node config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `--config FILE`.
+    File(PathBuf),
+    ImdsUserData,
+    /// `/var/lib/canarie-agent/last-config.json`, because IMDS did not answer.
+    LastConverged,
+}
+
+impl Source {
+    /// The stable id in the JSON report (`node.config_source`).
+    pub(crate) fn id(&self) -> &'static str {
+        match self {
+            Source::File(_) => "file",
+            Source::ImdsUserData => "imds_user_data",
+            Source::LastConverged => "last_converged",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::File(path) => format!("file {}", path.display()),
+            Source::ImdsUserData => "IMDS userData".into(),
+            Source::LastConverged => format!("the last converged copy {LAST_CONFIG_FILE}"),
+        }
+    }
+}
+
+const IMDS_HINT: &str = "IMDS answers only inside an Azure VM, at 169.254.169.254, never through a proxy: check that no firewall rule (nftables/iptables) drops it and that it is routed (`ip route get 169.254.169.254`); try `curl -s --noproxy '*' -H Metadata:true 'http://169.254.169.254/metadata/instance?api-version=2021-02-01'`";
+
+/// `imds`: IMDS answers the instance metadata request. The side result says whether it is
+/// up, so the checks after it do not wait for a dead endpoint again.
+pub(super) async fn imds(opts: &Options) -> (Outcome, bool) {
+    let client = match opts.cx.imds(false) {
+        Ok(c) => c,
+        Err(e) => return (Outcome::fail(format!("{e:#}"), IMDS_HINT), false),
+    };
+    match client.instance().await {
+        Ok(meta) => {
+            let c = meta.compute;
+            (
+                Outcome::ok(format!(
+                    "answers at {}: VM {} in {} (vmId {})",
+                    client.base_url().as_str().trim_end_matches('/'),
+                    c.name,
+                    c.location,
+                    c.vm_id
+                )),
+                true,
+            )
+        }
+        Err(e) => (Outcome::fail(format!("{e:#}"), IMDS_HINT), false),
+    }
+}
+
+/// `imds-proxy`: canarie-agent never sends IMDS requests through a proxy, but other tools in
+/// this environment (curl, az, SDKs) would when a proxy variable is set and NO_PROXY does not
+/// cover 169.254.169.254. Proxy values are never shown: they may hold credentials.
+pub(super) fn proxy(env: impl Fn(&str) -> Option<String>) -> Outcome {
+    let set: Vec<&str> = PROXY_VARS
+        .iter()
+        .copied()
+        .filter(|k| env(k).is_some_and(|v| !v.trim().is_empty()))
+        .collect();
+    if set.is_empty() {
+        return Outcome::ok("no proxy variable set; canarie-agent never proxies IMDS anyway");
+    }
+    let covered = NO_PROXY_VARS.iter().filter_map(|k| env(k)).any(|list| {
+        list.split(',')
+            .any(|entry| no_proxy_covers_imds(entry.trim()))
+    });
+    if covered {
+        return Outcome::ok(format!(
+            "{} set, and NO_PROXY covers 169.254.169.254",
+            set.join(", ")
+        ));
+    }
+    Outcome::warn(
+        format!(
+            "{} set, but NO_PROXY does not cover 169.254.169.254: canarie-agent ignores proxies for IMDS, but curl, az and SDKs run here would send IMDS requests to the proxy, which IMDS refuses",
+            set.join(", ")
+        ),
+        "add 169.254.169.254 to NO_PROXY and no_proxy (e.g. in /etc/environment)",
+    )
+}
+
+/// One NO_PROXY entry: `*`, the address itself, or a CIDR block holding it.
+fn no_proxy_covers_imds(entry: &str) -> bool {
+    if entry == "*" {
+        return true;
+    }
+    let (addr, prefix) = match entry.split_once('/') {
+        Some((a, p)) => match p.parse::<u32>() {
+            Ok(p) if p <= 32 => (a, p),
+            _ => return false,
+        },
+        None => (entry, 32),
+    };
+    let Ok(addr) = addr.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    u32::from(addr) & mask == u32::from(IMDS_ADDR) & mask
+}
+
+/// `config`: the node config the agent would use, and from where: `--config FILE`, else IMDS
+/// userData, else (IMDS down) the last converged copy. An invalid userData is never
+/// replaced by the old copy, as in bootstrap.
+pub(super) async fn config(
+    opts: &Options,
+    imds_up: bool,
+    state: Option<&NodeState>,
+) -> (Outcome, Option<Loaded>) {
+    let file = opts.cx.config_file.as_deref();
+    let loaded = if file.is_some() || imds_up {
+        let imds = match opts.cx.imds(false) {
+            Ok(c) => c,
+            Err(e) => return (Outcome::fail(format!("{e:#}"), IMDS_HINT), None),
+        };
+        match inputs::load_config(file, &imds).await {
+            Ok((config, _)) => Ok(Loaded {
+                config,
+                source: match file {
+                    Some(path) => Source::File(path.to_path_buf()),
+                    None => Source::ImdsUserData,
+                },
+            }),
+            Err(e) if e.downcast_ref::<InvalidConfig>().is_some() || file.is_some() => {
+                let hint = match file {
+                    Some(path) => format!(
+                        "fix the file (`canarie-agent config validate {}` names the field); docs/configuration.md lists every field",
+                        path.display()
+                    ),
+                    None => "fix the VM's user_data (infra-tofu) and `systemctl restart canarie-agent`; check a file first with `canarie-agent config validate FILE`".into(),
+                };
+                return (Outcome::fail(format!("{e:#}"), hint), None);
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    } else {
+        Err("IMDS is unreachable (see check imds)".to_string())
+    };
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(why) => match state::load_last_config(&opts.cx.root) {
+            Ok((config, _)) => {
+                let loaded = Loaded {
+                    config,
+                    source: Source::LastConverged,
+                };
+                let finding = format!(
+                    "userData not read ({why}); using {}: {}",
+                    loaded.source.describe(),
+                    summary(&loaded.config)
+                );
+                return (
+                    Outcome::warn(
+                        finding,
+                        "the node can restart RKE2 from its local state, but changes to user_data are not seen until IMDS answers again",
+                    ),
+                    Some(loaded),
+                );
+            }
+            Err(_) => {
+                return (
+                    Outcome::fail(
+                        format!("no node config: userData not read ({why}) and this node has no last converged copy"),
+                        "make IMDS reachable (see check imds), or pass the config with --config FILE",
+                    ),
+                    None,
+                )
+            }
+        },
+    };
+    let mut finding = format!(
+        "valid, from {}: {}",
+        loaded.source.describe(),
+        summary(&loaded.config)
+    );
+    let digest = config::digest(&loaded.config);
+    if let Some(converged) = state.and_then(|s| s.config_digest.as_deref()) {
+        if converged != digest {
+            finding.push_str("; differs from the config the node last converged with");
+            return (
+                Outcome::warn(
+                    finding,
+                    "`canarie-agent plan` shows what would change; `systemctl restart canarie-agent` applies it",
+                ),
+                Some(loaded),
+            );
+        }
+        finding.push_str("; the node converged with it");
+    }
+    (Outcome::ok(finding), Some(loaded))
+}
+
+fn summary(config: &config::NodeConfig) -> String {
+    format!(
+        "role {}, node {}",
+        config.role,
+        config.node_name.as_deref().unwrap_or("(hostname)")
+    )
+}
+
+fn identity_label(jt: &JoinTokenConfig) -> String {
+    match &jt.identity {
+        None => "the system-assigned identity".into(),
+        Some(id) => {
+            let (k, v) = id.query_pair();
+            format!("the user-assigned identity {k}={v}")
+        }
+    }
+}
+
+/// `identity`: IMDS issues a managed-identity token for Key Vault. The token is never shown.
+pub(super) async fn identity(
+    opts: &Options,
+    jt: &JoinTokenConfig,
+    secrets: &Secrets,
+) -> (Outcome, Option<AccessToken>) {
+    // Doctor reports "Identity not found" at once instead of waiting out the grace period
+    // bootstrap gives a newly assigned identity.
+    let client = match opts.cx.imds(false) {
+        Ok(c) => c.with_identity_grace(Duration::ZERO),
+        Err(e) => return (Outcome::fail(format!("{e:#}"), IMDS_HINT), None),
+    };
+    match client.token(VAULT_RESOURCE, jt.identity.as_ref()).await {
+        Ok(token) => {
+            secrets.add(SecretString::from(
+                token.bearer().trim_start_matches("Bearer ").to_string(),
+            ));
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let minutes = token.expires_on.saturating_sub(now) / 60;
+            (
+                Outcome::ok(format!(
+                    "token for Key Vault from {}, valid for {minutes} more minutes",
+                    identity_label(jt)
+                )),
+                Some(token),
+            )
+        }
+        Err(e) => {
+            let text = format!("{e:#}");
+            let hint = if text.contains("Identity not found") {
+                match &jt.identity {
+                    None => "enable the VM's system-assigned identity (infra-tofu: identity { type = \"SystemAssigned\" }), or set join_token.identity to a user-assigned identity attached to the VM".to_string(),
+                    Some(_) => "attach that user-assigned identity to the VM, or fix join_token.identity in the node config (client_id / object_id / msi_res_id)".to_string(),
+                }
+            } else {
+                format!("IMDS could not issue a token for {}: try again in a minute; if it persists, check the VM's identity in the Azure portal (VM → Identity)", identity_label(jt))
+            };
+            (Outcome::fail(text, hint), None)
+        }
+    }
+}
+
+/// `key-vault`: the join token secret can be read with the identity's token. Its value is
+/// never shown: only its length and version, and whether the node's token file holds it.
+pub(super) async fn key_vault(
+    opts: &Options,
+    jt: &JoinTokenConfig,
+    token: &AccessToken,
+    state: Option<&NodeState>,
+    secrets: &Secrets,
+) -> (Outcome, ()) {
+    let client = match opts.cx.vault(false) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                Outcome::fail(format!("{e:#}"), "fix --vault-url / --ca-file"),
+                (),
+            )
+        }
+    };
+    // No RBAC grace: doctor reports a missing role assignment now (bootstrap waits for it).
+    let secret = match client
+        .get_secret(&jt.vault, &jt.secret, token, Duration::ZERO)
+        .await
+    {
+        Ok(secret) => secret,
+        Err(e) => {
+            let text = format!("{e:#}");
+            return (Outcome::fail(&text, vault_hint(&text, jt)), ());
+        }
+    };
+    secrets.add(secret.value.clone());
+    if secret.is_empty() {
+        return (
+            Outcome::fail(
+                format!(
+                    "secret {} in vault {} is empty (version {})",
+                    jt.secret, jt.vault, secret.version
+                ),
+                "set the secret to the cluster's join token (infra-tofu stores a random_password there)",
+            ),
+            (),
+        );
+    }
+    let mut finding = format!(
+        "secret {} in vault {}: version {}, {} characters (value not shown)",
+        jt.secret,
+        jt.vault,
+        secret.version,
+        secret.len()
+    );
+    let recorded = state.and_then(|s| s.join_token_version.as_deref());
+    if recorded.is_some_and(|v| v != secret.version) {
+        finding.push_str(&format!(
+            "; the node wrote version {}",
+            recorded.unwrap_or_default()
+        ));
+        return (
+            Outcome::warn(
+                finding,
+                "the token was rotated: the next canarie-agent run writes it and restarts RKE2 (`systemctl restart canarie-agent`)",
+            ),
+            (),
+        );
+    }
+    if opts.as_root {
+        let expected = rke2::render_token_dropin(&secret.value);
+        let path = opts.cx.root.join(RKE2_TOKEN_DROPIN);
+        let root = opts.cx.root.clone();
+        let matches = super::blocking(move || {
+            std::fs::read(root.join(RKE2_TOKEN_DROPIN))
+                .ok()
+                .map(|bytes| bytes == expected.expose_contents())
+        })
+        .await
+        .ok()
+        .flatten();
+        match matches {
+            Some(true) => finding.push_str("; the token file holds it"),
+            Some(false) => {
+                finding.push_str(&format!("; {} holds another value", path.display()));
+                return (
+                    Outcome::warn(
+                        finding,
+                        "`systemctl restart canarie-agent` rewrites the token file from Key Vault and restarts RKE2",
+                    ),
+                    (),
+                );
+            }
+            None => {}
+        }
+    }
+    (Outcome::ok(finding), ())
+}
+
+/// What to do about a Key Vault refusal, from the status and Azure's error code.
+fn vault_hint(error: &str, jt: &JoinTokenConfig) -> String {
+    let (vault, secret) = (&jt.vault, &jt.secret);
+    if error.contains("ForbiddenByRbac") {
+        format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply")
+    } else if error.contains("SecretDisabled") {
+        format!("enable the secret: `az keyvault secret set-attributes --vault-name {vault} --name {secret} --enabled true`")
+    } else if error.contains("HTTP 403") {
+        format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get")
+    } else if error.contains("HTTP 404") {
+        format!("create secret {secret} in vault {vault} (infra-tofu stores the join token there), or fix join_token.vault / join_token.secret in the node config")
+    } else if error.contains("HTTP 401") {
+        format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity")
+    } else {
+        format!("check DNS and outbound HTTPS (443) to {vault}.vault.azure.net: NSG rules, a firewall, private-endpoint DNS")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Status;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn proxy_without_no_proxy_warns_and_never_shows_the_value() {
+        let o = proxy(env(&[("HTTPS_PROXY", "http://user:pw@proxy:3128")]));
+        assert_eq!(o.status, Status::Warn);
+        assert!(o.finding.starts_with("HTTPS_PROXY set"), "{}", o.finding);
+        assert!(!o.finding.contains("pw@proxy"));
+        assert!(o.hint.unwrap().contains("NO_PROXY"));
+    }
+
+    #[test]
+    fn no_proxy_entries_that_cover_imds() {
+        for list in [
+            "localhost,169.254.169.254",
+            "*",
+            "10.0.0.0/8, 169.254.0.0/16",
+            "169.254.169.254/32",
+        ] {
+            let o = proxy(env(&[("http_proxy", "http://p:3128"), ("no_proxy", list)]));
+            assert_eq!(o.status, Status::Ok, "{list}");
+        }
+        for list in [
+            "localhost",
+            "169.254.169.25",
+            "10.0.0.0/8",
+            "169.254.0.0/40",
+        ] {
+            let o = proxy(env(&[("HTTP_PROXY", "http://p:3128"), ("NO_PROXY", list)]));
+            assert_eq!(o.status, Status::Warn, "{list}");
+        }
+        assert_eq!(proxy(env(&[("HTTP_PROXY", "  ")])).status, Status::Ok);
+        assert_eq!(proxy(env(&[])).status, Status::Ok);
+    }
+
+    #[test]
+    fn vault_hints_follow_the_azure_error_code() {
+        let jt: JoinTokenConfig = serde_json::from_value(serde_json::json!({
+            "vault": "kv-x", "secret": "join"
+        }))
+        .unwrap();
+        assert!(vault_hint("HTTP 403 Forbidden/ForbiddenByRbac (x)", &jt)
+            .contains("'Key Vault Secrets User' role on vault kv-x"));
+        assert!(vault_hint("HTTP 403 Forbidden/SecretDisabled", &jt).contains("--enabled true"));
+        assert!(vault_hint("HTTP 404 SecretNotFound", &jt).contains("create secret join"));
+        assert!(vault_hint("HTTP 401 Unauthorized", &jt).contains("tenant"));
+        assert!(vault_hint("connection refused", &jt).contains("kv-x.vault.azure.net"));
+    }
+}
