@@ -54,6 +54,10 @@ COMMENTED_KEYS = {
     "kube-prometheus-stack": {
         # grafana-12.11.1.values.yaml l.492 "# storageClassName: default"
         ("grafana", "persistence", "storageClassName"),
+        # grafana-12.11.1.values.yaml l.306 "# ingressClassName: nginx"
+        ("grafana", "ingress", "ingressClassName"),
+        # grafana-12.11.1.values.yaml l.974-976 "# server: ... #    root_url:" (grafana.ini)
+        ("grafana", "grafana.ini", "server", "root_url"),
     },
 }
 
@@ -230,7 +234,7 @@ def cluster_values_example() -> dict:
 def test_cluster_values_contract_matches_the_docs():
     used = {key for d in HELM_BUNDLES for key in cluster_values_keys(d)}
     assert used == set(cluster_values_example()), "docs/fleet-bundles.md must document exactly the keys the bundles read"
-    assert used == {"external-dns.yaml"}
+    assert used == {"external-dns.yaml", "kube-prometheus-stack.yaml"}
 
 
 @pytest.mark.parametrize("bundle_dir", HELM_BUNDLES, ids=ids(HELM_BUNDLES))
@@ -248,3 +252,17 @@ def test_external_dns_needs_its_domain_filter_from_the_cluster():
     example = cluster_values_example()["external-dns.yaml"]
     assert set(example) == {"domainFilters", "txtOwnerId"}
     assert example["domainFilters"] and all(isinstance(d, str) for d in example["domainFilters"])
+
+
+def test_grafana_host_and_certificate_come_from_the_cluster():
+    """Grafana's Ingress is switched on, named and given its certificate per cluster; the
+    values file holds only what every cluster shares (class, issuer, path)."""
+    grafana = cluster_values_example()["kube-prometheus-stack.yaml"]["grafana"]
+    ingress = grafana["ingress"]
+    assert ingress["enabled"] is True
+    (host,) = ingress["hosts"]
+    assert ingress["tls"] == [{"secretName": "grafana-tls", "hosts": [host]}]
+    assert grafana["grafana.ini"]["server"]["root_url"] == f"https://{host}/"
+    shared = values_of(next(d for d in HELM_BUNDLES if d.name == "monitoring"))["grafana"]["ingress"]
+    assert shared["ingressClassName"] == "nginx"
+    assert shared["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"

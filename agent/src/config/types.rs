@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// Node taints, each `key=value:Effect` or `key:Effect`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_taints: Vec<String>,
+    /// Cluster secrets the server seeds from Key Vault as Kubernetes Secrets (servers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secrets: Option<ClusterSecretsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -86,6 +89,13 @@ pub struct ClusterConfig {
     /// The git repository Fleet pulls the Phase 5-7 bundles from (servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_repo: Option<GitRepoConfig>,
+    /// The cluster's name: external-dns's TXT owner id (default `canarie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The cluster's DNS zone (e.g. `k8s.example.com`): external-dns manages it, and the
+    /// public endpoints (Grafana, the Longhorn UI) get their hosts under it (servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -176,4 +186,66 @@ fn default_min_size_gib() -> u64 {
 
 fn default_wait_seconds() -> u64 {
     120
+}
+
+/// The cluster secrets a server reads from Key Vault (the vault, identity and RBAC wait of
+/// `join_token`) and seeds as Kubernetes Secrets. Each entry names the Key Vault secret
+/// holding the secret part; everything else about it is plain config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSecretsConfig {
+    /// Fleet's git credentials (HTTPS basic auth), seeded into `fleet-local` under the name
+    /// `cluster.git_repo.auth_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_auth: Option<GitAuthSecret>,
+    /// Grafana's admin login, Secret `monitoring/grafana-admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana_admin: Option<LoginSecret>,
+    /// The Longhorn UI's basic-auth login, Secret `longhorn-system/longhorn-ui-auth` (htpasswd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longhorn_ui_auth: Option<LoginSecret>,
+    /// external-dns's Azure service principal, Secret `external-dns/external-dns-azure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_dns_azure: Option<ExternalDnsAzureSecret>,
+}
+
+/// Git credentials: the token (or password) is the Key Vault secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitAuthSecret {
+    /// Key Vault secret holding the token or password.
+    pub secret: String,
+    /// The user name sent with it (GitHub accepts any non-empty name with a token).
+    pub username: String,
+}
+
+/// A user name and a password; the password is the Key Vault secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSecret {
+    /// Key Vault secret holding the password.
+    pub secret: String,
+    /// The user name.
+    #[serde(default = "default_login_username")]
+    pub username: String,
+}
+
+fn default_login_username() -> String {
+    "admin".to_string()
+}
+
+/// An Azure service principal for external-dns; its client secret is the Key Vault secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalDnsAzureSecret {
+    /// Key Vault secret holding the service principal's client secret.
+    pub secret: String,
+    /// Entra tenant id (GUID).
+    pub tenant_id: String,
+    /// Subscription of the DNS zone (GUID).
+    pub subscription_id: String,
+    /// Resource group of the DNS zone.
+    pub resource_group: String,
+    /// The service principal's application (client) id (GUID).
+    pub client_id: String,
 }

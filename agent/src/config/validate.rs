@@ -21,6 +21,7 @@ pub(super) fn validate(c: &NodeConfig) -> Check {
     validate_cluster(c)?;
     validate_join_token(c)?;
     validate_data_disk(c)?;
+    validate_cluster_secrets(c)?;
     for (i, label) in c.node_labels.iter().enumerate() {
         node_label(&format!("node_labels[{i}]"), label)?;
     }
@@ -93,6 +94,18 @@ fn validate_cluster(c: &NodeConfig) -> Check {
             dns_subdomain("cluster.git_repo.auth_secret", secret)?;
         }
     }
+    if let Some(name) = &cl.name {
+        dns_label("cluster.name", name)?;
+    }
+    if let Some(zone) = &cl.dns_zone {
+        if c.role != Role::Server {
+            return Err(ConfigError::new(
+                "cluster.dns_zone",
+                "is only for role server: the server seeds the cluster values",
+            ));
+        }
+        dns_zone(zone)?;
+    }
     Ok(())
 }
 
@@ -125,20 +138,7 @@ fn validate_join_token(c: &NodeConfig) -> Check {
             format!("{:?} is not a Key Vault name (3-24 letters, digits or hyphens, starting with a letter)", jt.vault),
         ));
     }
-    let secret_ok = (1..=127).contains(&jt.secret.len())
-        && jt
-            .secret
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
-    if !secret_ok {
-        return Err(ConfigError::new(
-            "join_token.secret",
-            format!(
-                "{:?} is not a Key Vault secret name (1-127 letters, digits or hyphens)",
-                jt.secret
-            ),
-        ));
-    }
+    kv_secret_name("join_token.secret", &jt.secret)?;
     if let Some(identity) = &jt.identity {
         let (key, value) = identity.query_pair();
         if value.is_empty() || value.contains(char::is_whitespace) {
@@ -205,6 +205,163 @@ fn validate_data_disk(c: &NodeConfig) -> Check {
         ));
     }
     Ok(())
+}
+
+fn kv_secret_name(path: &str, name: &str) -> Check {
+    let ok = (1..=127).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{name:?} is not a Key Vault secret name (1-127 letters, digits or hyphens)"),
+        ))
+    }
+}
+
+fn validate_cluster_secrets(c: &NodeConfig) -> Check {
+    let Some(cs) = &c.cluster_secrets else {
+        return Ok(());
+    };
+    if c.role != Role::Server {
+        return Err(ConfigError::new(
+            "cluster_secrets",
+            "is only for role server: the server seeds the cluster's Secrets",
+        ));
+    }
+    let secret = |path: &str, name: &str| -> Check {
+        kv_secret_name(&format!("{path}.secret"), name)?;
+        // The join token must never end up in a Kubernetes Secret any pod could mount.
+        if name.eq_ignore_ascii_case(&c.join_token.secret) {
+            return Err(ConfigError::new(
+                format!("{path}.secret"),
+                format!("{name:?} is the join token's secret (join_token.secret): name the secret that holds this credential"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some(git) = &cs.git_auth {
+        secret("cluster_secrets.git_auth", &git.secret)?;
+        basic_auth_username("cluster_secrets.git_auth.username", &git.username)?;
+        let repo = c.cluster.git_repo.as_ref();
+        if repo.and_then(|r| r.auth_secret.as_ref()).is_none() {
+            return Err(ConfigError::new(
+                "cluster_secrets.git_auth",
+                "needs cluster.git_repo.auth_secret: the name of the Secret to seed in fleet-local (e.g. canarie-kube-auth), which the GitRepo then uses",
+            ));
+        }
+        if repo.is_some_and(|r| !r.url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "cluster_secrets.git_auth",
+                "is HTTPS basic auth, but cluster.git_repo.url is not an https:// URL",
+            ));
+        }
+    }
+    for (path, login) in [
+        ("cluster_secrets.grafana_admin", &cs.grafana_admin),
+        ("cluster_secrets.longhorn_ui_auth", &cs.longhorn_ui_auth),
+    ] {
+        if let Some(login) = login {
+            secret(path, &login.secret)?;
+            basic_auth_username(&format!("{path}.username"), &login.username)?;
+        }
+    }
+    if let Some(dns) = &cs.external_dns_azure {
+        let path = "cluster_secrets.external_dns_azure";
+        secret(path, &dns.secret)?;
+        guid(&format!("{path}.tenant_id"), &dns.tenant_id)?;
+        guid(&format!("{path}.subscription_id"), &dns.subscription_id)?;
+        guid(&format!("{path}.client_id"), &dns.client_id)?;
+        resource_group(&format!("{path}.resource_group"), &dns.resource_group)?;
+    }
+    Ok(())
+}
+
+/// A user name for HTTP basic auth and htpasswd: no `:` (the separator), no white space
+/// or control characters.
+fn basic_auth_username(path: &str, name: &str) -> Check {
+    let ok =
+        (1..=64).contains(&name.len()) && name.chars().all(|ch| ch.is_ascii_graphic() && ch != ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!(
+                "{name:?} is not a user name (1-64 printable ASCII characters, no spaces or ':')"
+            ),
+        ))
+    }
+}
+
+fn guid(path: &str, value: &str) -> Check {
+    let groups: Vec<&str> = value.split('-').collect();
+    let ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|ch| ch.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{value:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+        ))
+    }
+}
+
+/// Azure's rules: 1-90 letters, digits, `_`, `-`, `.`, `(`, `)`, not ending in `.`.
+fn resource_group(path: &str, name: &str) -> Check {
+    let ok = (1..=90).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_alphanumeric() || "_-.()".contains(ch))
+        && !name.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{name:?} is not a resource group name (1-90 letters, digits, _-.() , not ending in '.')"),
+        ))
+    }
+}
+
+/// A DNS zone the public hosts go under: lowercase labels, at least two, no trailing dot,
+/// short enough that `longhorn.<zone>` is still a valid host name.
+fn dns_zone(zone: &str) -> Check {
+    let labels: Vec<&str> = zone.split('.').collect();
+    let ok =
+        labels.len() >= 2 && zone.len() <= 200 && labels.iter().all(|l| dns_label("", l).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "cluster.dns_zone",
+            format!("{zone:?} is not a DNS zone (lowercase labels such as k8s.example.com, no trailing dot)"),
+        ))
+    }
+}
+
+/// RFC 1123 label: 1-63 lowercase letters, digits and `-`, not starting or ending with `-`.
+fn dns_label(path: &str, label: &str) -> Check {
+    let ok = (1..=63).contains(&label.len())
+        && label
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{label:?} is not a DNS label (1-63 lowercase letters, digits or '-')"),
+        ))
+    }
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of node and object names.
@@ -281,5 +438,153 @@ fn node_taint(path: &str, taint: &str) -> Check {
         Ok(())
     } else {
         Err(err())
+    }
+}
+
+#[cfg(test)]
+mod cluster_secrets_tests {
+    use crate::config::{parse, ConfigError};
+    use serde_json::{json, Value};
+
+    fn server() -> Value {
+        json!({
+            "version": 1,
+            "role": "server",
+            "cluster": {
+                "dns_zone": "k8s.example.com",
+                "name": "prod",
+                "git_repo": {"url": "https://github.com/example/fleet", "branch": "main", "auth_secret": "canarie-kube-auth"}
+            },
+            "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token"},
+            "cluster_secrets": {
+                "git_auth": {"secret": "git-token", "username": "x-access-token"},
+                "grafana_admin": {"secret": "grafana-admin-password"},
+                "longhorn_ui_auth": {"secret": "longhorn-ui-password", "username": "ops"},
+                "external_dns_azure": {
+                    "secret": "external-dns-client-secret",
+                    "tenant_id": "11111111-2222-3333-4444-555555555555",
+                    "subscription_id": "66666666-7777-8888-9999-000000000000",
+                    "resource_group": "canarie-rg",
+                    "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+                }
+            }
+        })
+    }
+
+    fn check(v: &Value) -> Result<(), ConfigError> {
+        parse(v.to_string().as_bytes()).map(|_| ())
+    }
+
+    fn edited(edit: impl FnOnce(&mut Value)) -> Value {
+        let mut v = server();
+        edit(&mut v);
+        v
+    }
+
+    #[test]
+    fn a_full_server_config_is_valid_and_defaults_the_login_names() {
+        let c = parse(server().to_string().as_bytes()).unwrap();
+        let cs = c.cluster_secrets.unwrap();
+        assert_eq!(cs.grafana_admin.unwrap().username, "admin");
+        assert_eq!(cs.longhorn_ui_auth.unwrap().username, "ops");
+        assert_eq!(c.cluster.dns_zone.as_deref(), Some("k8s.example.com"));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (
+                edited(|v| {
+                    v["role"] = json!("agent");
+                    v["cluster"]["server_url"] = json!("https://10.0.0.4:9345");
+                    v["cluster"].as_object_mut().unwrap().remove("git_repo");
+                }),
+                "cluster.dns_zone",
+                "only for role server",
+            ),
+            (
+                edited(|v| {
+                    v["cluster"].as_object_mut().unwrap().remove("dns_zone");
+                    v["role"] = json!("agent");
+                    v["cluster"]["server_url"] = json!("https://10.0.0.4:9345");
+                    v["cluster"].as_object_mut().unwrap().remove("git_repo");
+                }),
+                "cluster_secrets",
+                "only for role server",
+            ),
+            (
+                edited(|v| v["cluster"]["dns_zone"] = json!("k8s.example.com.")),
+                "cluster.dns_zone",
+                "not a DNS zone",
+            ),
+            (
+                edited(|v| v["cluster"]["dns_zone"] = json!("localhost")),
+                "cluster.dns_zone",
+                "not a DNS zone",
+            ),
+            (
+                edited(|v| v["cluster"]["name"] = json!("Prod_1")),
+                "cluster.name",
+                "not a DNS label",
+            ),
+            (
+                edited(|v| v["cluster_secrets"]["grafana_admin"]["secret"] = json!("bad_name")),
+                "cluster_secrets.grafana_admin.secret",
+                "not a Key Vault secret name",
+            ),
+            (
+                edited(|v| {
+                    v["cluster_secrets"]["grafana_admin"]["secret"] = json!("RKE2-join-token")
+                }),
+                "cluster_secrets.grafana_admin.secret",
+                "join token",
+            ),
+            (
+                edited(|v| v["cluster_secrets"]["longhorn_ui_auth"]["username"] = json!("a:b")),
+                "cluster_secrets.longhorn_ui_auth.username",
+                "not a user name",
+            ),
+            (
+                edited(|v| {
+                    v["cluster"]["git_repo"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("auth_secret");
+                }),
+                "cluster_secrets.git_auth",
+                "needs cluster.git_repo.auth_secret",
+            ),
+            (
+                edited(|v| v["cluster"]["git_repo"]["url"] = json!("git@github.com:example/fleet")),
+                "cluster_secrets.git_auth",
+                "not an https:// URL",
+            ),
+            (
+                edited(|v| {
+                    v["cluster_secrets"]["external_dns_azure"]["tenant_id"] = json!("tenant")
+                }),
+                "cluster_secrets.external_dns_azure.tenant_id",
+                "not a GUID",
+            ),
+            (
+                edited(|v| {
+                    v["cluster_secrets"]["external_dns_azure"]["resource_group"] = json!("rg.")
+                }),
+                "cluster_secrets.external_dns_azure.resource_group",
+                "not a resource group name",
+            ),
+            (
+                edited(|v| v["cluster_secrets"]["grafana_admin"]["password"] = json!("x")),
+                "cluster_secrets.grafana_admin",
+                "unknown field",
+            ),
+        ];
+        for (config, path, message) in cases {
+            let err = check(&config).expect_err(path);
+            assert!(
+                err.path.starts_with(path) && err.to_string().contains(message),
+                "expected {path}: …{message}…, got {err}"
+            );
+        }
     }
 }

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use step::{run_step, StepReport};
 use steps::{
-    config::ConfigStep, data_disk::DataDiskStep, files::FilesStep, join_token::JoinTokenStep,
-    start::StartStep,
+    cluster_secrets::ClusterSecretsStep, config::ConfigStep, data_disk::DataDiskStep,
+    files::FilesStep, join_token::JoinTokenStep, start::StartStep,
 };
 
 /// Everything a run needs from outside: where the node's files are, how to reach Azure and
@@ -90,6 +90,7 @@ pub const STEP_NAMES: &[&str] = &[
     "data-disk",
     "rke2-config",
     "server-manifests",
+    "cluster-secrets",
     "start-rke2",
 ];
 
@@ -143,6 +144,12 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     report.push(run_step(&mut config_files_step, mode).await);
     let mut manifests_step = FilesStep::new("server-manifests", cx, manifests);
     report.push(run_step(&mut manifests_step, mode).await);
+    if report.failed() {
+        return Ok(finish(cx, mode, report, &state, None, started, started_at));
+    }
+    // Secrets are applied by RKE2 like the other manifests: no restart follows from them.
+    let mut secrets_step = ClusterSecretsStep::new(cx, &config, state.has_converged());
+    report.push(run_step(&mut secrets_step, mode).await);
     if report.failed() {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));
     }

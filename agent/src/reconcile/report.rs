@@ -13,6 +13,7 @@ pub mod exit_code {
     pub const DATA_DISK: i32 = 5;
     pub const FILES: i32 = 6;
     pub const START_RKE2: i32 = 7;
+    pub const CLUSTER_SECRETS: i32 = 8;
 }
 
 /// What to do when a step fails, in one line.
@@ -23,6 +24,7 @@ fn hint(step: &str) -> &'static str {
         "data-disk" => "run `canarie-agent disk inspect DEVICE` to see what is on the disk; nothing was written to it",
         "rke2-config" | "server-manifests" => "check free space and permissions under /etc/rancher and /var/lib/rancher",
         "start-rke2" => "see `journalctl -u rke2-server -u rke2-agent` and `canarie-agent doctor`",
+        "cluster-secrets" => "create the named secret in the vault (infra-tofu keyvault.tf) or fix cluster_secrets in the node config; the VM's identity needs 'Key Vault Secrets User' on it",
         _ => "run `canarie-agent doctor`",
     }
 }
@@ -79,6 +81,7 @@ impl RunReport {
             Some("join-token") => exit_code::JOIN_TOKEN,
             Some("data-disk") => exit_code::DATA_DISK,
             Some("start-rke2") => exit_code::START_RKE2,
+            Some("cluster-secrets") => exit_code::CLUSTER_SECRETS,
             Some(_) => exit_code::FILES,
         }
     }

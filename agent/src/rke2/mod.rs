@@ -7,17 +7,23 @@
 //! helm-controller re-applies a manifest whose file changed) and the token file is 0600 from
 //! its first byte. docs/rke2-and-manifests.md lists every file and where each value lives.
 
+mod cluster_values;
 mod manifests;
 mod node_config;
-mod yaml;
+pub mod secrets;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
 
+pub use cluster_values::{
+    public_host, CLUSTER_VALUES_FILE, GRAFANA_HOST_LABEL, LONGHORN_HOST_LABEL, LONGHORN_UI_FILE,
+};
 pub use manifests::{longhorn_replicas, FLEET_BUNDLE_PATHS};
 pub use node_config::{
     AGENT_KEYS, LONGHORN_DEFAULT_DISK_LABEL, SERVER_KEYS, WRITE_KUBECONFIG_MODE,
 };
+pub use secrets::{declared as declared_cluster_secrets, render_cluster_secrets};
 
 use crate::config::{NodeConfig, Role};
 use crate::fsutil::{self, WriteOutcome};
@@ -165,6 +171,7 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
     }
     if config.role == Role::Server {
         files.extend(manifests::render(config)?);
+        files.extend(cluster_values::render(config)?);
     }
     Ok(files)
 }

@@ -1,0 +1,145 @@
+//! Step `cluster-secrets` (servers): the Secrets the cluster needs, read from Key Vault with
+//! the node's managed identity and written into RKE2's manifests directory, where its deploy
+//! controller applies them. Which secrets exist is the node config's `cluster_secrets`; a
+//! node without any skips the step and never talks to Azure for it.
+//!
+//! One managed-identity token serves every read; each read uses the Key Vault client's retry
+//! policy (and `join_token.rbac_wait_seconds` for a propagating role assignment). A missing
+//! or empty secret fails the step, naming the config entry, the secret and the vault. On a
+//! node that converged before, an unreachable IMDS or Key Vault keeps the Secret files it
+//! has (like the join token), so an Azure outage never keeps a rebooted server down.
+
+use crate::azure::VAULT_RESOURCE;
+use crate::config::NodeConfig;
+use crate::reconcile::change::{file_change, Change};
+use crate::reconcile::step::Step;
+use crate::reconcile::Context;
+use crate::rke2::secrets::{DeclaredSecret, FetchedSecret};
+use crate::rke2::{self, SecretFile};
+use anyhow::{Context as _, Result};
+use std::time::Duration;
+
+pub const NAME: &str = "cluster-secrets";
+
+pub struct ClusterSecretsStep<'a> {
+    cx: &'a Context,
+    config: &'a NodeConfig,
+    may_fall_back: bool,
+    /// The files `plan` found out of date.
+    stale: Vec<SecretFile>,
+    planned: Vec<Change>,
+    warning: Option<String>,
+    skipped: bool,
+}
+
+impl<'a> ClusterSecretsStep<'a> {
+    /// `may_fall_back`: the node converged before, so its Secret files may be kept when
+    /// Azure cannot be reached.
+    pub fn new(cx: &'a Context, config: &'a NodeConfig, may_fall_back: bool) -> Self {
+        ClusterSecretsStep {
+            cx,
+            config,
+            may_fall_back,
+            stale: Vec::new(),
+            planned: Vec::new(),
+            warning: None,
+            skipped: false,
+        }
+    }
+
+    async fn fetch(&self, declared: &[DeclaredSecret<'_>]) -> Result<Vec<FetchedSecret>> {
+        let jt = &self.config.join_token;
+        let imds = self.cx.imds(self.may_fall_back)?;
+        let vault = self.cx.vault(self.may_fall_back)?;
+        let token = imds
+            .token(VAULT_RESOURCE, jt.identity.as_ref())
+            .await
+            .context("getting a managed-identity token for Key Vault")?;
+        let rbac_window = Duration::from_secs(jt.rbac_wait_seconds);
+        let mut fetched = Vec::with_capacity(declared.len());
+        for d in declared {
+            let value = vault
+                .get_secret(&jt.vault, d.secret, &token, rbac_window)
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading {} (secret {:?} in vault {:?})",
+                        d.kind.config_path(),
+                        d.secret,
+                        jt.vault
+                    )
+                })?;
+            tracing::info!(
+                entry = d.kind.config_path(),
+                vault = %jt.vault,
+                secret = d.secret,
+                version = %value.version,
+                length = value.len(),
+                "cluster secret read"
+            );
+            fetched.push(FetchedSecret {
+                kind: d.kind,
+                secret: d.secret.to_string(),
+                value,
+            });
+        }
+        Ok(fetched)
+    }
+}
+
+impl Step for ClusterSecretsStep<'_> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn plan(&mut self) -> Result<Vec<Change>> {
+        self.stale.clear();
+        self.planned.clear();
+        let declared = rke2::declared_cluster_secrets(self.config);
+        if declared.is_empty() {
+            self.skipped = true;
+            return Ok(Vec::new());
+        }
+        let fetched = match self.fetch(&declared).await {
+            Ok(f) => f,
+            Err(e)
+                if self.may_fall_back
+                    && declared
+                        .iter()
+                        .all(|d| self.cx.root.join(d.kind.node_path()).exists()) =>
+            {
+                self.warning = Some(format!("keeping the existing cluster Secret files: {e:#}"));
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        for file in rke2::render_cluster_secrets(self.config, &fetched)? {
+            if let Some(change) = file_change(
+                NAME,
+                &self.cx.root,
+                &file.path,
+                file.expose_contents(),
+                file.mode,
+            )? {
+                self.planned.push(change);
+                self.stale.push(file);
+            }
+        }
+        Ok(self.planned.clone())
+    }
+
+    async fn apply(&mut self) -> Result<Vec<Change>> {
+        for file in &self.stale {
+            file.write(&self.cx.root)?;
+        }
+        Ok(self.planned.clone())
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.warning.clone()
+    }
+
+    fn skipped(&self) -> bool {
+        self.skipped
+    }
+}

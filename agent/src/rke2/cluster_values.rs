@@ -1,0 +1,325 @@
+//! Per-cluster values the git bundles cannot carry, and the Longhorn UI's public Ingress.
+//!
+//! - ConfigMap `fleet-local/canarie-cluster-values`: one key per Helm release of the Phase
+//!   5-7 bundles, each a YAML document of values that Fleet merges over the bundle's values
+//!   file (`helm.valuesFrom`; the contract is in docs/fleet-bundles.md). Written on every
+//!   server: without a DNS zone the `external-dns.yaml` key is left out, so external-dns
+//!   stays in error instead of managing every zone its credentials reach, while the
+//!   monitoring bundle still deploys with Grafana's Ingress off.
+//! - Ingress `longhorn-system/longhorn-ui`: Longhorn is seeded here, not by Fleet, and its
+//!   host is per cluster, so the agent writes its Ingress too, from
+//!   `longhorn-ui-ingress.yaml`. Only with a DNS zone *and* the UI's basic-auth login
+//!   (`cluster_secrets.longhorn_ui_auth`): the UI has no login of its own.
+
+use super::secrets::{LONGHORN_NAMESPACE, LONGHORN_UI_AUTH_SECRET};
+use super::{yaml, Effect, RenderedFile, MANIFEST_MODE};
+use crate::config::NodeConfig;
+use crate::paths::RKE2_MANIFESTS_DIR;
+use anyhow::{bail, Context, Result};
+use serde_yaml_ng::{Mapping, Value};
+use std::path::Path;
+
+pub const CLUSTER_VALUES_FILE: &str = "canarie-cluster-values.yaml";
+pub const CLUSTER_VALUES_CONFIGMAP: &str = "canarie-cluster-values";
+pub const CLUSTER_VALUES_NAMESPACE: &str = "fleet-local";
+pub const LONGHORN_UI_FILE: &str = "canarie-longhorn-ui.yaml";
+
+/// external-dns's TXT owner id when the config names no cluster.
+pub const DEFAULT_CLUSTER_NAME: &str = "canarie";
+/// The public hosts are `<label>.<cluster.dns_zone>`.
+pub const GRAFANA_HOST_LABEL: &str = "grafana";
+pub const LONGHORN_HOST_LABEL: &str = "longhorn";
+
+const LONGHORN_UI_SOURCE: &str = include_str!("longhorn-ui-ingress.yaml");
+
+/// `<label>.<zone>`.
+pub fn public_host(label: &str, zone: &str) -> String {
+    format!("{label}.{zone}")
+}
+
+/// The server's cluster values ConfigMap and, when it may be public, the Longhorn UI Ingress.
+pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
+    let mut files = vec![cluster_values(config).context("rendering the cluster values")?];
+    let login = config
+        .cluster_secrets
+        .as_ref()
+        .is_some_and(|cs| cs.longhorn_ui_auth.is_some());
+    if let (Some(zone), true) = (&config.cluster.dns_zone, login) {
+        files.push(longhorn_ui(zone).context("rendering the Longhorn UI Ingress")?);
+    }
+    Ok(files)
+}
+
+fn cluster_values(config: &NodeConfig) -> Result<RenderedFile> {
+    let zone = config.cluster.dns_zone.as_deref();
+    let mut data = Mapping::new();
+    if let Some(zone) = zone {
+        let owner = config
+            .cluster
+            .name
+            .as_deref()
+            .unwrap_or(DEFAULT_CLUSTER_NAME);
+        let external_dns = mapping([
+            ("domainFilters", Value::Sequence(vec![zone.into()])),
+            // Marks the records this cluster owns; policy sync deletes only those.
+            ("txtOwnerId", owner.into()),
+        ]);
+        data.insert(
+            "external-dns.yaml".into(),
+            values_text(external_dns)?.into(),
+        );
+    }
+    data.insert(
+        "kube-prometheus-stack.yaml".into(),
+        values_text(grafana_values(zone))?.into(),
+    );
+    let doc = mapping([
+        ("apiVersion", "v1".into()),
+        ("kind", "ConfigMap".into()),
+        (
+            "metadata",
+            mapping([
+                ("name", CLUSTER_VALUES_CONFIGMAP.into()),
+                ("namespace", CLUSTER_VALUES_NAMESPACE.into()),
+            ]),
+        ),
+        ("data", Value::Mapping(data)),
+    ]);
+    manifest(
+        CLUSTER_VALUES_FILE,
+        &doc,
+        "the node config (cluster.dns_zone, cluster.name); read by the Fleet bundles' helm.valuesFrom",
+    )
+}
+
+/// Grafana's Ingress: on with the zone (host and certificate), off without one. Class and
+/// annotations are in the monitoring bundle's values file.
+fn grafana_values(zone: Option<&str>) -> Value {
+    let ingress = match zone {
+        Some(zone) => {
+            let host = public_host(GRAFANA_HOST_LABEL, zone);
+            mapping([
+                ("enabled", true.into()),
+                ("hosts", Value::Sequence(vec![host.as_str().into()])),
+                (
+                    "tls",
+                    Value::Sequence(vec![mapping([
+                        ("secretName", "grafana-tls".into()),
+                        ("hosts", Value::Sequence(vec![host.as_str().into()])),
+                    ])]),
+                ),
+            ])
+        }
+        None => mapping([("enabled", false.into())]),
+    };
+    let mut grafana = vec![("ingress", ingress)];
+    if let Some(zone) = zone {
+        // Links in alerts and redirects: Grafana would otherwise build http://HOST:3000/.
+        let url = format!("https://{}/", public_host(GRAFANA_HOST_LABEL, zone));
+        grafana.push((
+            "grafana.ini",
+            mapping([("server", mapping([("root_url", url.into())]))]),
+        ));
+    }
+    mapping([("grafana", mapping_vec(grafana))])
+}
+
+fn longhorn_ui(zone: &str) -> Result<RenderedFile> {
+    let host = public_host(LONGHORN_HOST_LABEL, zone);
+    let mut doc: Value = serde_yaml_ng::from_str(LONGHORN_UI_SOURCE)
+        .context("longhorn-ui-ingress.yaml is not YAML")?;
+    let root = doc
+        .as_mapping_mut()
+        .context("longhorn-ui-ingress.yaml must hold one object")?;
+    let metadata = root
+        .get_mut("metadata")
+        .and_then(Value::as_mapping_mut)
+        .context("longhorn-ui-ingress.yaml has no metadata")?;
+    if metadata.get("namespace").and_then(Value::as_str) != Some(LONGHORN_NAMESPACE) {
+        bail!("longhorn-ui-ingress.yaml must be in namespace {LONGHORN_NAMESPACE}, with its auth Secret");
+    }
+    let annotations = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_mapping_mut)
+        .context("longhorn-ui-ingress.yaml has no annotations")?;
+    insert_new(
+        annotations,
+        "nginx.ingress.kubernetes.io/auth-secret",
+        LONGHORN_UI_AUTH_SECRET.into(),
+    )?;
+    let spec = root
+        .get_mut("spec")
+        .and_then(Value::as_mapping_mut)
+        .context("longhorn-ui-ingress.yaml has no spec")?;
+    insert_new(
+        spec,
+        "tls",
+        Value::Sequence(vec![mapping([
+            ("hosts", Value::Sequence(vec![host.as_str().into()])),
+            ("secretName", "longhorn-ui-tls".into()),
+        ])]),
+    )?;
+    let backend = mapping([(
+        "service",
+        mapping([
+            // The Longhorn chart's UI Service.
+            ("name", "longhorn-frontend".into()),
+            ("port", mapping([("number", 80.into())])),
+        ]),
+    )]);
+    insert_new(
+        spec,
+        "rules",
+        Value::Sequence(vec![mapping([
+            ("host", host.as_str().into()),
+            (
+                "http",
+                mapping([(
+                    "paths",
+                    Value::Sequence(vec![mapping([
+                        ("path", "/".into()),
+                        ("pathType", "Prefix".into()),
+                        ("backend", backend),
+                    ])]),
+                )]),
+            ),
+        ])]),
+    )?;
+    manifest(
+        LONGHORN_UI_FILE,
+        &doc,
+        "agent/src/rke2/longhorn-ui-ingress.yaml and cluster.dns_zone",
+    )
+}
+
+fn mapping<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Mapping(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
+fn mapping_vec(entries: Vec<(&str, Value)>) -> Value {
+    Value::Mapping(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
+/// A values document as text: what a ConfigMap key holds.
+fn values_text(values: Value) -> Result<String> {
+    yaml::to_string(&values)
+}
+
+fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
+    if map.contains_key(key) {
+        bail!("{key} is filled in by canarie-agent and must not be set in the source (a value lives in one place)");
+    }
+    map.insert(key.into(), value);
+    Ok(())
+}
+
+fn manifest(file: &str, doc: &Value, sources: &str) -> Result<RenderedFile> {
+    let body = yaml::to_string(doc)?;
+    Ok(RenderedFile {
+        path: Path::new(RKE2_MANIFESTS_DIR).join(file),
+        contents: format!(
+            "# Written by canarie-agent from {sources}.\n\
+             # Changes made here are overwritten: change the sources (docs/day2.md).\n\
+             {body}"
+        )
+        .into_bytes(),
+        mode: MANIFEST_MODE,
+        effect: Effect::AppliedByRke2,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn server(extra: serde_json::Value) -> NodeConfig {
+        let mut doc = serde_json::json!({
+            "version": 1,
+            "role": "server",
+            "cluster": {},
+            "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token"}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        config::parse(doc.to_string().as_bytes()).unwrap()
+    }
+
+    fn parsed(file: &RenderedFile) -> Value {
+        serde_yaml_ng::from_slice(&file.contents).unwrap()
+    }
+
+    fn key(doc: &Value, key: &str) -> Option<Value> {
+        doc["data"]
+            .get(key)
+            .map(|text| serde_yaml_ng::from_str(text.as_str().unwrap()).unwrap())
+    }
+
+    #[test]
+    fn with_a_zone_external_dns_and_grafana_get_their_values() {
+        let c = server(serde_json::json!({
+            "cluster": {"dns_zone": "k8s.example.com", "name": "prod"}
+        }));
+        let files = render(&c).unwrap();
+        assert_eq!(files.len(), 1, "no Longhorn UI without its login");
+        let cm = parsed(&files[0]);
+        assert_eq!(cm["metadata"]["namespace"], "fleet-local");
+        let dns = key(&cm, "external-dns.yaml").unwrap();
+        assert_eq!(dns["domainFilters"][0], "k8s.example.com");
+        assert_eq!(dns["txtOwnerId"], "prod");
+        let kps = key(&cm, "kube-prometheus-stack.yaml").unwrap();
+        assert_eq!(kps["grafana"]["ingress"]["enabled"], true);
+        assert_eq!(
+            kps["grafana"]["ingress"]["hosts"][0],
+            "grafana.k8s.example.com"
+        );
+        assert_eq!(
+            kps["grafana"]["ingress"]["tls"][0]["hosts"][0],
+            "grafana.k8s.example.com"
+        );
+        assert_eq!(
+            kps["grafana"]["grafana.ini"]["server"]["root_url"],
+            "https://grafana.k8s.example.com/"
+        );
+    }
+
+    #[test]
+    fn without_a_zone_external_dns_has_no_values_and_grafana_no_ingress() {
+        let files = render(&server(serde_json::json!({}))).unwrap();
+        let cm = parsed(&files[0]);
+        assert!(key(&cm, "external-dns.yaml").is_none());
+        let kps = key(&cm, "kube-prometheus-stack.yaml").unwrap();
+        assert_eq!(kps["grafana"]["ingress"]["enabled"], false);
+    }
+
+    #[test]
+    fn the_longhorn_ui_is_public_only_behind_its_login() {
+        let c = server(serde_json::json!({
+            "cluster": {"dns_zone": "k8s.example.com"},
+            "cluster_secrets": {"longhorn_ui_auth": {"secret": "longhorn-ui-password"}}
+        }));
+        let files = render(&c).unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(files[1].path.ends_with(LONGHORN_UI_FILE));
+        let ing = parsed(&files[1]);
+        assert_eq!(ing["kind"], "Ingress");
+        let ann = &ing["metadata"]["annotations"];
+        assert_eq!(ann["nginx.ingress.kubernetes.io/auth-type"], "basic");
+        assert_eq!(
+            ann["nginx.ingress.kubernetes.io/auth-secret"],
+            LONGHORN_UI_AUTH_SECRET
+        );
+        assert_eq!(ann["cert-manager.io/cluster-issuer"], "letsencrypt-prod");
+        assert_eq!(ing["spec"]["rules"][0]["host"], "longhorn.k8s.example.com");
+        assert_eq!(
+            ing["spec"]["tls"][0]["hosts"][0],
+            "longhorn.k8s.example.com"
+        );
+        assert_eq!(
+            ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+            "longhorn-frontend"
+        );
+        assert_eq!(files[1].mode, 0o600);
+    }
+}
