@@ -163,7 +163,7 @@ pub(super) async fn config(
                 };
                 return (Outcome::fail(format!("{e:#}"), hint), None);
             }
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(format!("userData could not be read ({e:#})")),
         }
     } else {
         Err("IMDS is unreachable (see check imds)".to_string())
@@ -177,7 +177,7 @@ pub(super) async fn config(
                     source: Source::LastConverged,
                 };
                 let finding = format!(
-                    "userData not read ({why}); using {}: {}",
+                    "{why}; using {}: {}",
                     loaded.source.describe(),
                     summary(&loaded.config)
                 );
@@ -189,15 +189,13 @@ pub(super) async fn config(
                     Some(loaded),
                 );
             }
-            Err(_) => {
-                return (
-                    Outcome::fail(
-                        format!("no node config: userData not read ({why}) and this node has no last converged copy"),
-                        "make IMDS reachable (see check imds), or pass the config with --config FILE",
-                    ),
-                    None,
-                )
-            }
+            Err(_) => return (
+                Outcome::fail(
+                    format!("no node config: {why}, and this node has no last converged copy"),
+                    "make IMDS reachable (see check imds), or pass the config with --config FILE",
+                ),
+                None,
+            ),
         },
     };
     let mut finding = format!(
@@ -311,7 +309,10 @@ pub(super) async fn key_vault(
         Ok(secret) => secret,
         Err(e) => {
             let text = format!("{e:#}");
-            return (Outcome::fail(&text, vault_hint(&text, jt)), ());
+            return (
+                Outcome::fail(vault_finding(&text, jt), vault_hint(&text, jt)),
+                (),
+            );
         }
     };
     secrets.add(secret.value.clone());
@@ -378,6 +379,20 @@ pub(super) async fn key_vault(
     (Outcome::ok(finding), ())
 }
 
+/// A refusal in one line: status, Azure's codes and message, without the client's own
+/// advice (the hint gives doctor's). Anything else is the whole error chain.
+fn vault_finding(error: &str, jt: &JoinTokenConfig) -> String {
+    match (error.find("HTTP "), error.rfind("): ")) {
+        (Some(start), Some(end)) if error.contains("refused secret") && end > start => format!(
+            "vault {} refused secret {}: {}",
+            jt.vault,
+            jt.secret,
+            &error[start..=end]
+        ),
+        _ => error.to_string(),
+    }
+}
+
 /// What to do about a Key Vault refusal, from the status and Azure's error code.
 fn vault_hint(error: &str, jt: &JoinTokenConfig) -> String {
     let (vault, secret) = (&jt.vault, &jt.secret);
@@ -441,6 +456,20 @@ mod tests {
         }
         assert_eq!(proxy(env(&[("HTTP_PROXY", "  ")])).status, Status::Ok);
         assert_eq!(proxy(env(&[])).status, Status::Ok);
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_without_the_clients_advice() {
+        let jt: JoinTokenConfig = serde_json::from_value(serde_json::json!({
+            "vault": "kv-x", "secret": "join"
+        }))
+        .unwrap();
+        let chain = "Key Vault read of secret \"join\" in vault \"kv-x\" failed: Key Vault \"kv-x\" refused secret \"join\": HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).): still denied after 0s: grant it";
+        assert_eq!(
+            vault_finding(chain, &jt),
+            "vault kv-x refused secret join: HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).)"
+        );
+        assert_eq!(vault_finding("timed out", &jt), "timed out");
     }
 
     #[test]

@@ -166,12 +166,14 @@ fn rke2_config(root: &Root, role: Role, files: &[RenderedFile]) -> Outcome {
     let config_path = root.join(RKE2_CONFIG_PATH);
     let text = match std::fs::read(&config_path) {
         Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Outcome::fail(
-            format!(
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Outcome::fail(
+                format!(
                 "{RKE2_CONFIG_PATH} is missing: the node was never bootstrapped or it was removed"
             ),
-            "`systemctl restart canarie-agent` writes it; see check last-run",
-        ),
+                "`systemctl restart canarie-agent` writes it; see check last-run",
+            )
+        }
         Err(e) => {
             return Outcome::fail(
                 format!("cannot read {RKE2_CONFIG_PATH}: {e}"),

@@ -215,13 +215,13 @@ pub(super) fn last_run(opts: &Options, state: Option<&NodeState>) -> Outcome {
             .find(|s| s.outcome == "failed")
             .map(|s| format!(" in step {}", s.name))
             .unwrap_or_default();
-        let error = run
-            .error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        // The recorded error is the run's failure line, which names the step itself.
+        let finding = match run.error.as_deref() {
+            Some(error) => format!("at {when}{took}: {error}"),
+            None => format!("failed{failed} at {when}{took}"),
+        };
         return Outcome::fail(
-            format!("failed{failed} at {when}{took}{error}"),
+            finding,
             "the failing checks above name the cause; after fixing it, `systemctl restart canarie-agent`; the run's log: `journalctl -u canarie-agent -b`",
         )
         .with_details(details);
@@ -247,8 +247,12 @@ fn human_ms(ms: u64) -> String {
 fn duration(run: &RunRecord) -> Option<String> {
     let start = humantime::parse_rfc3339(&run.started_at).ok()?;
     let end = humantime::parse_rfc3339(&run.finished_at).ok()?;
+    // The record has whole seconds.
     let d = end.duration_since(start).ok()?;
-    Some(format!("{} s", d.as_secs()))
+    Some(match d.as_secs() {
+        0 => "under 1 s".to_string(),
+        s => format!("{s} s"),
+    })
 }
 
 fn ago(rfc3339: &str) -> String {

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod dbus;
+pub mod doctor;
 pub mod sandbox;
 pub mod sim;
