@@ -140,6 +140,12 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Fetch the cluster-admin kubeconfig from the server over SSH, for an operator's machine.
+    ///
+    /// Runs `ssh -p PORT -- DESTINATION sudo -n cat /etc/rancher/rke2/rke2.yaml`, points its
+    /// server: at the load balancer (the host of DESTINATION, or --api-server) and writes it
+    /// to FILE with mode 0600. The credentials are never printed.
+    Kubeconfig(crate::commands::kubeconfig::KubeconfigArgs),
 }
 
 #[derive(Debug, Subcommand)]

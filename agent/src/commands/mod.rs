@@ -4,6 +4,7 @@
 mod config;
 mod disk;
 mod doctor;
+pub mod kubeconfig;
 mod logging;
 mod reconcile;
 mod render;
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Config(cmd) => config::run(global, cmd),
         Command::Disk(DiskCommand::Inspect(args)) => disk::inspect(global, &args),
         Command::Render { out } => render::run(global, &out),
+        Command::Kubeconfig(args) => kubeconfig::run(&args),
         Command::Plan { json } => reconcile::run(global, Mode::Plan, json),
         Command::Bootstrap => reconcile::run(global, Mode::Apply, false),
         Command::Doctor { json } => doctor::run(global, json),
