@@ -29,8 +29,12 @@ async fn node(config: Value) -> (Sandbox, FakeTimedate) {
 }
 
 async fn node_with(scenario: azure_sim::Scenario) -> (Sandbox, FakeTimedate) {
+    node_clock(scenario, true).await
+}
+
+async fn node_clock(scenario: azure_sim::Scenario, synced: bool) -> (Sandbox, FakeTimedate) {
     let sb = Sandbox::with_sim(TestSim::start(scenario).await).await;
-    let timedate = FakeTimedate::start(&sb.systemd.address, true).await;
+    let timedate = FakeTimedate::start(&sb.systemd.address, synced).await;
     let btf = sb.path("/sys/kernel/btf/vmlinux");
     std::fs::create_dir_all(btf.parent().unwrap()).unwrap();
     std::fs::write(btf, b"BTF").unwrap();
@@ -294,6 +298,63 @@ async fn a_hung_imds_does_not_hang_doctor_and_a_converged_node_falls_back() {
 }
 
 #[tokio::test]
+async fn a_config_file_is_named_as_the_source_and_a_change_since_convergence_warns() {
+    let (sb, _timedate) = node(server_config()).await;
+    bootstrap(&sb).await;
+    let file = sb.path("/etc/canarie/node.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let with_config = |path: &std::path::Path| DoctorArgs {
+        args: vec!["--config".into(), path.display().to_string()],
+        ..json_run()
+    };
+
+    std::fs::write(&file, server_config().to_string()).unwrap();
+    let run = doctor(&sb, with_config(&file)).await;
+    run.assert_check("config", "ok", "valid, from file ", None);
+    run.assert_check("config", "ok", "the node converged with it", None);
+    assert_eq!(run.json["node"]["config_source"], "file");
+
+    let mut changed = server_config();
+    changed["cluster"]["public_ip"] = json!("20.30.40.99");
+    std::fs::write(&file, changed.to_string()).unwrap();
+    let run = doctor(&sb, with_config(&file)).await;
+    run.assert_check(
+        "config",
+        "warn",
+        "differs from the config the node last converged with",
+        Some("canarie-agent plan"),
+    );
+    // The manifests now differ from what this config renders: doctor says so.
+    run.assert_check("rke2-manifests", "fail", "differ from this agent's", None);
+
+    changed["version"] = json!(2);
+    std::fs::write(&file, changed.to_string()).unwrap();
+    let run = doctor(&sb, with_config(&file)).await;
+    run.assert_check(
+        "config",
+        "fail",
+        "version",
+        Some("canarie-agent config validate"),
+    );
+}
+
+#[tokio::test]
+async fn an_unsynchronized_clock_warns() {
+    let (sb, _timedate) = node_clock(
+        scenario(json!({ "user_data_json": server_config() })),
+        false,
+    )
+    .await;
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "time-sync",
+        "warn",
+        "not synchronized (NTP on)",
+        Some("chronyc tracking"),
+    );
+}
+
+#[tokio::test]
 async fn a_vm_without_its_identity_fails_identity() {
     let (sb, _timedate) = node_with(scenario(json!({
         "user_data_json": server_config(),
@@ -395,6 +456,19 @@ async fn manifests_that_drifted_from_the_binary_fail() {
         Some("`systemctl restart canarie-agent` rewrites them"),
     );
     run.assert_check("rke2-config", "ok", "", None);
+
+    // A key this agent never writes in config.yaml (set by hand on the node).
+    let config = sb.path("/etc/rancher/rke2/config.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("profile: cis\n");
+    std::fs::write(&config, text).unwrap();
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "rke2-config",
+        "fail",
+        "keys that are not rke2-server options this agent writes: profile",
+        Some("not on the node"),
+    );
 }
 
 #[tokio::test]

@@ -279,7 +279,7 @@ fn server_manifests(root: &Root, manifests: &[RenderedFile]) -> Outcome {
     }
     Outcome::fail(
         format!("{} of {} manifests: {}", missing.len() + differ.len(), manifests.len(), parts.join("; ")),
-        "they were edited on the node or written by another agent version: `systemctl restart canarie-agent` rewrites them and helm-controller re-applies them; change values in helm-values/ or the node config, never on the node",
+        "they were edited on the node, written by another agent version, or the node config changed since (see check config): `systemctl restart canarie-agent` rewrites them and helm-controller re-applies them; change values in helm-values/ or the node config, never on the node",
     )
 }
 

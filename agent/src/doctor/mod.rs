@@ -327,7 +327,8 @@ async fn node_checks(
     };
     let config = &loaded.config;
     let node = NodeInfo {
-        name: config.node_name.clone(),
+        // RKE2 names the node after the host when the config does not.
+        name: config.node_name.clone().or_else(sysinfo::System::host_name),
         role: Some(config.role.to_string()),
         config_source: Some(loaded.source.id().to_string()),
         as_root: opts.as_root,

@@ -28,6 +28,8 @@ pub struct DoctorArgs {
     pub env: Vec<(String, String)>,
     /// Human text instead of `--json`.
     pub text: bool,
+    /// More arguments (e.g. `--config FILE`).
+    pub args: Vec<String>,
 }
 
 pub struct DoctorRun {
@@ -95,6 +97,7 @@ pub async fn doctor(sb: &Sandbox, args: DoctorArgs) -> DoctorRun {
         .arg("--ca-file")
         .arg(&sb.sim.ca_file)
         .args(["--dbus-address", &sb.systemd.address])
+        .args(&args.args)
         .env_remove("JOURNAL_STREAM")
         .env_remove("CANARIE_LOG")
         .env_remove("NO_COLOR");
