@@ -1,0 +1,117 @@
+//! The shipped systemd unit: the ordering decision (no deadlock with RKE2) and a start
+//! timeout above the agent's own deadlines, computed from the CLI's defaults so the two
+//! cannot drift apart.
+
+use canarie_agent::azure::RetryPolicy;
+use canarie_agent::cli::Cli;
+use clap::CommandFactory;
+use std::time::Duration;
+
+const UNIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deb/canarie-agent.service"
+));
+
+/// Values of `key=` in `[section]`, in order (comments skipped).
+fn values(section: &str, key: &str) -> Vec<String> {
+    let mut current = "";
+    let mut out = Vec::new();
+    for line in UNIT.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name;
+        } else if let Some((k, v)) = line.split_once('=') {
+            if current == section && k == key {
+                out.push(v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn one(section: &str, key: &str) -> String {
+    let v = values(section, key);
+    assert_eq!(v.len(), 1, "{key}= in [{section}]: {v:?}");
+    v[0].clone()
+}
+
+fn default_secs(flag: &str) -> u64 {
+    let cmd = Cli::command();
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(flag))
+        .unwrap_or_else(|| panic!("no --{flag}"));
+    arg.get_default_values()[0]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn oneshot_after_network_online_and_never_before_rke2() {
+    assert_eq!(one("Service", "Type"), "oneshot");
+    assert_eq!(one("Service", "RemainAfterExit"), "yes");
+    assert_eq!(
+        one("Service", "ExecStart"),
+        "/usr/bin/canarie-agent bootstrap"
+    );
+    assert!(Cli::command().find_subcommand("bootstrap").is_some());
+    let words = |key| -> Vec<String> {
+        values("Unit", key)
+            .iter()
+            .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    };
+    assert!(words("After").contains(&"network-online.target".into()));
+    assert!(words("Wants").contains(&"network-online.target".into()));
+    // The agent starts RKE2 and waits for the job: any ordering or binding to the RKE2
+    // units would deadlock (Before=) or let systemd start RKE2 on its own (Wants=/Requires=).
+    for key in [
+        "Before",
+        "After",
+        "Wants",
+        "Requires",
+        "BindsTo",
+        "PartOf",
+        "Requisite",
+    ] {
+        assert!(
+            !words(key).iter().any(|u| u.starts_with("rke2")),
+            "{key}= names an RKE2 unit"
+        );
+    }
+    assert_eq!(one("Service", "StandardOutput"), "journal+console");
+    assert_eq!(one("Service", "StandardError"), "journal+console");
+    assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+}
+
+#[test]
+fn start_timeout_is_above_the_agents_own_deadlines() {
+    let timeout: u64 = one("Service", "TimeoutStartSec").parse().unwrap();
+    // A retry loop gives up when the next attempt could not start before its deadline, so
+    // one call lasts at most deadline + one attempt.
+    let imds =
+        Duration::from_secs(default_secs("imds-deadline")) + RetryPolicy::IMDS.attempt_timeout;
+    let vault =
+        Duration::from_secs(default_secs("vault-deadline")) + RetryPolicy::VAULT.attempt_timeout;
+    let rke2 = Duration::from_secs(default_secs("rke2-start-timeout"));
+    // config (userData), join-token (token + secret; the disk waits beside it),
+    // cluster-secrets on servers (token + secrets), start-rke2.
+    let worst = imds + (imds + vault) + (imds + vault) + rke2;
+    assert_eq!(
+        worst.as_secs(),
+        2820,
+        "docs/packaging.md shows this sum; update both"
+    );
+    // Room for the disk's format or fsck, daemon-reload and file writes.
+    let margin = Duration::from_secs(120);
+    assert!(
+        Duration::from_secs(timeout) >= worst + margin,
+        "TimeoutStartSec={timeout} is not above the agent's worst case {}s + {}s",
+        worst.as_secs(),
+        margin.as_secs()
+    );
+}
