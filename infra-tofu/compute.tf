@@ -81,12 +81,17 @@ resource "azurerm_linux_virtual_machine" "node" {
 
   tags = merge(local.tags, { node = each.key })
 
-  # The join token exists before any node boots; the node's own role assignment can only
+  # The join token and the cluster secrets exist before any node boots (the agent fails on
+  # a missing secret, it does not wait for one); the node's own role assignment can only
   # follow the VM (it needs its principal id), which the agent waits out. The pool
   # associations come first too: the outbound rule is the nodes' only way out (the
   # subnets have no default outbound access), and RKE2 pulls images on first boot.
   depends_on = [
     azurerm_key_vault_secret.join_token,
+    azurerm_key_vault_secret.grafana_admin,
+    azurerm_key_vault_secret.longhorn_ui,
+    azurerm_key_vault_secret.git_token,
+    azurerm_key_vault_secret.external_dns,
     azurerm_network_interface_backend_address_pool_association.node,
   ]
 }

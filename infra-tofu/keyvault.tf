@@ -1,6 +1,8 @@
-# The Key Vault holding the RKE2 join token (and, later, the other cluster secrets).
-# Access is by Azure RBAC only: each node's system-assigned identity is a "Key Vault
-# Secrets User" on the vault, the identity running OpenTofu a "Key Vault Secrets Officer".
+# The Key Vault holding the RKE2 join token and the cluster secrets the server seeds as
+# Kubernetes Secrets (Grafana's admin password, the Longhorn UI login, Fleet's git token,
+# external-dns's service principal secret). Access is by Azure RBAC only: the server's
+# system-assigned identity is a "Key Vault Secrets User" on the vault, each worker's only on
+# the join token, the identity running OpenTofu a "Key Vault Secrets Officer".
 
 data "azurerm_client_config" "current" {}
 
@@ -75,11 +77,86 @@ resource "azurerm_key_vault_secret" "join_token" {
   depends_on = [time_sleep.operator_rbac_propagation]
 }
 
+# The cluster secrets (docs/day2.md: rotating them). Generated where nothing outside the
+# cluster chooses them; taken from sensitive variables where an outside system issued them.
+# The server's node config names them (node-config.tf), never their values.
+
+resource "random_password" "grafana_admin" {
+  # Grafana's admin password (user "admin"), Secret monitoring/grafana-admin.
+  length  = 32
+  special = false
+}
+
+resource "random_password" "longhorn_ui" {
+  # The Longhorn UI's basic-auth password (user "admin"), seeded as a bcrypt htpasswd entry.
+  length  = 32
+  special = false
+}
+
+resource "azurerm_key_vault_secret" "grafana_admin" {
+  #checkov:skip=CKV_AZURE_41:No expiry: the server reads it on every boot; it is rotated by changing it (docs/day2.md), not by letting it lapse.
+  name         = local.cluster_secret_names.grafana_admin
+  value        = random_password.grafana_admin.result
+  key_vault_id = azurerm_key_vault.main.id
+  content_type = "text/plain"
+  tags         = local.tags
+
+  depends_on = [time_sleep.operator_rbac_propagation]
+}
+
+resource "azurerm_key_vault_secret" "longhorn_ui" {
+  #checkov:skip=CKV_AZURE_41:No expiry: the server reads it on every boot; it is rotated by changing it (docs/day2.md), not by letting it lapse.
+  name         = local.cluster_secret_names.longhorn_ui_auth
+  value        = random_password.longhorn_ui.result
+  key_vault_id = azurerm_key_vault.main.id
+  content_type = "text/plain"
+  tags         = local.tags
+
+  depends_on = [time_sleep.operator_rbac_propagation]
+}
+
+resource "azurerm_key_vault_secret" "git_token" {
+  #checkov:skip=CKV_AZURE_41:No expiry: the token's own expiry is the git host's; the server reads this copy on every boot.
+  count = local.git_token_set ? 1 : 0
+
+  name         = local.cluster_secret_names.git_auth
+  value        = var.git_token
+  key_vault_id = azurerm_key_vault.main.id
+  content_type = "text/plain"
+  tags         = local.tags
+
+  depends_on = [time_sleep.operator_rbac_propagation]
+}
+
+resource "azurerm_key_vault_secret" "external_dns" {
+  #checkov:skip=CKV_AZURE_41:No expiry: the client secret's own expiry is Entra ID's; the server reads this copy on every boot.
+  count = local.external_dns_set ? 1 : 0
+
+  name         = local.cluster_secret_names.external_dns_azure
+  value        = var.external_dns_service_principal.client_secret
+  key_vault_id = azurerm_key_vault.main.id
+  content_type = "text/plain"
+  tags         = local.tags
+
+  depends_on = [time_sleep.operator_rbac_propagation]
+}
+
+resource "azurerm_role_assignment" "external_dns_zone" {
+  # external-dns writes the cluster's records, in this zone only.
+  count = local.external_dns_set ? 1 : 0
+
+  scope                = azurerm_dns_zone.main.id
+  role_definition_name = "DNS Zone Contributor"
+  principal_id         = var.external_dns_service_principal.object_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_role_assignment" "node_secrets_user" {
-  # Every node, server and workers, reads the join token with its own identity.
+  # Each node reads with its own identity: the server every secret of the vault (the join
+  # token and the cluster secrets), a worker only the join token.
   for_each = local.nodes
 
-  scope                = azurerm_key_vault.main.id
+  scope                = each.key == local.server.node_name ? azurerm_key_vault.main.id : azurerm_key_vault_secret.join_token.resource_versionless_id
   role_definition_name = "Key Vault Secrets User"
   principal_id         = azurerm_linux_virtual_machine.node[each.key].identity[0].principal_id
   # Saves Azure a directory lookup of the brand-new identity (which can fail on replication lag).

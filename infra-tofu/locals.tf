@@ -33,6 +33,26 @@ locals {
 
   join_token_secret_name = "rke2-join-token"
 
+  # The Key Vault secrets the server seeds as Kubernetes Secrets, by node config entry
+  # (cluster_secrets.<entry>.secret). keyvault.tf stores them.
+  cluster_secret_names = {
+    git_auth           = "git-token"
+    grafana_admin      = "grafana-admin-password"
+    longhorn_ui_auth   = "longhorn-ui-password"
+    external_dns_azure = "external-dns-client-secret"
+  }
+
+  # Whether the credentials issued elsewhere were given. Only that is public, never the
+  # values: without nonsensitive() every node config (user_data) would be hidden in plans.
+  git_token_set    = nonsensitive(var.git_token != null)
+  external_dns_set = nonsensitive(var.external_dns_service_principal != null)
+
+  # Fleet's GitRepo uses the Secret the server seeds from git_token: its name is
+  # git_repo.auth_secret, canarie-kube-auth unless the variable names another.
+  git_repo = var.git_repo == null ? null : merge(var.git_repo, {
+    auth_secret = var.git_repo.auth_secret != null ? var.git_repo.auth_secret : (local.git_token_set ? "canarie-kube-auth" : null)
+  })
+
   # The agent's defaults for the Longhorn disk, spelled out so the config is explicit.
   data_disk = {
     lun          = 0

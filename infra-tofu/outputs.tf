@@ -47,3 +47,22 @@ output "ssh" {
   description = "SSH command for each node, through the load balancer's NAT rules (open only to ssh_allowed_cidrs)."
   value       = { for name, node in local.nodes : name => "ssh -p ${node.ssh_port} ${var.admin_username}@${azurerm_public_ip.lb.ip_address}" }
 }
+
+output "cluster_secret_names" {
+  description = "Key Vault secrets the server seeds as Kubernetes Secrets, by node config entry. Read one (from an address in key_vault_allowed_cidrs): az keyvault secret show --vault-name <key_vault_name> --name <secret> --query value -o tsv."
+  value       = local.cluster_secret_names
+}
+
+output "public_urls" {
+  description = "The cluster's public endpoints (hosts under the DNS zone, published by external-dns, certificates from Let's Encrypt). Log in with user admin and the password in Key Vault (cluster_secret_names)."
+  # The host labels are the agent's (agent/src/rke2/cluster_values.rs); listed here for people.
+  value = {
+    grafana  = "https://grafana.${var.dns_zone_name}/"
+    longhorn = "https://longhorn.${var.dns_zone_name}/"
+  }
+}
+
+output "kubeconfig_command" {
+  description = "Fetches the cluster-admin kubeconfig from cp-01 over SSH (through the load balancer, open to ssh_allowed_cidrs) and writes it 0600, pointed at the load balancer."
+  value       = "canarie-agent kubeconfig --ssh-port ${local.server.ssh_port} --out ~/.kube/${var.name}.yaml ${var.admin_username}@${azurerm_public_ip.lb.ip_address}"
+}

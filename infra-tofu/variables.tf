@@ -232,6 +232,49 @@ variable "git_repo" {
   }
 }
 
+variable "git_token" {
+  description = "Token (or password) Fleet pulls git_repo with over HTTPS. Stored in the Key Vault (secret git-token); the server seeds it as the Secret named git_repo.auth_secret (default canarie-kube-auth) in fleet-local. null: the repository is public. Pass it as TF_VAR_git_token rather than in a file."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.git_token == null || (can(regex("^[!-~]+$", var.git_token)) && length(var.git_token) <= 4096)
+    error_message = "git_token must be 1-4096 printable ASCII characters without spaces (or null for a public repository)."
+  }
+}
+
+variable "git_username" {
+  description = "User name sent with git_token (GitHub and Azure DevOps accept any non-empty name with a token)."
+  type        = string
+  default     = "git"
+
+  validation {
+    condition     = can(regex("^[!-9;-~]{1,64}$", var.git_username))
+    error_message = "git_username must be 1-64 printable ASCII characters without spaces or ':'."
+  }
+}
+
+variable "external_dns_service_principal" {
+  description = "The Entra ID service principal external-dns manages the DNS zone with: its application (client) id, its object id (of the enterprise application, for the DNS Zone Contributor grant on the zone) and a client secret (stored in the Key Vault as external-dns-client-secret). Pods cannot use the nodes' managed identities. null: external-dns gets no credentials and stays in error."
+  type = object({
+    client_id     = string
+    object_id     = string
+    client_secret = string
+  })
+  default   = null
+  sensitive = true
+
+  validation {
+    condition = var.external_dns_service_principal == null || (
+      can(regex("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", var.external_dns_service_principal.client_id)) &&
+      can(regex("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", var.external_dns_service_principal.object_id)) &&
+      length(var.external_dns_service_principal.client_secret) > 0
+    )
+    error_message = "external_dns_service_principal needs client_id and object_id as GUIDs and a non-empty client_secret."
+  }
+}
+
 variable "extra_tls_san" {
   description = "Extra names or addresses for the API server certificate; the load balancer's IP and api.<dns_zone_name> are always included."
   type        = list(string)

@@ -58,6 +58,13 @@ def test_example_configs_content(example_eval, example_vars):
     assert server["cluster"]["git_repo"] == example_vars["git_repo"]
     assert "data_disk" not in server
     assert "node_taints" not in server, "an empty list is left out, not sent"
+    assert server["cluster"]["dns_zone"] == example_vars["dns_zone_name"]
+    assert server["cluster"]["name"] == example_vars["name"]
+    # Generated in Key Vault on every cluster; the credentials issued elsewhere only when given.
+    assert server["cluster_secrets"] == {
+        "grafana_admin": {"secret": "grafana-admin-password"},
+        "longhorn_ui_auth": {"secret": "longhorn-ui-password"},
+    }
 
     for name in ("wk-01", "wk-02"):
         worker = configs[name]
@@ -71,6 +78,7 @@ def test_example_configs_content(example_eval, example_vars):
             "wait_seconds": 600,
         }
         assert worker["node_labels"] == example_vars["worker_node_labels"]
+        assert "cluster_secrets" not in worker, "workers seed nothing (and may read only the join token)"
 
     for config in configs.values():
         assert config["join_token"] == {"vault": VAULT, "secret": "rke2-join-token", "rbac_wait_seconds": 900}
@@ -136,3 +144,64 @@ def test_image_id_validation(tmp_path):
     with pytest.raises(EvalError) as err:
         evaluate(tmp_path / "eval", tfvars)
     assert "image_id must be an Azure image resource id" in " ".join(str(err.value).split())
+
+
+GIT_TOKEN = "github_pat_canaryToken0123456789"
+DNS_CLIENT_SECRET = "canary~client.Secret_0123"
+CREDENTIALS_TFVARS = f"""
+git_repo = {{ url = "https://github.com/example/fleet.git", branch = "main" }}
+git_token = "{GIT_TOKEN}"
+external_dns_service_principal = {{
+  client_id     = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+  object_id     = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
+  client_secret = "{DNS_CLIENT_SECRET}"
+}}
+"""
+
+
+def test_credentials_issued_elsewhere_are_named_never_sent(tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + CREDENTIALS_TFVARS)
+    for name, b64 in ev["user_data"].items():
+        text = base64.b64decode(b64).decode()
+        assert GIT_TOKEN not in text and DNS_CLIENT_SECRET not in text, f"a secret value reached {name}'s user_data"
+    configs = decoded_user_data(ev)
+    server = configs["cp-01"]
+    assert server["cluster_secrets"]["git_auth"] == {"secret": "git-token", "username": "git"}
+    # The Secret the token is seeded as, and the GitRepo's clientSecretName: one name.
+    assert server["cluster"]["git_repo"]["auth_secret"] == "canarie-kube-auth"
+    assert server["cluster_secrets"]["external_dns_azure"] == {
+        "secret": "external-dns-client-secret",
+        "tenant_id": PLACEHOLDERS["data.azurerm_client_config.current.tenant_id"].strip('"'),
+        "subscription_id": PLACEHOLDERS["data.azurerm_client_config.current.subscription_id"].strip('"'),
+        "resource_group": PLACEHOLDERS["azurerm_resource_group.main.name"].strip('"'),
+        "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+    }
+    for name, config in configs.items():
+        result = agent_validate(config, tmp_path, name)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def test_a_git_token_needs_an_https_repository(tmp_path):
+    tfvars = REQUIRED_ONLY_TFVARS + f'git_token = "{GIT_TOKEN}"\ngit_repo = {{ url = "git@github.com:example/fleet.git", branch = "main" }}\n'
+    with pytest.raises(EvalError) as err:
+        evaluate(tmp_path / "eval", tfvars)
+    message = " ".join(str(err.value).split())
+    assert "needs git_repo with an https:// URL" in message
+    assert GIT_TOKEN not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('git_username = "a:b"', "git_username must be"),
+        (
+            'external_dns_service_principal = { client_id = "x", object_id = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff", client_secret = "s3cret-canary" }',
+            "external_dns_service_principal needs client_id and object_id as GUIDs",
+        ),
+    ],
+)
+def test_credential_variables_are_validated_without_showing_them(extra, message, tmp_path):
+    with pytest.raises(EvalError) as err:
+        evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + extra + "\n")
+    assert message in " ".join(str(err.value).split()), str(err.value)
+    # (Terraform quotes the offending tfvars line, the operator's own file; no value is shown beyond it.)

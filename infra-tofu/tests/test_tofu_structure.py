@@ -93,7 +93,12 @@ def test_every_vm_reads_the_vault_with_its_own_identity():
     assert len(users) == 1, users
     ra = next(iter(users.values()))
     assert attr(ra, "for_each") == attr(vm, "for_each"), "one role assignment per VM"
-    assert attr(ra, "scope") == "${azurerm_key_vault.main.id}"
+    # The server reads every secret of the vault; a worker only the join token (the ARM id
+    # of the secret, which is what a role assignment scope takes).
+    assert attr(ra, "scope") == (
+        "${each.key == local.server.node_name ? azurerm_key_vault.main.id : "
+        "azurerm_key_vault_secret.join_token.resource_versionless_id}"
+    )
     assert attr(ra, "principal_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].identity[0].principal_id}}"
 
 
@@ -147,21 +152,62 @@ def test_key_vault_settings():
     assert re.search(r"#[^\n]*[Pp]urge protection stays off", before), "say why purge protection is off"
 
 
-def test_join_token_secret_comes_from_random_password():
-    secret_name, secret = the_one("azurerm_key_vault_secret")
-    pw_name, pw = the_one("random_password")
-    assert attr(secret, "value") == f"${{random_password.{pw_name}.result}}"
-    assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
-    assert attr(pw, "length") >= 32
-    assert attr(pw, "special") is False
+# Key Vault secret resource -> (the value it stores, the locals name it is stored under).
+VAULT_SECRETS = {
+    "join_token": ("${random_password.join_token.result}", "${local.join_token_secret_name}"),
+    "grafana_admin": ("${random_password.grafana_admin.result}", "${local.cluster_secret_names.grafana_admin}"),
+    "longhorn_ui": ("${random_password.longhorn_ui.result}", "${local.cluster_secret_names.longhorn_ui_auth}"),
+    "git_token": ("${var.git_token}", "${local.cluster_secret_names.git_auth}"),
+    "external_dns": ("${var.external_dns_service_principal.client_secret}", "${local.cluster_secret_names.external_dns_azure}"),
+}
+
+
+def test_every_secret_is_generated_or_taken_from_a_sensitive_variable():
+    secrets = resources("azurerm_key_vault_secret")
+    assert set(secrets) == set(VAULT_SECRETS)
+    passwords = resources("random_password")
+    assert set(passwords) == {"join_token", "grafana_admin", "longhorn_ui"}
+    variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
+    for name, (value, secret_name) in VAULT_SECRETS.items():
+        secret = secrets[name]
+        assert attr(secret, "value") == value, name
+        assert attr(secret, "name") == secret_name, name
+        assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
+        assert attr(secret, "content_type") == "text/plain"
+        if value.startswith("${random_password."):
+            pw = passwords[value.split(".")[1]]
+            assert attr(pw, "length") >= 32 and attr(pw, "special") is False, name
+            assert "count" not in secret, f"{name} always exists"
+        else:
+            var_name = value.removeprefix("${var.").split(".")[0].rstrip("}")
+            assert attr(variables[var_name], "sensitive") is True, var_name
+            assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
+            # Only whether it was given decides; the value never leaves the secret.
+            assert attr(secret, "count").startswith("${local.") and attr(secret, "count").endswith("_set ? 1 : 0}")
 
 
 def test_operator_can_write_secrets_before_they_are_written():
     officer = [ra for ra in resources("azurerm_role_assignment").values() if attr(ra, "role_definition_name") == "Key Vault Secrets Officer"]
     assert len(officer) == 1
     assert attr(officer[0], "principal_id") == "${data.azurerm_client_config.current.object_id}"
-    _, secret = the_one("azurerm_key_vault_secret")
-    assert "time_sleep" in str(attr(secret, "depends_on"))
+    for name, secret in resources("azurerm_key_vault_secret").items():
+        assert "time_sleep" in str(attr(secret, "depends_on")), name
+
+
+def test_every_secret_exists_before_the_nodes_boot():
+    # The agent fails on a missing secret instead of waiting for it.
+    _, vm = the_one("azurerm_linux_virtual_machine")
+    depends = str(attr(vm, "depends_on"))
+    for name in resources("azurerm_key_vault_secret"):
+        assert f"azurerm_key_vault_secret.{name}" in depends, name
+
+
+def test_external_dns_may_write_only_the_cluster_zone():
+    (ra,) = [ra for ra in resources("azurerm_role_assignment").values() if attr(ra, "role_definition_name") == "DNS Zone Contributor"]
+    zone_name, _ = the_one("azurerm_dns_zone")
+    assert attr(ra, "scope") == f"${{azurerm_dns_zone.{zone_name}.id}}"
+    assert attr(ra, "principal_id") == "${var.external_dns_service_principal.object_id}"
+    assert attr(ra, "count") == "${local.external_dns_set ? 1 : 0}"
 
 
 # --- network ---------------------------------------------------------------------------

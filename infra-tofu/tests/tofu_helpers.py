@@ -18,11 +18,14 @@ REPO = INFRA.parent
 EXAMPLE_TFVARS = INFRA / "terraform.tfvars.example"
 AGENT_BIN = REPO / "target" / "debug" / "canarie-agent"
 
-# The only two resource attributes the node configs depend on (node-config.tf); the
-# rendering test puts these placeholders in their place.
+# The only resource and data source attributes the node configs depend on
+# (node-config.tf); the rendering test puts these placeholders in their place.
 PLACEHOLDERS = {
     "azurerm_public_ip.lb.ip_address": '"198.51.100.10"',
     "azurerm_key_vault.main.name": '"canarie-ab12cd"',
+    "data.azurerm_client_config.current.tenant_id": '"72f988bf-0000-4000-8000-00000000aaaa"',
+    "data.azurerm_client_config.current.subscription_id": '"00000000-0000-0000-0000-000000000000"',
+    "azurerm_resource_group.main.name": '"canarie-rg"',
 }
 
 

@@ -77,6 +77,43 @@ variable "server_node_taints" {
   default     = []
 }
 
+variable "cluster_name" {
+  description = "The cluster's name (external-dns's TXT owner id)."
+  type        = string
+}
+
+variable "dns_zone" {
+  description = "The cluster's DNS zone: external-dns's domain filter and the parent of the public hosts."
+  type        = string
+  default     = null
+}
+
+variable "cluster_secrets" {
+  description = "The Key Vault secrets the server seeds as Kubernetes Secrets (names and non-secret settings only), or null."
+  type = object({
+    git_auth = optional(object({
+      secret   = string
+      username = string
+    }))
+    grafana_admin = optional(object({
+      secret   = string
+      username = optional(string)
+    }))
+    longhorn_ui_auth = optional(object({
+      secret   = string
+      username = optional(string)
+    }))
+    external_dns_azure = optional(object({
+      secret          = string
+      tenant_id       = string
+      subscription_id = string
+      resource_group  = string
+      client_id       = string
+    }))
+  })
+  default = null
+}
+
 variable "worker_node_labels" {
   description = "Extra labels of every worker."
   type        = list(string)
@@ -103,17 +140,27 @@ locals {
       public_ip     = var.public_ip
       storage_nodes = length(var.workers)
       git_repo      = local.git_repo
+      name          = var.cluster_name
+      dns_zone      = var.dns_zone
     } : k => v if v != null
+  }
+
+  # Entries and their fields that are null are left out, like everywhere else.
+  cluster_secrets = var.cluster_secrets == null ? null : {
+    for entry, fields in var.cluster_secrets : entry => {
+      for k, v in fields : k => v if v != null
+    } if fields != null
   }
 
   server_config = {
     for k, v in {
-      version     = 1
-      role        = "server"
-      node_name   = var.server.node_name
-      cluster     = local.server_cluster
-      join_token  = local.join_token
-      node_taints = length(var.server_node_taints) > 0 ? var.server_node_taints : null
+      version         = 1
+      role            = "server"
+      node_name       = var.server.node_name
+      cluster         = local.server_cluster
+      join_token      = local.join_token
+      node_taints     = length(var.server_node_taints) > 0 ? var.server_node_taints : null
+      cluster_secrets = local.cluster_secrets
     } : k => v if v != null
   }
 
@@ -135,4 +182,12 @@ locals {
 output "configs" {
   description = "Node config objects keyed by node name; jsonencode one to get its userData JSON."
   value       = merge({ (var.server.node_name) = local.server_config }, local.worker_configs)
+
+  precondition {
+    # The agent would refuse the config at boot; say so at plan time.
+    condition = try(var.cluster_secrets.git_auth, null) == null || (
+      try(var.git_repo.auth_secret, null) != null && startswith(try(var.git_repo.url, ""), "https://")
+    )
+    error_message = "A git token (cluster_secrets.git_auth) needs git_repo with an https:// URL and auth_secret (the Secret it is seeded as)."
+  }
 }
