@@ -113,7 +113,11 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Converge the node (the systemd unit's ExecStart).
-    Bootstrap,
+    Bootstrap {
+        /// Print the run's report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what bootstrap would change; writes nothing.
     Plan {
         #[arg(long)]

@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Render { out } => render::run(global, &out),
         Command::Kubeconfig(args) => kubeconfig::run(&args),
         Command::Plan { json } => reconcile::run(global, Mode::Plan, json),
-        Command::Bootstrap => reconcile::run(global, Mode::Apply, false),
+        Command::Bootstrap { json } => reconcile::run(global, Mode::Apply, json),
         Command::Doctor { json } => doctor::run(global, json),
     }
 }

@@ -90,6 +90,27 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
 
     let sigs = &report.signatures;
     if report.interrupted_format {
+        // A run killed after mkfs.ext4 completed but before the marker was cleared: the
+        // disk already reads as our own, whole ext4 (mke2fs writes the primary superblock
+        // last, and e2fsck -p checks it before the mount). Reuse it; formatting it a
+        // second time would lose nothing yet, but a completed format is never repeated.
+        let as_found = decide(
+            device,
+            &ProbeReport {
+                interrupted_format: false,
+                ..report.clone()
+            },
+            opts,
+        );
+        if as_found.kind == DecisionKind::Reuse {
+            return Decision {
+                kind: DecisionKind::Reuse,
+                reason: format!(
+                    "this agent's own format of {dev} completed before its run was interrupted ({FORMAT_MARKER} names it): {}",
+                    as_found.reason
+                ),
+            };
+        }
         // Only what an interrupted mkfs.ext4 can leave: nothing recognisable yet, or a
         // (possibly half-written) ext4 superblock with our label.
         let only_our_ext4 = sigs
@@ -529,10 +550,20 @@ mod tests {
         let (k, why) = decide_kind(&partial);
         assert_eq!(k, DecisionKind::Format);
         assert!(why.contains("interrupted"), "{why}");
-        let half_superblock = ProbeReport {
+        // mkfs completed, the run died before it cleared the marker: reuse, never format twice.
+        let completed = ProbeReport {
             interrupted_format: true,
             ..ext4("longhorn")
         };
+        let (k, why) = decide_kind(&completed);
+        assert_eq!(k, DecisionKind::Reuse, "{why}");
+        assert!(
+            why.contains("completed before its run was interrupted"),
+            "{why}"
+        );
+        // A superblock that does not check out yet: the unfinished format is redone.
+        let mut half_superblock = completed.clone();
+        half_superblock.signatures[0].bad_checksum = true;
         assert_eq!(decide_kind(&half_superblock).0, DecisionKind::Format);
         for other in [
             ext4("data"),

@@ -211,6 +211,7 @@ fn finish(
     }
     report.duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
     report.converged = !report.failed();
+    report.usage = report::Usage::now();
     if mode == Mode::Plan {
         return report;
     }

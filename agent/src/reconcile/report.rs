@@ -41,7 +41,42 @@ pub struct RunReport {
     pub node_name: Option<String>,
     pub changes: usize,
     pub duration_ms: u64,
+    /// What the run cost the node (filled in when the run ends).
+    pub usage: Usage,
     pub steps: Vec<StepReport>,
+}
+
+/// CPU time and memory of the agent process itself, and of the programs it ran (mkfs,
+/// e2fsck). The agent's own CPU time excludes every wait on the network or a child.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub cpu_ms: u64,
+    pub max_rss_kib: u64,
+    pub children_cpu_ms: u64,
+}
+
+impl Usage {
+    pub fn now() -> Usage {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let cpu_ms = |u: &nix::sys::resource::Usage| {
+            let t = |tv: nix::sys::time::TimeVal| {
+                tv.tv_sec() as u64 * 1000 + tv.tv_usec() as u64 / 1000
+            };
+            t(u.user_time()) + t(u.system_time())
+        };
+        match (
+            getrusage(UsageWho::RUSAGE_SELF),
+            getrusage(UsageWho::RUSAGE_CHILDREN),
+        ) {
+            (Ok(me), Ok(children)) => Usage {
+                cpu_ms: cpu_ms(&me),
+                // Linux reports ru_maxrss in KiB.
+                max_rss_kib: me.max_rss().max(0) as u64,
+                children_cpu_ms: cpu_ms(&children),
+            },
+            _ => Usage::default(),
+        }
+    }
 }
 
 impl RunReport {
@@ -57,6 +92,7 @@ impl RunReport {
             node_name: None,
             changes: 0,
             duration_ms: 0,
+            usage: Usage::default(),
             steps: Vec::new(),
         }
     }

@@ -79,7 +79,13 @@ impl Sandbox {
     }
 
     pub async fn with_sim(sim: TestSim) -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
+        Sandbox::with_sim_in(sim, &std::env::temp_dir()).await
+    }
+
+    /// A sandbox whose root is a new directory inside `parent` (a disk lab, which unmounts
+    /// everything under it when dropped).
+    pub async fn with_sim_in(sim: TestSim, parent: &Path) -> Sandbox {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(
             dir.path().join("etc/machine-id"),
@@ -104,8 +110,19 @@ impl Sandbox {
     }
 
     pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let out = tokio::process::Command::new(BIN)
-            .args(args)
+        let mut cmd = tokio::process::Command::from(self.command(args));
+        let out = cmd
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .expect("the canarie-agent binary runs");
+        Run::from(out)
+    }
+
+    /// `canarie-agent ARGS` with this sandbox's root, simulator, CA, bus and short deadlines.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args)
             .arg("--root")
             .arg(self.root())
             .args([
@@ -128,12 +145,8 @@ impl Sandbox {
                 "10",
             ])
             .env_remove("JOURNAL_STREAM")
-            .env("CANARIE_LOG", "info")
-            .envs(env.iter().copied())
-            .output()
-            .await
-            .expect("the canarie-agent binary runs");
-        Run::from(out)
+            .env("CANARIE_LOG", "info");
+        cmd
     }
 
     /// Every file under the root with its bytes and mode, for before/after comparisons.
