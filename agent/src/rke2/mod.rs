@@ -11,14 +11,11 @@ mod cluster_values;
 mod manifests;
 mod node_config;
 pub mod secrets;
-pub(crate) mod yaml;
+mod yaml;
 
 #[cfg(test)]
 mod tests;
 
-pub use cluster_values::{
-    public_host, CLUSTER_VALUES_FILE, GRAFANA_HOST_LABEL, LONGHORN_HOST_LABEL, LONGHORN_UI_FILE,
-};
 pub use manifests::{longhorn_replicas, FLEET_BUNDLE_PATHS};
 pub use node_config::{
     AGENT_KEYS, LONGHORN_DEFAULT_DISK_LABEL, SERVER_KEYS, WRITE_KUBECONFIG_MODE,
