@@ -57,6 +57,44 @@ impl ErrorDetail {
     }
 }
 
+/// Parses a GetSecret answer into the value and its version (the last segment of `id`).
+/// Public for the fuzz targets (fuzz/); the client is the only other caller.
+#[doc(hidden)]
+pub fn parse_secret_bundle(body: &[u8]) -> Result<SecretValue> {
+    // serde_json's errors name the field and position, never the value.
+    let bundle: SecretBundle = serde_json::from_slice(body).context("parsing the secret JSON")?;
+    let version = bundle
+        .id
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok(SecretValue {
+        value: bundle.value,
+        version,
+    })
+}
+
+/// Reads a Key Vault error body: its codes, outermost first (`["Forbidden",
+/// "ForbiddenByRbac"]`), and the first line of its message, each capped and without control
+/// characters, since they go into a one-line error. A body that is not a Key Vault error
+/// gives one empty code and an empty message. Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn parse_error_body(body: &[u8]) -> (Vec<String>, String) {
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .unwrap_or_default()
+        .error;
+    // A code with a line break in it was found by the keyvault_error fuzz target.
+    let codes = detail
+        .codes()
+        .into_iter()
+        .map(|c| http::excerpt(c.as_bytes()))
+        .collect();
+    let first_line = detail.message.lines().next().unwrap_or("").trim();
+    (codes, http::excerpt(first_line.as_bytes()))
+}
+
 impl KeyVaultClient {
     pub fn new(
         base_override: Option<&str>,
@@ -118,18 +156,8 @@ impl KeyVaultClient {
                 .await
         })
         .await?;
-        let bundle: SecretBundle = serde_json::from_slice(&body)
-            .with_context(|| format!("Key Vault's answer for secret {secret:?} in vault {vault:?} is not a secret bundle"))?;
-        let version = bundle
-            .id
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        Ok(SecretValue {
-            value: bundle.value,
-            version,
+        parse_secret_bundle(&body).with_context(|| {
+            format!("Key Vault's answer for secret {secret:?} in vault {vault:?} is not a secret bundle")
         })
     }
 
@@ -142,10 +170,18 @@ impl KeyVaultClient {
         first_attempt: Instant,
         rbac_window: Duration,
     ) -> Result<Vec<u8>, AttemptError> {
+        // Marked sensitive: a Debug of the request or its headers shows no token.
+        let mut authorization =
+            reqwest::header::HeaderValue::from_str(&token.bearer()).map_err(|_| {
+                AttemptError::Fatal(anyhow::anyhow!(
+                    "the managed-identity token is not a valid HTTP header value"
+                ))
+            })?;
+        authorization.set_sensitive(true);
         let resp = self
             .http
             .get(url.clone())
-            .header(reqwest::header::AUTHORIZATION, token.bearer())
+            .header(reqwest::header::AUTHORIZATION, authorization)
             .send()
             .await
             .map_err(|e| transport_error(e, &format!("Key Vault {vault:?}")))?;
@@ -157,13 +193,11 @@ impl KeyVaultClient {
         if status.is_success() {
             return Ok(body);
         }
-        let detail = serde_json::from_slice::<ErrorBody>(&body)
-            .unwrap_or_default()
-            .error;
-        let codes = detail.codes();
+        let (codes, message) = parse_error_body(&body);
+        let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
         let cause = |hint: &str| {
             anyhow::anyhow!(
-                "Key Vault {vault:?} refused secret {secret:?}: HTTP {} {} ({}): {hint}",
+                "Key Vault {vault:?} refused secret {secret:?}: HTTP {} {} ({message}): {hint}",
                 status.as_u16(),
                 codes
                     .iter()
@@ -171,7 +205,6 @@ impl KeyVaultClient {
                     .filter(|c| !c.is_empty())
                     .collect::<Vec<_>>()
                     .join("/"),
-                detail.message.lines().next().unwrap_or("").trim(),
             )
         };
         Err(match (status.as_u16(), codes.as_slice()) {
@@ -223,6 +256,19 @@ mod tests {
         let err =
             KeyVaultClient::new(Some("http://127.0.0.1:80"), None, RetryPolicy::VAULT).unwrap_err();
         assert!(err.to_string().contains("must be https://"));
+    }
+
+    #[test]
+    fn a_bundle_gives_the_value_and_the_version_of_its_id() {
+        use secrecy::ExposeSecret;
+        let s = parse_secret_bundle(
+            br#"{"value":"K10-x","id":"https://kv.vault.azure.net/secrets/t/0a1b2c/","attributes":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.value.expose_secret(), "K10-x");
+        assert_eq!(s.version, "0a1b2c");
+        let (codes, message) = parse_error_body(b"<html>502</html>");
+        assert_eq!((codes, message), (vec![String::new()], String::new()));
     }
 
     #[test]

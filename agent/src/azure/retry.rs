@@ -59,13 +59,30 @@ impl RetryPolicy {
     };
 
     fn backoff(&self) -> impl Iterator<Item = Duration> {
-        backon::ExponentialBuilder::default()
+        let builder = backon::ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build()
+            .without_max_times();
+        if jitter_disabled() {
+            builder.build()
+        } else {
+            builder.with_jitter().build()
+        }
     }
+}
+
+/// `CANARIE_BENCH_NO_JITTER=1` turns the jitter off. It exists only so the fleet-scale
+/// benchmark (agent/benches/scale.rs, docs/benchmarks.md) can show what jitter buys: a
+/// fleet that retries in lockstep hits Azure in waves. Never set it on a node.
+fn jitter_disabled() -> bool {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISABLED.get_or_init(|| {
+        let disabled = std::env::var_os("CANARIE_BENCH_NO_JITTER").is_some_and(|v| v == "1");
+        if disabled {
+            tracing::warn!("CANARIE_BENCH_NO_JITTER=1: retries are not jittered (benchmarks only)");
+        }
+        disabled
+    })
 }
 
 /// Why one attempt failed, and whether another attempt may succeed.

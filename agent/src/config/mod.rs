@@ -22,10 +22,28 @@ pub struct ConfigError {
 impl ConfigError {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
-            path: path.into(),
-            message: message.into(),
+            path: escape_controls(path.into()),
+            message: escape_controls(message.into()),
         }
     }
+}
+
+/// Errors echo input (an unknown field's name, a device path), which may hold line breaks
+/// or other control characters; escaped, the error stays one line and cannot forge a log
+/// line. (Found by the config_parse fuzz target.)
+fn escape_controls(s: String) -> String {
+    if !s.contains(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Where a node config came from, for logs and `doctor`.
