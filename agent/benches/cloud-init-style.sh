@@ -29,6 +29,5 @@ node-label:
   - node.longhorn.io/create-default-disk=true
 YAML
 
-dbus-send --address="$DBUS" --print-reply --dest=org.freedesktop.systemd1 \
-  /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager.StartUnit \
-  string:rke2-agent.service string:replace >/dev/null
+busctl --address="$DBUS" call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+  org.freedesktop.systemd1.Manager StartUnit ss rke2-agent.service replace >/dev/null

@@ -23,6 +23,29 @@ pub fn imds_client() -> Result<reqwest::Client> {
         .context("building the IMDS HTTP client")
 }
 
+/// The system CA bundle, as the distributions ship it (`SSL_CERT_FILE` wins). One file
+/// parsed once: scanning the hashed `/etc/ssl/certs` directory as well would more than
+/// double the agent's own CPU time per boot for the same certificates.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("parsing the CA file {} as PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the CA file {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(certs)
+}
+
 /// A client for Key Vault: HTTPS only, the system roots plus an optional extra CA bundle,
 /// no redirects (a redirect would carry the bearer token elsewhere).
 pub fn vault_client(extra_ca: Option<&Path>) -> Result<reqwest::Client> {
@@ -32,20 +55,28 @@ pub fn vault_client(extra_ca: Option<&Path>) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("canarie-agent/", env!("CARGO_PKG_VERSION")));
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            SYSTEM_CA_BUNDLES
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.exists())
+        });
+    let mut roots = match &system {
+        Some(path) => read_pem_certificates(path).context("loading the system CA bundle")?,
+        None => Vec::new(),
+    };
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading the CA file {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-            format!("parsing the CA file {} as PEM certificates", path.display())
-        })?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "the CA file {} holds no PEM certificate",
-            path.display()
-        );
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        roots.extend(read_pem_certificates(path)?);
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "no CA certificates to trust Key Vault with: none of {} exists (install ca-certificates) and no --ca-file was given",
+        SYSTEM_CA_BUNDLES.join(", ")
+    );
+    for cert in roots {
+        builder = builder.add_root_certificate(cert);
     }
     builder
         .build()

@@ -223,7 +223,7 @@ impl KeyVaultClient {
                 AttemptError::Fatal(cause("the secret is disabled: enable it (az keyvault secret set-attributes --enabled true)"))
             }
             (403, _) => AttemptError::Fatal(cause("grant the VM's identity 'Key Vault Secrets User' (or an access policy with get) on the vault")),
-            (404, _) => AttemptError::Fatal(cause("create the secret, or fix join_token.vault / join_token.secret in the node config")),
+            (404, _) => AttemptError::Fatal(cause("create the secret, or fix the vault or secret name in the node config")),
             (401, _) => AttemptError::Fatal(cause("the token was not accepted: check the vault's tenant and the identity")),
             _ => http::status_error(status, &headers, &body, VAULT_RETRY_STATUSES, &format!("Key Vault {vault:?}")),
         })

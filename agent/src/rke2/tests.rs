@@ -455,7 +455,11 @@ fn walk_has_fleet_yaml(dir: &Path) -> bool {
 
 #[test]
 fn data_disk_dropin_requires_the_mount_for_the_roles_unit() {
-    let s = files(&server(), &MOUNTED);
+    // The example server has no data disk; a server that is also a storage node does.
+    let storage_server = with_json(SERVER_JSON, |v| {
+        v["data_disk"] = serde_json::json!({"lun": 0})
+    });
+    let s = files(&storage_server, &MOUNTED);
     let dropin = &s["/etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"];
     let text = String::from_utf8(dropin.contents.clone()).unwrap();
     assert!(

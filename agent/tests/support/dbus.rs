@@ -57,10 +57,9 @@ impl Manager {
         name: String,
         _mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-        #[zbus(object_server)] server: &zbus::ObjectServer,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
         self.state.lock().unwrap().started.push(name.clone());
-        self.queue_job(name, emitter, server).await
+        self.queue_job(name, emitter).await
     }
 
     async fn restart_unit(
@@ -68,10 +67,9 @@ impl Manager {
         name: String,
         _mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-        #[zbus(object_server)] server: &zbus::ObjectServer,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
         self.state.lock().unwrap().restarted.push(name.clone());
-        self.queue_job(name, emitter, server).await
+        self.queue_job(name, emitter).await
     }
 
     async fn load_unit(
@@ -115,7 +113,6 @@ impl Manager {
         &mut self,
         name: String,
         emitter: SignalEmitter<'_>,
-        server: &zbus::ObjectServer,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
         self.next_job += 1;
         let id = self.next_job;
@@ -131,18 +128,8 @@ impl Manager {
             .get(&name)
             .copied()
             .unwrap_or(StartOutcome::Done);
-        let path = unit_path(&name);
-        if server.interface::<_, Unit>(&path).await.is_err() {
-            server
-                .at(
-                    &path,
-                    Unit {
-                        name: name.clone(),
-                        state: self.state.clone(),
-                    },
-                )
-                .await?;
-        }
+        // The unit's object is registered by LoadUnit, as systemd loads a unit before it
+        // runs a job.
         let emitter = emitter.to_owned();
         let state = self.state.clone();
         let job2 = job.clone();
