@@ -29,6 +29,8 @@ struct Cost {
     tree_max_rss_kib: u64,
 }
 
+// The child is reaped by wait4(2) below, which std's Child does not know about.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command) -> (Cost, String) {
     let started = Instant::now();
     let child = cmd

@@ -14,16 +14,9 @@ pub fn run(global: &GlobalArgs, json: bool) -> i32 {
             return exit::ERROR;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("doctor") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("canarie-agent: doctor cannot start the async runtime: {e}");
-            return exit::ERROR;
-        }
+        Err(code) => return code,
     };
     let checks = doctor::run(&opts);
     // The checks' findings say everything; the clients' retry logs would only repeat them

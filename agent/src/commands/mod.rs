@@ -30,3 +30,16 @@ pub fn run(cli: Cli) -> i32 {
 pub(crate) fn report_error(what: &str, err: &anyhow::Error) {
     eprintln!("canarie-agent: {what}: {err:#}");
 }
+
+/// The async runtime of the commands that talk to Azure and D-Bus: two workers are plenty
+/// for a handful of concurrent requests, and keep the agent small on a busy boot.
+pub(crate) fn runtime(what: &str) -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("canarie-agent: {what} cannot start the async runtime: {e}");
+            crate::cli::exit::ERROR
+        })
+}

@@ -5,16 +5,13 @@ use crate::cli::{exit, GlobalArgs};
 use crate::reconcile::{self, Mode};
 
 pub fn run(global: &GlobalArgs, mode: Mode, json: bool) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(if mode == Mode::Plan {
+        "plan"
+    } else {
+        "bootstrap"
+    }) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("canarie-agent: cannot start the async runtime: {e}");
-            return exit::ERROR;
-        }
+        Err(code) => return code,
     };
     let cx = global.context();
     let report = match runtime.block_on(reconcile::run(&cx, mode)) {
