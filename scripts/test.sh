@@ -12,8 +12,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (binaries the tests start)"
 cargo build --workspace --bins --locked
-echo "== cargo test"
-cargo test --workspace --locked -- --test-threads=4
+echo "== cargo test (offline: a network namespace with only loopback)"
+cargo test --workspace --locked --no-run -q
+scripts/offline.sh cargo test --workspace --locked --offline -- --test-threads=4
 
 for t in scripts/test.d/*.sh; do
   [ -e "$t" ] || continue
