@@ -14,6 +14,9 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" BLKID_STATIC=1 \
   cargo build --release --locked -p canarie-agent --bin canarie-agent --target "$target" >&2
 
 bin="$PWD/target/$target/release/canarie-agent"
+# The profile strips symbols; .comment only lists the compilers' version strings (lintian:
+# binary-has-unneeded-section). The build-id note stays, for matching debug info.
+objcopy --remove-section=.comment "$bin"
 if ! file -b "$bin" | grep -Eq 'static(-pie)? linked|statically linked'; then
   echo "static-build: $bin is not statically linked ($(file -b "$bin")); check that libblkid-dev (libblkid.a) is installed" >&2
   exit 1

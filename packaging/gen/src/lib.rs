@@ -95,6 +95,11 @@ pub fn environment_file(cmd: &clap::Command) -> String {
         }
         out.push_str(&format!("#{}={default}\n", env.to_string_lossy()));
     }
+    // Not a flag, so clap does not know it: the log filter read in commands/logging.rs.
+    out.push_str(
+        "\n# Log filter (tracing EnvFilter syntax), e.g. debug or canarie_agent::disk=debug\n\
+         #CANARIE_LOG=info\n",
+    );
     out
 }
 

@@ -138,6 +138,10 @@ fn environment_file_lists_every_variable_commented_out() {
         text.contains("#CANARIE_VAULT_DEADLINE=660\n"),
         "defaults shown:\n{text}"
     );
+    assert!(
+        text.contains("\n#CANARIE_LOG=info\n"),
+        "the log filter:\n{text}"
+    );
     // Nothing is set: systemd would see no assignment at all.
     for line in text.lines() {
         assert!(
