@@ -154,6 +154,8 @@ mkdir "$root"
 tar -C "$root" -xf "$tarball"
 # dpkg runs maintainer scripts with this PATH: the logging shims below come first.
 in_root() { chroot "$root" env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+# Debian 12's own systemctl, offline (--root), past the logging shim below.
+unit_ctl() { chroot "$root" /bin/systemctl --root=/ "$@"; }
 
 # What the node has besides the agent: RKE2's config and state, Longhorn's data, the data
 # disk's mount unit (the agent writes it). Purge must leave all of it as it was.
@@ -193,7 +195,7 @@ cp "$deb" "$root/tmp/canarie-agent.deb"
 in_root dpkg -i /tmp/canarie-agent.deb > "$work/install.log" 2>&1 || fail "dpkg -i: $(cat "$work/install.log")"
 link="$root/etc/systemd/system/multi-user.target.wants/canarie-agent.service"
 [ "$(readlink "$link")" = /lib/systemd/system/canarie-agent.service ] || fail "no enable symlink: $(ls -l "$link" 2>&1)"
-[ "$(systemctl --root="$root" is-enabled canarie-agent.service)" = enabled ] || fail "the unit is not enabled"
+[ "$(unit_ctl is-enabled canarie-agent.service)" = enabled ] || fail "the unit is not enabled"
 grep -E "$starts" "$root/var/log/canarie-test-calls" && fail "installing started a unit (above)"
 grep -q 'daemon-reload' "$root/var/log/canarie-test-calls" || fail "postinst did not reload a running systemd"
 cmp -s packaging/deb/canarie-agent.service "$root/lib/systemd/system/canarie-agent.service" ||
@@ -211,10 +213,10 @@ verify_out=$(in_root systemd-analyze verify /lib/systemd/system/canarie-agent.se
 ok "systemd-analyze verify accepts canarie-agent.service"
 
 # An administrator's "disabled" survives a reinstall (an upgrade).
-systemctl --root="$root" disable --quiet canarie-agent.service
+unit_ctl disable --quiet canarie-agent.service
 in_root dpkg -i /tmp/canarie-agent.deb > "$work/reinstall.log" 2>&1 || fail "reinstall: $(cat "$work/reinstall.log")"
 [ -e "$link" ] && fail "a reinstall re-enabled a unit the administrator disabled"
-systemctl --root="$root" enable --quiet canarie-agent.service
+unit_ctl enable --quiet canarie-agent.service
 ok "a reinstall keeps the administrator's choice"
 
 # The agent's state, as a node would have it; purge removes it with everything else.
