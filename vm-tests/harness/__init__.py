@@ -1,0 +1,1 @@
+"""The vm-tests harness: boots the project's .deb in QEMU guests against azure-sim."""

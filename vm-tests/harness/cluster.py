@@ -1,0 +1,96 @@
+"""The three nodes (cp-01 server, wk-01/wk-02 agents with a data disk), made from the
+example node configs, each with its own azure-sim holding its userData and the join token."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .image import Image
+from .sim import AzureSim
+from .util import REPO, run
+from .vm import VM, Node
+
+EXAMPLES = REPO / "examples"
+
+
+def node_config(name: str) -> tuple[str, dict]:
+    """(role, node config) for cp-01, or any wk-NN (workers have a data disk at LUN 0)."""
+    if name.startswith("cp-"):
+        config = json.loads((EXAMPLES / "server.json").read_text())
+    else:
+        config = json.loads((EXAMPLES / "agent.json").read_text())
+        assert config["data_disk"]["lun"] == 0, "the VMs attach the data disk at LUN 0"
+    config = copy.deepcopy(config)
+    config["node_name"] = name
+    return config["role"], config
+
+
+@dataclass
+class Run:
+    """What every VM of one run shares."""
+
+    work: Path
+    image: Image
+    agent_binary: Path  # runs `render` on the host: the expected files
+    join_token: str
+    sims: list[AzureSim] = field(default_factory=list)  # every simulator, stopped at the end
+
+    @property
+    def token_sha256(self) -> str:
+        return hashlib.sha256(self.join_token.encode()).hexdigest()
+
+    @staticmethod
+    def new_token() -> str:
+        # The shape of an RKE2 token; random per run, never printed.
+        return f"K10{secrets.token_hex(32)}::server:{secrets.token_hex(16)}"
+
+    def vm(self, name: str, *, label: str | None = None) -> VM:
+        """A new VM (fresh OS and data disk) with its own azure-sim. `label` names its
+        directory when one run has two VMs for the same node (the baseline's)."""
+        role, config = node_config(name)
+        machine = str(uuid.uuid4())
+        node = Node(name=name, role=role, config=config, uuid=machine,
+                    has_data_disk="data_disk" in config)
+        d = self.work / (label or name)
+        sim = AzureSim(d / "sim", {
+            "vm_id": machine, "name": name, "tags": {"role": role},
+            "user_data_json": config,
+            "secrets": {config["join_token"]["secret"]: {"value": self.join_token}},
+        })
+        self.sims.append(sim)
+        sim.start()
+        return VM(node, self.image, d, sim, self.token_sha256)
+
+    def expected_files(self, vm: VM) -> dict[str, dict]:
+        """What `canarie-agent render` says the node gets: path -> {mode, sha256}."""
+        out = vm.dir / "render"
+        if not out.exists():
+            cfg = vm.dir / "node-config.json"
+            cfg.write_text(json.dumps(vm.node.config))
+            run([str(self.agent_binary), "render", "--config", str(cfg), "--out", str(out)])
+        files = {}
+        for p in sorted(out.rglob("*")):
+            if p.is_file():
+                files["/" + str(p.relative_to(out))] = {
+                    "mode": f"{p.stat().st_mode & 0o7777:o}",
+                    "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                }
+        return files
+
+
+def extract_binary(deb: Path, work: Path) -> Path:
+    """The agent binary from the .deb, to run `render` on the host with the same build."""
+    dest = work / "deb-contents"
+    shutil.rmtree(dest, ignore_errors=True)
+    run(["dpkg-deb", "-x", str(deb), str(dest)])
+    binary = dest / "usr/bin/canarie-agent"
+    if not binary.exists():
+        raise RuntimeError(f"{deb} has no usr/bin/canarie-agent")
+    return binary

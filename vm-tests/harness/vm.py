@@ -1,0 +1,181 @@
+"""One QEMU guest: its OS disk (a qcow2 overlay on the run's image), its data disk (raw, at
+SCSI LUN 0), its azure-sim, and one boot at a time. A boot ends when the guest's check unit
+powers it off (QEMU runs with -no-reboot), or when the host-side timeout kills QEMU."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .image import Image
+from .sim import AzureSim
+from .util import log, run
+
+# Guest addresses QEMU forwards to azure-sim on 127.0.0.1 (restrict=on: nothing else).
+IMDS_ADDR = "169.254.169.254"
+VAULT_ADDR = "169.254.169.253"
+DATA_LINK = "/dev/disk/azure/scsi1/lun0"
+# Two guests at a time on the 2-core machine, one vCPU each (docs/vm-tests.md).
+SLOTS = threading.Semaphore(2)
+
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kills every QEMU still running (cleanup after a failure or an interrupt)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Node:
+    name: str
+    role: str  # "server" | "agent"
+    config: dict  # the node config served as IMDS userData
+    uuid: str  # SMBIOS system UUID: the agent's machine identity
+    has_data_disk: bool
+
+
+@dataclass
+class Boot:
+    node: str
+    role: str
+    number: int
+    mode: str
+    checks: list[tuple[bool, str, str]] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    complete: bool = False  # END seen
+    exit_status: int | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+    console: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and all(ok for ok, _, _ in self.checks)
+
+    def failures(self) -> list[str]:
+        out = [f"{name}: {detail}" for ok, name, detail in self.checks if not ok]
+        if not self.complete:
+            why = "timed out" if self.timed_out else f"QEMU exited {self.exit_status}"
+            out.append(f"no complete report from the guest ({why}); console: {self.console}")
+        return out
+
+
+class VM:
+    def __init__(self, node: Node, image: Image, workdir: Path, sim: AzureSim, token_sha256: str):
+        self.node = node
+        self.image = image
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sim = sim
+        self.token_sha256 = token_sha256
+        self.os_disk = self.dir / "os.qcow2"
+        self.data_disk = self.dir / "data.raw" if node.has_data_disk else None
+        self.boots: list[Boot] = []
+        self.new_os_disk()
+        if self.data_disk:
+            # A new Azure "Empty" data disk reads back as zeros: a sparse file does too.
+            run(["truncate", "-s", "2G", str(self.data_disk)])
+
+    def new_os_disk(self) -> None:
+        """A fresh OS disk from the image (a new VM, or a rebuild that keeps the data disk)."""
+        self.os_disk.unlink(missing_ok=True)
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.root),
+             str(self.os_disk)])
+
+    def boot(self, *, mode: str = "agent", expect: dict, timeout: float = 300,
+             extra: dict | None = None) -> Boot:
+        n = len(self.boots) + 1
+        boot = Boot(node=self.node.name, role=self.node.role, number=n, mode=mode)
+        tag = f"{self.node.name}#{n}"
+        inputs = {
+            "node": self.node.name, "boot": n, "mode": mode, "role": self.node.role,
+            "expect": expect, "token_sha256": self.token_sha256, "data_link": DATA_LINK,
+            "hosts": {f"{self.node.config['join_token']['vault']}.vault.azure.net": VAULT_ADDR},
+            **(extra or {}),
+        }
+        inputs_file = self.dir / f"boot{n}-inputs.json"
+        inputs_file.write_text(json.dumps(inputs))
+        results = self.dir / f"boot{n}-results.log"
+        boot.console = self.dir / f"boot{n}-console.log"
+        cmdline = ["root=/dev/vda", "rw", "console=ttyS0", "loglevel=4",
+                   f"systemd.hostname={self.node.name}"]
+        # One image for both: cloud-init sleeps on the canarie boots, the agent on the baseline's.
+        cmdline.append("cloud-init=disabled" if mode == "agent" else "systemd.mask=canarie-agent.service")
+        cmd = [
+            "qemu-system-x86_64", "-name", tag, "-nodefaults", "-no-user-config", "-display", "none",
+            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "1", "-m", "1024",
+            "-uuid", self.node.uuid, "-no-reboot", "-rtc", "base=utc",
+            "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+            "-append", " ".join(cmdline),
+            "-serial", f"file:{boot.console}",
+            "-drive", f"file={self.os_disk},if=virtio,format=qcow2,cache=unsafe",
+            "-netdev", ",".join([
+                "user,id=n0,restrict=on,net=169.254.169.0/24,host=169.254.169.2",
+                f"guestfwd=tcp:{IMDS_ADDR}:80-cmd:socat - TCP:127.0.0.1:{self.sim.imds_port}",
+                f"guestfwd=tcp:{VAULT_ADDR}:443-cmd:socat - TCP:127.0.0.1:{self.sim.vault_port}",
+            ]),
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-device", "virtio-rng-pci",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"file,id=results,path={results}",
+            "-device", "virtserialport,chardev=results,name=org.canarie.results",
+            "-fw_cfg", f"name=opt/org.canarie/vmtest.json,file={inputs_file}",
+            "-fw_cfg", f"name=opt/org.canarie/sim-ca.pem,file={self.sim.ca_file}",
+        ]
+        if self.data_disk:
+            cmd += ["-device", "virtio-scsi-pci,id=scsi0",
+                    "-drive", f"file={self.data_disk},if=none,id=data0,format=raw,cache=writeback",
+                    "-device", "scsi-hd,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=canarie-data0"]
+        with SLOTS:
+            log(f"{tag}: boot ({mode})")
+            t0 = time.monotonic()
+            with open(self.dir / f"boot{n}-qemu.log", "wb") as qlog:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
+                                        start_new_session=True)
+            with _running_lock:
+                _running.add(proc)
+            try:
+                boot.exit_status = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                boot.timed_out = True
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            finally:
+                with _running_lock:
+                    _running.discard(proc)
+            boot.seconds = time.monotonic() - t0
+        _parse_results(results, boot)
+        self.boots.append(boot)
+        status = "ok" if boot.ok else "FAILED: " + "; ".join(boot.failures())
+        log(f"{tag}: done in {boot.seconds:.0f} s, {status}")
+        return boot
+
+
+def _parse_results(path: Path, boot: Boot) -> None:
+    if not path.exists():
+        return
+    for line in path.read_text(errors="replace").splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind in ("PASS", "FAIL"):
+            name, _, detail = rest.partition(" ")
+            boot.checks.append((kind == "PASS", name, detail))
+        elif kind == "DATA":
+            name, _, payload = rest.partition(" ")
+            try:
+                boot.data[name] = json.loads(payload)
+            except json.JSONDecodeError as e:
+                boot.checks.append((False, f"data-{name}", f"unreadable JSON from the guest: {e}"))
+        elif kind == "END":
+            boot.complete = True
