@@ -1,0 +1,456 @@
+"""Tests of packaging/image/bake (docs/image.md), run by scripts/test.d/70-image-bake.sh:
+
+    bake_test.py prepare          needs the network once: the open-iscsi .debs (cached)
+    bake_test.py test --deb DEB   offline: argument handling, a real bake of a Debian 12
+                                  cloud-style image, its checks, `verify` on broken copies,
+                                  and the baked VHD booting in the vm-tests QEMU harness
+
+The base image is the vm-tests root filesystem (vm-tests/harness/image.py, cached) laid out
+like Ubuntu 24.04's cloud image: GPT, /boot on partition 16, an EFI partition 15, the root
+filesystem last on partition 1, mounted by label; plus what a once-booted image would carry
+(machine-id, SSH host keys, logs, apt caches, cloud-init state) for the bake to remove. RKE2
+is a stand-in artifact set with the release's file layout, whose binary and units are the
+vm-tests stand-ins."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "vm-tests"))
+
+from harness import image as vm_image  # noqa: E402  (the vm-tests harness, reused)
+from harness.util import CACHE_DIR, log, run  # noqa: E402
+
+BAKE = REPO / "packaging/image/bake"
+VERIFY = REPO / "packaging/image/verify"
+LIB = REPO / "packaging/image/lib.sh"
+STANDIN_INSTALL = Path(__file__).resolve().parent / "rke2-standin/install.sh"
+MIB = 1024 * 1024
+BASE_SIZE = 1536 * MIB  # the root filesystem fills ~800 MB of it
+BAKED_SIZE = "2G"  # grown by the bake (--size): exercises partition and filesystem growth
+LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+
+
+class Failed(Exception):
+    pass
+
+
+class Results:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.count = 0
+
+    def check(self, ok: bool, what: str) -> bool:
+        self.count += 1
+        print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+def debs_cache() -> Path:
+    return CACHE_DIR / f"image-bake-debs-{vm_image.rootfs_key()}"
+
+
+def prepare() -> None:
+    """open-iscsi and what it needs beyond the base image, resolved by the host's apt
+    against the base image's own dpkg status (the recipe docs/image.md gives users)."""
+    dest = debs_cache()
+    if dest.exists() and any(dest.glob("open-iscsi_*.deb")):
+        log(f"image-bake: cached open-iscsi packages in {dest}")
+        return
+    tarball = vm_image.rootfs_tarball()
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        run(["tar", "-xf", str(tarball), "-C", tmp, "./var/lib/dpkg/status"])
+        partial = Path(tmp) / "debs"
+        (partial / "partial").mkdir(parents=True)
+        run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
+             "-o", f"Dir::State::status={tmp}/var/lib/dpkg/status",
+             "-o", f"Dir::Cache::archives={partial}", "-o", "APT::Sandbox::User=root",
+             "-o", "Debug::NoLocking=1", "install", "open-iscsi"])
+        (partial / "partial").rmdir()
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(partial), dest)
+    log(f"image-bake: downloaded {', '.join(p.name for p in sorted(dest.glob('*.deb')))}")
+
+
+def _tar(entries: dict[str, tuple[int, bytes]], compress: bool = True) -> bytes:
+    """A reproducible tarball: sorted, root-owned, fixed mtime, directories included."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        dirs = sorted({str(Path(p).parents[i]) for p in entries for i in range(len(Path(p).parts) - 1)})
+        for name in dirs + sorted(entries):
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 1700000000, 0, 0, "root", "root"
+            if name in entries:
+                mode, data = entries[name]
+                info.mode, info.size = mode, len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+    return gzip.compress(raw.getvalue(), mtime=0) if compress else raw.getvalue()
+
+
+def make_rke2_artifacts(dest: Path) -> Path:
+    """RKE2's air-gap release files for amd64, same names and tarball layout as a release,
+    small: bin/rke2 and the two units are the vm-tests stand-ins (they check what the agent
+    wrote and record each start), install.sh is tests/rke2-standin/install.sh."""
+    guest = vm_image.GUEST_TREE
+    units = guest / "usr/local/lib/systemd/system"
+    dest.mkdir(parents=True)
+    tarball = _tar({
+        "bin/rke2": (0o755, (guest / "usr/local/bin/rke2").read_bytes()),
+        "bin/rke2-killall.sh": (0o755, b"#!/bin/sh\n# stand-in for RKE2's killall script\nexit 0\n"),
+        "bin/rke2-uninstall.sh": (0o755, b"#!/bin/sh\n# stand-in for RKE2's uninstall script (/usr/local)\nexit 0\n"),
+        "lib/systemd/system/rke2-server.service": (0o644, (units / "rke2-server.service").read_bytes()),
+        "lib/systemd/system/rke2-agent.service": (0o644, (units / "rke2-agent.service").read_bytes()),
+        "lib/systemd/system/rke2-server.env": (0o644, b"HOME=/root\n"),
+        "lib/systemd/system/rke2-agent.env": (0o644, b"HOME=/root\n"),
+        "share/rke2/LICENSE.txt": (0o644, b"stand-in for RKE2's LICENSE.txt\n"),
+        "share/rke2/rke2-cis-sysctl.conf": (0o644, b"# stand-in for RKE2's CIS sysctl settings\n"),
+    })
+    images = _tar({"stand-in-images.txt": (0o644, b"stand-in for RKE2's air-gap images\n")})
+    (dest / "rke2.linux-amd64.tar.gz").write_bytes(tarball)
+    (dest / "rke2-images.linux-amd64.tar.gz").write_bytes(images)
+    # Like a release's file: more assets than the ones downloaded.
+    sums = {"rke2-images.linux-amd64.tar.gz": images, "rke2.linux-amd64": b"not downloaded",
+            "rke2.linux-amd64.tar.gz": tarball}
+    (dest / "sha256sum-amd64.txt").write_text(
+        "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(sums.items())))
+    shutil.copyfile(STANDIN_INSTALL, dest / "install.sh")
+    return dest
+
+
+def build_base(work: Path) -> Path:
+    """The Debian 12 base image as a qcow2 (the format of Ubuntu's downloadable .img)."""
+    tarball = vm_image.rootfs_tarball()
+    rootfs = work / "base-rootfs"
+    rootfs.mkdir()
+    try:
+        run(["tar", "-xf", str(tarball), "-C", str(rootfs), "--numeric-owner"])
+        # The vm-tests guest side (network, fw_cfg inputs, check unit), without its RKE2
+        # stand-in: RKE2 comes from the artifact set, installed by the bake.
+        vm_image.install_guest_tree(rootfs, rke2_standin=False)
+        (rootfs / "etc/fstab").write_text(
+            "LABEL=cloudimg-rootfs / ext4 rw,discard,errors=remount-ro 0 1\n"
+            "LABEL=BOOT /boot ext4 defaults 0 2\n"
+            "LABEL=UEFI /boot/efi vfat umask=0077,nofail 0 1\n")
+        plant_leftovers(rootfs)
+        boot = work / "boot.ext4"
+        boot_tree = work / "boot-tree"
+        (rootfs / "boot").rename(boot_tree)
+        (rootfs / "boot").mkdir()
+        (rootfs / "boot/efi").mkdir()
+        run(["truncate", "-s", "200M", str(boot)])
+        run(["mkfs.ext4", "-q", "-F", "-L", "BOOT", "-d", str(boot_tree), str(boot)])
+        esp = work / "esp.vfat"
+        run(["mkfs.vfat", "-C", "-n", "UEFI", str(esp), str(32 * 1024)])
+        root = work / "root.ext4"
+        root_size = BASE_SIZE - 234 * MIB - MIB  # after 1 MiB gap, ESP and BOOT; GPT backup at the end
+        run(["truncate", "-s", str(root_size), str(root)])
+        run(["mkfs.ext4", "-q", "-F", "-L", "cloudimg-rootfs", "-d", str(rootfs), str(root)])
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+        shutil.rmtree(work / "boot-tree", ignore_errors=True)
+    raw = work / "base.raw"
+    run(["truncate", "-s", str(BASE_SIZE), str(raw)])
+    s = 2048  # sectors: 1 MiB
+    layout = (f"label: gpt\n"
+              f"{raw}15 : start={s}, size={32 * 2048}, type={ESP}, name=UEFI\n"
+              f"{raw}16 : start={s + 32 * 2048}, size={200 * 2048}, type={LINUX_FS}, name=BOOT\n"
+              f"{raw}1 : start={s + 232 * 2048}, size={root_size // 512}, type={ROOT_X86_64}, name=cloudimg-rootfs\n")
+    run(["sfdisk", "-q", str(raw)], input=layout)
+    for part, start in ((esp, s), (boot, s + 32 * 2048), (root, s + 232 * 2048)):
+        run(["dd", f"if={part}", f"of={raw}", "bs=1M", f"seek={start // 2048}", "conv=notrunc,sparse", "status=none"])
+        part.unlink()
+    qcow2 = work / "base.qcow2"
+    run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)])
+    raw.unlink()
+    return qcow2
+
+
+LEFTOVERS = {
+    # path: content; what a base image that was booted once would carry
+    "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+    "var/lib/dbus/machine-id": "0123456789abcdef0123456789abcdef\n",
+    "etc/ssh/ssh_host_ed25519_key": "not a real key\n",
+    "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA not-real\n",
+    "var/log/syslog": "a log line from a previous boot\n",
+    "var/log/syslog.1": "an older log line\n",
+    "var/log/journal/0123456789abcdef0123456789abcdef/system.journal": "journal bytes\n",
+    "var/cache/apt/archives/leftover_1.0_all.deb": "a cached package\n",
+    "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages": "Package: x\n",
+    "var/lib/cloud/instances/previous-vm/boot-finished": "1\n",
+    "var/lib/systemd/random-seed": "seed\n",
+    "root/.bash_history": "history\n",
+}
+
+
+def plant_leftovers(rootfs: Path) -> None:
+    for rel, content in LEFTOVERS.items():
+        p = rootfs / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+    (rootfs / "var/lib/cloud/instance").symlink_to("/var/lib/cloud/instances/previous-vm")
+
+
+# --- running the commands ------------------------------------------------------------------------
+
+def bake(out: Path, base: Path, deb: Path, artifacts: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BAKE), "--base", str(base), "--deb", str(deb), "--rke2-artifacts", str(artifacts),
+                           "--output", str(out), *extra], capture_output=True, text=True)
+
+
+def image_shell(vhd: Path, mode: str, script: str) -> subprocess.CompletedProcess:
+    """Runs a bash script with the image's root filesystem (and /boot) mounted at $root,
+    in a private mount namespace, using the bake's own lib.sh to find and mount them."""
+    prelude = (f'PROG=test; . {LIB}; root=$(mktemp -d); trap \'umount_image; rmdir "$root"\' EXIT; '
+               f'scan_partitions {vhd}; find_root {vhd} "$root"; mount_image {vhd} "$root" {mode}; ')
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euo", "pipefail", "-c",
+                           prelude + script], capture_output=True, text=True)
+
+
+def one_line_error(p: subprocess.CompletedProcess, prog: str, *words: str) -> tuple[bool, str]:
+    lines = p.stderr.strip().splitlines()
+    ok = (p.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"{prog}: ")
+          and all(w in lines[0] for w in words))
+    return ok, f"exit {p.returncode}, stderr: {p.stderr.strip()!r}"
+
+
+def no_leftovers(out: Path) -> bool:
+    return not out.exists() and not list(out.parent.glob(".canarie-bake.*"))
+
+
+def loops_on(path: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if str(path) in l]
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) -> None:
+    """Bad input: one line naming what is wrong, non-zero exit, no output, nothing left."""
+    out = work / "args" / "node.vhd"
+    out.parent.mkdir()
+    debs = debs_cache()
+
+    def case(what: str, p: subprocess.CompletedProcess, *words: str) -> None:
+        ok, detail = one_line_error(p, "bake", *words)
+        r.check(ok and no_leftovers(out) and not loops_on(work / "args"), f"bake {what}: {detail}")
+
+    case("without arguments", subprocess.run([str(BAKE)], capture_output=True, text=True), "--base is missing")
+    case("with an unknown option", bake(out, base, deb, artifacts, "--colour"), "unknown argument '--colour'")
+    case("with a missing base image", bake(out, work / "nope.qcow2", deb, artifacts), "nope.qcow2 does not exist")
+    other = sorted(debs.glob("open-iscsi_*.deb"))[0]
+    case("with another package as --deb", bake(out, base, other, artifacts), "not canarie-agent")
+
+    def broken_artifacts(name: str, change) -> Path:
+        d = work / "args" / name
+        shutil.copytree(artifacts, d)
+        change(d)
+        return d
+
+    d = broken_artifacts("no-sums", lambda d: (d / "sha256sum-amd64.txt").unlink())
+    case("without sha256sum-amd64.txt", bake(out, base, deb, d, "--extra-debs", str(debs)), "sha256sum-amd64.txt is missing")
+    d = broken_artifacts("no-tarball", lambda d: (d / "rke2.linux-amd64.tar.gz").unlink())
+    case("without the RKE2 tarball", bake(out, base, deb, d, "--extra-debs", str(debs)), "rke2.linux-amd64.tar.gz is missing")
+
+    def tamper(d: Path) -> None:
+        with open(d / "rke2.linux-amd64.tar.gz", "ab") as f:
+            f.write(b"x")
+    d = broken_artifacts("bad-sum", tamper)
+    case("with a tarball that does not match its checksum", bake(out, base, deb, d, "--extra-debs", str(debs)),
+         "rke2.linux-amd64.tar.gz does not match sha256sum-amd64.txt", "download it again")
+    d = broken_artifacts("unlisted-images", lambda d: shutil.copyfile(
+        d / "rke2-images.linux-amd64.tar.gz", d / "rke2-images-extra.linux-amd64.tar.gz"))
+    case("with an image tarball the checksum file does not list", bake(out, base, deb, d, "--extra-debs", str(debs)),
+         "rke2-images-extra.linux-amd64.tar.gz is not listed")
+    case("with --size below the base's size", bake(out, base, deb, artifacts, "--size", "1G"), "smaller than the base image")
+    # Found only inside the image: the base has no open-iscsi and none was given.
+    case("without open-iscsi anywhere", bake(out, base, deb, artifacts), "open-iscsi is neither in the base image nor in --extra-debs")
+    out.write_text("precious")
+    p = bake(out, base, deb, artifacts, "--extra-debs", str(debs))
+    ok, detail = one_line_error(p, "bake", "exists (pass --force")
+    r.check(ok and out.read_text() == "precious", f"bake refuses to overwrite an existing output: {detail}")
+    out.unlink()
+
+
+def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) -> tuple[Path, float]:
+    vhd = work / "canarie-node.vhd"
+    base_sum = hashlib.sha256(base.read_bytes()).hexdigest()
+    t0 = time.monotonic()
+    p = bake(vhd, base, deb, artifacts, "--extra-debs", str(debs_cache()), "--size", BAKED_SIZE)
+    seconds = time.monotonic() - t0
+    print(p.stdout, end="")
+    if not r.check(p.returncode == 0 and vhd.exists(), f"bake succeeds in {seconds:.0f} s (stderr: {p.stderr.strip()!r})"):
+        raise Failed("the bake failed; nothing else to test")
+    r.check(hashlib.sha256(base.read_bytes()).hexdigest() == base_sum, "the base image is unchanged")
+    r.check(not list(work.glob(".canarie-bake.*")) and not loops_on(work), "no work directory or loop device left")
+
+    info = json.loads(run(["qemu-img", "info", "-f", "vpc", "--output=json", str(vhd)]).stdout)
+    vsize = info["virtual-size"]
+    r.check(info["format"] == "vpc" and vsize == 2048 * MIB and vhd.stat().st_size == vsize + 512,
+            f"fixed VHD: format {info['format']}, virtual size {vsize} (2 GiB, whole MiB), file {vhd.stat().st_size} bytes")
+    p = subprocess.run([str(VERIFY), str(vhd)], capture_output=True, text=True)
+    r.check(p.returncode == 0 and not p.stderr, f"verify accepts the baked image: {p.stdout.strip().splitlines()[-1:]} {p.stderr.strip()}")
+
+    # What the image holds, read back from the VHD.
+    script = r"""
+      cd "$root"
+      printf 'machine-id %s\n' "$(stat -c %s etc/machine-id)"
+      for p in """ + " ".join(LEFTOVERS) + r""" var/lib/cloud/instance; do
+        if [ -s "$p" ] || [ -L "$p" ]; then echo "left $p"; fi
+      done
+      echo "dbus-machine-id $(stat -c %F var/lib/dbus/machine-id 2>/dev/null || echo none)"
+      echo "agent $(chroot . dpkg-query -W -f '${Version}' canarie-agent)"
+      echo "iscsi $(chroot . dpkg-query -W -f '${Version}' open-iscsi)"
+      echo "initiator $(cat etc/iscsi/initiatorname.iscsi)"
+      echo "rke2 $(cmp -s usr/local/bin/rke2 """ + str(vm_image.GUEST_TREE / "usr/local/bin/rke2") + r""" && echo stand-in)"
+      echo "units $(ls usr/local/lib/systemd/system | tr '\n' ' ')"
+      echo "images $(ls var/lib/rancher/rke2/agent/images)"
+      echo "wants $(ls etc/systemd/system/multi-user.target.wants | tr '\n' ' ')"
+      echo "sysinit $(ls etc/systemd/system/sysinit.target.wants | tr '\n' ' ')"
+      echo "preset $(grep -c . etc/systemd/system-preset/20-canarie.preset)"
+      echo "policy-rc.d $(test -e usr/sbin/policy-rc.d && echo present || echo absent)"
+      echo "initrd-iscsi $(chroot . lsinitramfs "/boot/$(cd boot && ls initrd.img-*)" | grep -c 'scripts/local-top/iscsi' || true)"
+      echo "root-size $(df -B1M --output=size . | tail -n 1 | tr -d ' ')"
+      echo "tmp $(find tmp var/tmp -mindepth 1 | wc -l)"
+    """
+    p = image_shell(vhd, "ro", script)
+    facts = {}
+    for line in p.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        facts.setdefault(key, []).append(value)
+    get = lambda k: (facts.get(k) or [""])[0]  # noqa: E731
+    r.check(p.returncode == 0, f"the baked image mounts read-only ({p.stderr.strip()[-300:]})")
+    r.check(get("machine-id") == "0", f"/etc/machine-id is empty ({get('machine-id')} bytes)")
+    r.check(not facts.get("left"), f"the base's leftovers are gone (machine ids, SSH host keys, logs, journal, apt caches, "
+                                   f"cloud-init state, random seed, history): left {facts.get('left')}")
+    r.check(get("dbus-machine-id") == "none", f"/var/lib/dbus/machine-id removed ({get('dbus-machine-id')})")
+    r.check(get("agent") == deb_version(deb), f"canarie-agent {get('agent')} installed")
+    r.check(get("iscsi").startswith("2."), f"open-iscsi {get('iscsi')} installed from --extra-debs")
+    r.check(get("initiator") == "GenerateName=yes", f"iSCSI initiator name generated per VM ({get('initiator')})")
+    r.check(get("rke2") == "stand-in", "rke2 binary installed by install.sh into /usr/local/bin")
+    r.check("rke2-server.service" in get("units") and "rke2-agent.service" in get("units"),
+            f"RKE2's units in /usr/local/lib/systemd/system ({get('units')})")
+    r.check(get("images") == "rke2-images.linux-amd64.tar", f"air-gap images in place ({get('images')})")
+    r.check("canarie-agent.service" in get("wants") and "rke2" not in get("wants"),
+            f"multi-user.target wants the agent and no RKE2 unit ({get('wants')})")
+    r.check("iscsid.service" in get("sysinit"), f"iscsid enabled ({get('sysinit')})")
+    r.check(get("policy-rc.d") == "absent", "no policy-rc.d left behind")
+    r.check(int(get("initrd-iscsi") or 0) > 0, "the initramfs on /boot was rebuilt with open-iscsi's hook")
+    r.check(int(get("root-size") or 0) > 1600, f"root filesystem grown with --size ({get('root-size')} MiB)")
+    r.check(get("tmp") == "0", "/tmp and /var/tmp are empty")
+    return vhd, seconds
+
+
+def deb_version(deb: Path) -> str:
+    return run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
+
+
+def test_verify_refuses(r: Results, work: Path, vhd: Path) -> None:
+    """Each check fails with one line naming the problem (on a copy, broken and repaired)."""
+    copy = work / "broken.vhd"
+    run(["cp", "--sparse=always", str(vhd), str(copy)])
+    cases = [
+        ("a machine-id", "echo 0123456789abcdef0123456789abcdef > etc/machine-id", ": > etc/machine-id", "/etc/machine-id"),
+        ("an SSH host key", "echo k > etc/ssh/ssh_host_rsa_key", "rm etc/ssh/ssh_host_rsa_key", "ssh_host_rsa_key"),
+        ("RKE2 enabled", "ln -s /usr/local/lib/systemd/system/rke2-server.service etc/systemd/system/multi-user.target.wants/",
+         "rm etc/systemd/system/multi-user.target.wants/rke2-server.service", "rke2-server.service is enabled"),
+        ("the agent disabled", "mv etc/systemd/system/multi-user.target.wants/canarie-agent.service /",
+         "mv /canarie-agent.service etc/systemd/system/multi-user.target.wants/", "canarie-agent.service is not enabled"),
+        ("iscsid disabled", "mv etc/systemd/system/sysinit.target.wants/iscsid.service /",
+         "mv /iscsid.service etc/systemd/system/sysinit.target.wants/", "iscsid.service is disabled"),
+        ("a non-empty log", "echo x > var/log/dpkg.log", ": > var/log/dpkg.log", "log file /var/log/dpkg.log"),
+        ("hosts: resolve with libnss-resolve", "sed -i 's/^hosts:.*/hosts: files resolve dns/' etc/nsswitch.conf; "
+         "touch usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
+         "sed -i 's/^hosts:.*/hosts: files dns/' etc/nsswitch.conf; rm usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
+         "uses 'resolve'"),
+        ("cluster logic for cloud-init", "printf 'runcmd:\\n - systemctl start rke2-server\\n' > etc/cloud/cloud.cfg.d/99-old.cfg",
+         "rm etc/cloud/cloud.cfg.d/99-old.cfg", "99-old.cfg mentions rke2"),
+    ]
+    for what, breaks, repairs, words in cases:
+        p = image_shell(copy, "rw", f'cd "$root"; {breaks}')
+        if not r.check(p.returncode == 0, f"break the copy: {what} ({p.stderr.strip()})"):
+            continue
+        v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
+        ok, detail = one_line_error(v, "verify", "check failed", words)
+        r.check(ok, f"verify refuses an image with {what}: {detail}")
+        image_shell(copy, "rw", f'cd "$root"; {repairs}')
+    v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
+    r.check(v.returncode == 0, f"verify accepts the repaired copy ({v.stderr.strip()})")
+    raw = work / "broken.raw"
+    run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(copy), str(raw)])
+    copy.unlink()
+    v = subprocess.run([str(VERIFY), str(raw)], capture_output=True, text=True)
+    ok, detail = one_line_error(v, "verify", "not a VHD")
+    r.check(ok, f"verify refuses a raw image: {detail}")
+    raw.unlink()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bake_test.py")
+    p.add_argument("command", choices=["prepare", "test"])
+    p.add_argument("--deb", type=Path)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--no-boot", action="store_true", help="skip the QEMU boot")
+    args = p.parse_args(argv)
+    if args.command == "prepare":
+        prepare()
+        return 0
+    if not args.deb:
+        raise SystemExit("bake_test.py test needs --deb")
+    r = Results()
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="canarie-image-bake.", dir="/var/tmp"))
+    timings = {}
+    try:
+        t0 = time.monotonic()
+        base = build_base(work)
+        artifacts = make_rke2_artifacts(work / "rke2-artifacts")
+        timings["base image"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        test_arguments(r, work, base, args.deb.resolve(), artifacts)
+        timings["argument checks"] = time.monotonic() - t0
+        vhd, timings["bake"] = test_bake(r, work, base, args.deb.resolve(), artifacts)
+        t0 = time.monotonic()
+        test_verify_refuses(r, work, vhd)
+        timings["verify checks"] = time.monotonic() - t0
+        if not args.no_boot:
+            t0 = time.monotonic()
+            import boot  # noqa: PLC0415  (needs the harness's QEMU pieces only here)
+            boot.boot_baked(r, work, vhd, args.deb.resolve())
+            timings["QEMU boot"] = time.monotonic() - t0
+    except Failed as e:
+        r.failed.append(str(e))
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print("image-bake timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + f"; total {time.monotonic() - started:.0f} s")
+    print(f"image-bake: {r.count - len(r.failed)} passed, {len(r.failed)} failed")
+    return 1 if r.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
