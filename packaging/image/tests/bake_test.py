@@ -44,6 +44,7 @@ BAKED_SIZE = "2G"  # grown by the bake (--size): exercises partition and filesys
 LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+IMAGE_TARBALLS = ["rke2-images-cilium.linux-amd64.tar.gz", "rke2-images-core.linux-amd64.tar.gz"]
 
 
 class Failed(Exception):
@@ -91,7 +92,7 @@ def prepare() -> None:
     log(f"image-bake: downloaded {', '.join(p.name for p in sorted(dest.glob('*.deb')))}")
 
 
-def _tar(entries: dict[str, tuple[int, bytes]], compress: bool = True) -> bytes:
+def _tar(entries: dict[str, tuple[int, bytes]]) -> bytes:
     """A reproducible tarball: sorted, root-owned, fixed mtime, directories included."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -106,7 +107,7 @@ def _tar(entries: dict[str, tuple[int, bytes]], compress: bool = True) -> bytes:
             else:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
-    return gzip.compress(raw.getvalue(), mtime=0) if compress else raw.getvalue()
+    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 def make_rke2_artifacts(dest: Path) -> Path:
@@ -127,12 +128,14 @@ def make_rke2_artifacts(dest: Path) -> Path:
         "share/rke2/LICENSE.txt": (0o644, b"stand-in for RKE2's LICENSE.txt\n"),
         "share/rke2/rke2-cis-sysctl.conf": (0o644, b"# stand-in for RKE2's CIS sysctl settings\n"),
     })
-    images = _tar({"stand-in-images.txt": (0o644, b"stand-in for RKE2's air-gap images\n")})
+    # A split image set (core + the CNI), as for a Cilium cluster, instead of the all-in-one
+    # rke2-images.linux-amd64.tar.zst.
+    sums = {"rke2.linux-amd64.tar.gz": tarball, "rke2.linux-amd64": b"not downloaded"}
+    for part in IMAGE_TARBALLS:
+        sums[part] = _tar({f"{part}.txt": (0o644, f"stand-in for {part}\n".encode())})
+        (dest / part).write_bytes(sums[part])
     (dest / "rke2.linux-amd64.tar.gz").write_bytes(tarball)
-    (dest / "rke2-images.linux-amd64.tar.gz").write_bytes(images)
-    # Like a release's file: more assets than the ones downloaded.
-    sums = {"rke2-images.linux-amd64.tar.gz": images, "rke2.linux-amd64": b"not downloaded",
-            "rke2.linux-amd64.tar.gz": tarball}
+    # Like a release's file, it lists more assets than the ones downloaded.
     (dest / "sha256sum-amd64.txt").write_text(
         "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(sums.items())))
     shutil.copyfile(STANDIN_INSTALL, dest / "install.sh")
@@ -157,8 +160,8 @@ def build_base(work: Path) -> Path:
         boot = work / "boot.ext4"
         boot_tree = work / "boot-tree"
         (rootfs / "boot").rename(boot_tree)
-        (rootfs / "boot").mkdir()
-        (rootfs / "boot/efi").mkdir()
+        (rootfs / "boot").mkdir()  # the mount points, as in Ubuntu's image
+        (boot_tree / "efi").mkdir()
         run(["truncate", "-s", "200M", str(boot)])
         run(["mkfs.ext4", "-q", "-F", "-L", "BOOT", "-d", str(boot_tree), str(boot)])
         esp = work / "esp.vfat"
@@ -280,7 +283,7 @@ def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Pat
     case("with a tarball that does not match its checksum", bake(out, base, deb, d, "--extra-debs", str(debs)),
          "rke2.linux-amd64.tar.gz does not match sha256sum-amd64.txt", "download it again")
     d = broken_artifacts("unlisted-images", lambda d: shutil.copyfile(
-        d / "rke2-images.linux-amd64.tar.gz", d / "rke2-images-extra.linux-amd64.tar.gz"))
+        d / IMAGE_TARBALLS[0], d / "rke2-images-extra.linux-amd64.tar.gz"))
     case("with an image tarball the checksum file does not list", bake(out, base, deb, d, "--extra-debs", str(debs)),
          "rke2-images-extra.linux-amd64.tar.gz is not listed")
     case("with --size below the base's size", bake(out, base, deb, artifacts, "--size", "1G"), "smaller than the base image")
@@ -291,6 +294,21 @@ def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Pat
     ok, detail = one_line_error(p, "bake", "exists (pass --force")
     r.check(ok and out.read_text() == "precious", f"bake refuses to overwrite an existing output: {detail}")
     out.unlink()
+
+
+def test_failed_check(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) -> None:
+    """A check that fails at the end of a bake fails the bake: one line, no output. Here an
+    installer that slips cluster logic into cloud-init's configuration."""
+    out = work / "check" / "node.vhd"
+    out.parent.mkdir()
+    d = out.parent / "rke2-artifacts"
+    shutil.copytree(artifacts, d)
+    with open(d / "install.sh", "a") as f:
+        f.write("mkdir -p /etc/cloud/cloud.cfg.d\n"
+                "printf 'runcmd:\\n  - systemctl enable --now rke2-server\\n' >/etc/cloud/cloud.cfg.d/50-rke2.cfg\n")
+    p = bake(out, base, deb, d, "--extra-debs", str(debs_cache()))
+    ok, detail = one_line_error(p, "bake", "check failed: /etc/cloud/cloud.cfg.d/50-rke2.cfg mentions rke2")
+    r.check(ok and no_leftovers(out) and not loops_on(out.parent), f"a failed check fails the bake, nothing left: {detail}")
 
 
 def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) -> tuple[Path, float]:
@@ -325,7 +343,7 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
       echo "initiator $(cat etc/iscsi/initiatorname.iscsi)"
       echo "rke2 $(cmp -s usr/local/bin/rke2 """ + str(vm_image.GUEST_TREE / "usr/local/bin/rke2") + r""" && echo stand-in)"
       echo "units $(ls usr/local/lib/systemd/system | tr '\n' ' ')"
-      echo "images $(ls var/lib/rancher/rke2/agent/images)"
+      echo "images $(ls var/lib/rancher/rke2/agent/images | tr '\n' ' ')"
       echo "wants $(ls etc/systemd/system/multi-user.target.wants | tr '\n' ' ')"
       echo "sysinit $(ls etc/systemd/system/sysinit.target.wants | tr '\n' ' ')"
       echo "preset $(grep -c . etc/systemd/system-preset/20-canarie.preset)"
@@ -351,7 +369,7 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
     r.check(get("rke2") == "stand-in", "rke2 binary installed by install.sh into /usr/local/bin")
     r.check("rke2-server.service" in get("units") and "rke2-agent.service" in get("units"),
             f"RKE2's units in /usr/local/lib/systemd/system ({get('units')})")
-    r.check(get("images") == "rke2-images.linux-amd64.tar", f"air-gap images in place ({get('images')})")
+    r.check(get("images").split() == IMAGE_TARBALLS, f"air-gap image tarballs in place ({get('images')})")
     r.check("canarie-agent.service" in get("wants") and "rke2" not in get("wants"),
             f"multi-user.target wants the agent and no RKE2 unit ({get('wants')})")
     r.check("iscsid.service" in get("sysinit"), f"iscsid enabled ({get('sysinit')})")
@@ -362,48 +380,87 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
     return vhd, seconds
 
 
+def test_rebake(r: Results, work: Path, vhd: Path, deb: Path, artifacts: Path) -> None:
+    """A fixed VHD as the base (Ubuntu's Azure image is one): the baked image baked again,
+    which also shows that a second bake over its own result changes nothing it checks."""
+    out = work / "rebaked.vhd"
+    p = bake(out, vhd, deb, artifacts, "--extra-debs", str(debs_cache()))
+    first = p.stdout.splitlines()[:1]
+    r.check(p.returncode == 0 and "(fixed vhd, 2.0G)" in p.stdout,
+            f"a fixed VHD as the base bakes again: {first} {p.stderr.strip()}")
+    if p.returncode == 0:
+        v = subprocess.run([str(VERIFY), str(out)], capture_output=True, text=True)
+        r.check(v.returncode == 0 and out.stat().st_size == vhd.stat().st_size,
+                f"verify accepts it, same size {out.stat().st_size} ({v.stderr.strip()})")
+        out.unlink()
+
+
 def deb_version(deb: Path) -> str:
     return run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
 
 
-def test_verify_refuses(r: Results, work: Path, vhd: Path) -> None:
-    """Each check fails with one line naming the problem (on a copy, broken and repaired)."""
+BROKEN = [
+    # (what, break it, repair it, words the one line must hold); run inside the image's root
+    ("a machine-id", "echo 0123456789abcdef0123456789abcdef > etc/machine-id", ": > etc/machine-id", "/etc/machine-id"),
+    ("an SSH host key", "echo k > etc/ssh/ssh_host_rsa_key", "rm etc/ssh/ssh_host_rsa_key", "ssh_host_rsa_key"),
+    ("RKE2 enabled", "ln -s /usr/local/lib/systemd/system/rke2-server.service etc/systemd/system/multi-user.target.wants/",
+     "rm etc/systemd/system/multi-user.target.wants/rke2-server.service", "rke2-server.service is enabled"),
+    ("RKE2 missing", "mv usr/local/lib/systemd/system/rke2-agent.service .",
+     "mv rke2-agent.service usr/local/lib/systemd/system/", "rke2-agent.service is not installed"),
+    ("the agent disabled", "mv etc/systemd/system/multi-user.target.wants/canarie-agent.service .",
+     "mv canarie-agent.service etc/systemd/system/multi-user.target.wants/", "canarie-agent.service is not enabled"),
+    ("iscsid disabled", "mv etc/systemd/system/sysinit.target.wants/iscsid.service .",
+     "mv iscsid.service etc/systemd/system/sysinit.target.wants/", "iscsid.service is disabled"),
+    ("a fixed iSCSI initiator name", "echo InitiatorName=iqn.1993-08.org.debian:01:abc > etc/iscsi/initiatorname.iscsi",
+     "echo GenerateName=yes > etc/iscsi/initiatorname.iscsi", "fixed InitiatorName"),
+    ("a non-empty log", "echo x > var/log/dpkg.log", ": > var/log/dpkg.log", "log file /var/log/dpkg.log"),
+    ("a cached package", "touch var/cache/apt/archives/x_1_all.deb", "rm var/cache/apt/archives/x_1_all.deb",
+     "apt cache file /var/cache/apt/archives/x_1_all.deb"),
+    ("a file under the unmounted /boot/efi", "touch boot/efi/x", "rm boot/efi/x", "written into /boot/efi"),
+    ("hosts: resolve with libnss-resolve", "sed -i 's/^hosts:.*/hosts: files resolve dns/' etc/nsswitch.conf; "
+     "touch usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
+     "sed -i 's/^hosts:.*/hosts: files dns/' etc/nsswitch.conf; rm usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
+     "uses 'resolve'"),
+    ("cluster logic for cloud-init", "printf 'runcmd:\\n - systemctl start rke2-server\\n' > etc/cloud/cloud.cfg.d/99-old.cfg",
+     "rm etc/cloud/cloud.cfg.d/99-old.cfg", "99-old.cfg mentions rke2"),
+]
+
+
+def test_checks_refuse(r: Results, work: Path, vhd: Path) -> None:
+    """Each check fails with one line naming the problem: a copy of the baked image is
+    broken one way at a time and repaired, all in one mount; `verify` itself end to end
+    on the first case, on the repaired copy and on a raw disk."""
     copy = work / "broken.vhd"
     run(["cp", "--sparse=always", str(vhd), str(copy)])
-    cases = [
-        ("a machine-id", "echo 0123456789abcdef0123456789abcdef > etc/machine-id", ": > etc/machine-id", "/etc/machine-id"),
-        ("an SSH host key", "echo k > etc/ssh/ssh_host_rsa_key", "rm etc/ssh/ssh_host_rsa_key", "ssh_host_rsa_key"),
-        ("RKE2 enabled", "ln -s /usr/local/lib/systemd/system/rke2-server.service etc/systemd/system/multi-user.target.wants/",
-         "rm etc/systemd/system/multi-user.target.wants/rke2-server.service", "rke2-server.service is enabled"),
-        ("the agent disabled", "mv etc/systemd/system/multi-user.target.wants/canarie-agent.service /",
-         "mv /canarie-agent.service etc/systemd/system/multi-user.target.wants/", "canarie-agent.service is not enabled"),
-        ("iscsid disabled", "mv etc/systemd/system/sysinit.target.wants/iscsid.service /",
-         "mv /iscsid.service etc/systemd/system/sysinit.target.wants/", "iscsid.service is disabled"),
-        ("a non-empty log", "echo x > var/log/dpkg.log", ": > var/log/dpkg.log", "log file /var/log/dpkg.log"),
-        ("hosts: resolve with libnss-resolve", "sed -i 's/^hosts:.*/hosts: files resolve dns/' etc/nsswitch.conf; "
-         "touch usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
-         "sed -i 's/^hosts:.*/hosts: files dns/' etc/nsswitch.conf; rm usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
-         "uses 'resolve'"),
-        ("cluster logic for cloud-init", "printf 'runcmd:\\n - systemctl start rke2-server\\n' > etc/cloud/cloud.cfg.d/99-old.cfg",
-         "rm etc/cloud/cloud.cfg.d/99-old.cfg", "99-old.cfg mentions rke2"),
-    ]
-    for what, breaks, repairs, words in cases:
-        p = image_shell(copy, "rw", f'cd "$root"; {breaks}')
-        if not r.check(p.returncode == 0, f"break the copy: {what} ({p.stderr.strip()})"):
-            continue
-        v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
-        ok, detail = one_line_error(v, "verify", "check failed", words)
-        r.check(ok, f"verify refuses an image with {what}: {detail}")
-        image_shell(copy, "rw", f'cd "$root"; {repairs}')
+    what, breaks, repairs, words = BROKEN[0]
+    image_shell(copy, "rw", f'cd "$root"; {breaks}')
+    v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
+    ok, detail = one_line_error(v, "verify", "check failed", words)
+    r.check(ok, f"verify refuses an image with {what}: {detail}")
+    image_shell(copy, "rw", f'cd "$root"; {repairs}')
+
+    # The checks verify (and the bake) run, as verify runs them, once per broken copy.
+    script = 'chroot_prepare "$root"; trap \'chroot_release; umount_image; rmdir "$root"\' EXIT; cd "$root"\n'
+    for i, (_, breaks, repairs, _) in enumerate(BROKEN):
+        script += (f'{breaks}\nerr=$(PROG=verify; image_checks "$root" 2>&1 >/dev/null) && rc=0 || rc=$?\n'
+                   f'printf "case {i} %s %s\\n" "$rc" "$err"\n{repairs}\n')
+    p = image_shell(copy, "rw", script)
+    got = {}
+    for line in p.stdout.splitlines():
+        _, i, rc, err = (line.split(" ", 3) + [""])[:4]
+        got[int(i)] = (int(rc), err)
+    for i, (what, _, _, words) in enumerate(BROKEN):
+        rc, err = got.get(i, (None, p.stderr.strip()[-300:]))
+        r.check(rc == 1 and err.startswith("verify: check failed: ") and "\n" not in err and words in err,
+                f"the checks refuse an image with {what}: exit {rc}, {err!r}")
+
     v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
     r.check(v.returncode == 0, f"verify accepts the repaired copy ({v.stderr.strip()})")
-    raw = work / "broken.raw"
-    run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(copy), str(raw)])
-    copy.unlink()
-    v = subprocess.run([str(VERIFY), str(raw)], capture_output=True, text=True)
+    run(["truncate", "-s", f"-{512}", str(copy)])  # without its footer: a raw disk
+    v = subprocess.run([str(VERIFY), str(copy)], capture_output=True, text=True)
     ok, detail = one_line_error(v, "verify", "not a VHD")
-    r.check(ok, f"verify refuses a raw image: {detail}")
-    raw.unlink()
+    r.check(ok, f"verify refuses a raw disk: {detail}")
+    copy.unlink()
 
 
 def main(argv=None) -> int:
@@ -430,14 +487,20 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         test_arguments(r, work, base, args.deb.resolve(), artifacts)
         timings["argument checks"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        test_failed_check(r, work, base, args.deb.resolve(), artifacts)
+        timings["failed check"] = time.monotonic() - t0
         vhd, timings["bake"] = test_bake(r, work, base, args.deb.resolve(), artifacts)
         t0 = time.monotonic()
-        test_verify_refuses(r, work, vhd)
-        timings["verify checks"] = time.monotonic() - t0
+        test_rebake(r, work, vhd, args.deb.resolve(), artifacts)
+        timings["re-bake"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        test_checks_refuse(r, work, vhd)
+        timings["broken images"] = time.monotonic() - t0
         if not args.no_boot:
             t0 = time.monotonic()
-            import boot  # noqa: PLC0415  (needs the harness's QEMU pieces only here)
-            boot.boot_baked(r, work, vhd, args.deb.resolve())
+            import boot  # noqa: PLC0415  (the harness's QEMU side, only needed here)
+            boot.boot_baked(r, work, vhd, args.deb.resolve(), image_shell)
             timings["QEMU boot"] = time.monotonic() - t0
     except Failed as e:
         r.failed.append(str(e))
