@@ -286,6 +286,16 @@ def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Pat
         d / IMAGE_TARBALLS[0], d / "rke2-images-extra.linux-amd64.tar.gz"))
     case("with an image tarball the checksum file does not list", bake(out, base, deb, d, "--extra-debs", str(debs)),
          "rke2-images-extra.linux-amd64.tar.gz is not listed")
+
+    def big_images(d: Path) -> None:
+        big = d / "rke2-images-big.linux-amd64.tar.zst"  # sparse: 1 GiB of zeros
+        with open(big, "wb") as f:
+            f.truncate(1024 * MIB)
+        with open(d / "sha256sum-amd64.txt", "a") as f:
+            f.write(f"{hashlib.sha256(bytes(1024 * MIB)).hexdigest()}  {big.name}\n")
+    d = broken_artifacts("big-images", big_images)
+    case("with more to install than the image has room for", bake(out, base, deb, d, "--extra-debs", str(debs)),
+         "MiB free and the bake needs about", "pass --size")
     case("with --size below the base's size", bake(out, base, deb, artifacts, "--size", "1G"), "smaller than the base image")
     # Found only inside the image: the base has no open-iscsi and none was given.
     case("without open-iscsi anywhere", bake(out, base, deb, artifacts), "open-iscsi is neither in the base image nor in --extra-debs")
@@ -351,6 +361,7 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
       echo "initrd-iscsi $(chroot . lsinitramfs "/boot/$(cd boot && ls initrd.img-*)" | grep -c 'scripts/local-top/iscsi' || true)"
       echo "root-size $(df -B1M --output=size . | tail -n 1 | tr -d ' ')"
       echo "tmp $(find tmp var/tmp -mindepth 1 | wc -l)"
+      echo "journal-dirs $(find var/log/journal -mindepth 1 | wc -l)"
     """
     p = image_shell(vhd, "ro", script)
     facts = {}
@@ -377,6 +388,7 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
     r.check(int(get("initrd-iscsi") or 0) > 0, "the initramfs on /boot was rebuilt with open-iscsi's hook")
     r.check(int(get("root-size") or 0) > 1600, f"root filesystem grown with --size ({get('root-size')} MiB)")
     r.check(get("tmp") == "0", "/tmp and /var/tmp are empty")
+    r.check(get("journal-dirs") == "0", "no journal directory named after the old machine-id")
     return vhd, seconds
 
 
