@@ -32,13 +32,13 @@ def boot_timing(boot: Boot) -> dict | None:
 
 
 def table(boots: list[tuple[str, Boot]]) -> list[str]:
-    lines = [f"  {'boot':34} {'bootstrap -> RKE2 start':>24} {'kernel -> RKE2 start':>21}"]
+    lines = [f"  {'boot':50} {'bootstrap -> RKE2 start':>24} {'kernel -> RKE2 start':>21}"]
     for label, boot in boots:
         t = boot_timing(boot)
         if t is None:
-            lines.append(f"  {label:34} {'(RKE2 not started)':>24}")
+            lines.append(f"  {label:50} {'(RKE2 not started)':>24}")
         else:
-            lines.append(f"  {label:34} {t['bootstrap']:>22.1f} s {t['kernel_to_rke2']:>19.1f} s")
+            lines.append(f"  {label:50} {t['bootstrap']:>22.1f} s {t['kernel_to_rke2']:>19.1f} s")
     return lines
 
 
