@@ -115,8 +115,6 @@ def print_checks(results: list[Scenario]) -> None:
                 print(f"    {'ok  ' if ok else 'FAIL'} {what}")
         if sc.error:
             print(f"    FAIL {sc.error}")
-        for note in sc.notes:
-            print(f"    note: {note}")
 
 
 SCENARIOS = {

@@ -5,6 +5,7 @@ powers it off (QEMU runs with -no-reboot), or when the host-side timeout kills Q
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -27,14 +28,21 @@ _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    """QEMU leads its own process group, with the socat forwarders it spawned: all go."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def kill_all() -> None:
     """Kills every QEMU still running (cleanup after a failure or an interrupt)."""
     with _running_lock:
         procs = list(_running)
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
 
 @dataclass
@@ -59,16 +67,19 @@ class Boot:
     timed_out: bool = False
     seconds: float = 0.0
     console: Path | None = None
+    qemu_log: Path | None = None
 
     @property
     def ok(self) -> bool:
-        return self.complete and all(ok for ok, _, _ in self.checks)
+        return self.complete and bool(self.checks) and all(ok for ok, _, _ in self.checks)
 
     def failures(self) -> list[str]:
         out = [f"{name}: {detail}" for ok, name, detail in self.checks if not ok]
         if not self.complete:
             why = "timed out" if self.timed_out else f"QEMU exited {self.exit_status}"
-            out.append(f"no complete report from the guest ({why}); console: {self.console}")
+            qemu = self.qemu_log.read_text(errors="replace").strip() if self.qemu_log and self.qemu_log.exists() else ""
+            out.append(f"no complete report from the guest ({why}); console: {self.console}"
+                       + (f"; QEMU said: {qemu.splitlines()[-1]}" if qemu else ""))
         return out
 
 
@@ -109,9 +120,10 @@ class VM:
         inputs_file.write_text(json.dumps(inputs))
         results = self.dir / f"boot{n}-results.log"
         boot.console = self.dir / f"boot{n}-console.log"
+        boot.qemu_log = self.dir / f"boot{n}-qemu.log"
         cmdline = ["root=/dev/vda", "rw", "console=ttyS0", "loglevel=4",
                    f"systemd.hostname={self.node.name}"]
-        # One image for both: cloud-init sleeps on the canarie boots, the agent on the baseline's.
+        # One image for both: the canarie boots disable cloud-init, the baseline's mask the agent.
         cmdline.append("cloud-init=disabled" if mode == "agent" else "systemd.mask=canarie-agent.service")
         cmd = [
             "qemu-system-x86_64", "-name", tag, "-nodefaults", "-no-user-config", "-display", "none",
@@ -141,7 +153,7 @@ class VM:
         with SLOTS:
             log(f"{tag}: boot ({mode})")
             t0 = time.monotonic()
-            with open(self.dir / f"boot{n}-qemu.log", "wb") as qlog:
+            with open(boot.qemu_log, "wb") as qlog:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
                                         start_new_session=True)
             with _running_lock:
@@ -150,9 +162,9 @@ class VM:
                 boot.exit_status = proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 boot.timed_out = True
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-            finally:
+            finally:  # also on an interrupt: QEMU is in its own session, nothing else kills it
+                if proc.poll() is None:
+                    _kill(proc)
                 with _running_lock:
                     _running.discard(proc)
             boot.seconds = time.monotonic() - t0
