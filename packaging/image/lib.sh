@@ -21,37 +21,29 @@ check_failed() {
 }
 
 # --- partitions -----------------------------------------------------------------------------
-# PARTS: one line per filesystem candidate, "index offset size type uuid label partuuid
-# partlabel" (bytes; "-" for an empty field). index 0 is the whole disk when it has no
-# partition table (a bare filesystem image).
+# PARTS: one line per partition, "index offset size type uuid label partuuid partlabel"
+# (bytes; "-" for an empty field; type, uuid and label of the filesystem in it).
 PARTS=""
 
-scan_partitions() { # RAW
+scan_partitions() { # RAW [NAME for messages]
   local raw=$1 json table idx start size ssize partuuid partlabel probe type uuid label
   PARTS=""
-  if json=$(sfdisk --json "$raw" 2>/dev/null); then
-    table=$(jq -r '.partitiontable.label' <<<"$json")
-    ssize=$(jq -r '.partitiontable.sectorsize // 512' <<<"$json")
-    while read -r idx start size partuuid partlabel; do
-      if [ "$table" = dos ] && [ "$partuuid" = - ]; then
-        # An MBR disk's PARTUUID is its disk id and the partition number.
-        partuuid=$(printf '%s-%02x' "$(jq -r '.partitiontable.id' <<<"$json" | sed 's/^0x//')" "$idx")
-      fi
-      probe=$(blkid -p -o export --offset $((start * ssize)) --size $((size * ssize)) "$raw" 2>/dev/null || true)
-      type=$(sed -n 's/^TYPE=//p' <<<"$probe")
-      uuid=$(sed -n 's/^UUID=//p' <<<"$probe")
-      label=$(sed -n 's/^LABEL=//p' <<<"$probe" | tr ' ' '_')
-      PARTS+="$idx $((start * ssize)) $((size * ssize)) ${type:--} ${uuid:--} ${label:--} ${partuuid,,} ${partlabel}"$'\n'
-    done < <(jq -r '.partitiontable.partitions | to_entries[] |
-        "\(.value.node | capture("(?<n>[0-9]+)$").n) \(.value.start) \(.value.size) \(.value.uuid // "-") \((.value.name // "-") | gsub(" "; "_"))"' <<<"$json")
-  else
-    probe=$(blkid -p -o export "$raw" 2>/dev/null || true)
+  json=$(sfdisk --json "$raw" 2>/dev/null) ||
+    die "${2:-$raw} has no partition table; a cloud image (a partitioned disk) is needed"
+  table=$(jq -r '.partitiontable.label' <<<"$json")
+  ssize=$(jq -r '.partitiontable.sectorsize // 512' <<<"$json")
+  while read -r idx start size partuuid partlabel; do
+    if [ "$table" = dos ] && [ "$partuuid" = - ]; then
+      # An MBR disk's PARTUUID is its disk id and the partition number.
+      partuuid=$(printf '%s-%02x' "$(jq -r '.partitiontable.id' <<<"$json" | sed 's/^0x//')" "$idx")
+    fi
+    probe=$(blkid -p -o export --offset $((start * ssize)) --size $((size * ssize)) "$raw" 2>/dev/null || true)
     type=$(sed -n 's/^TYPE=//p' <<<"$probe")
     uuid=$(sed -n 's/^UUID=//p' <<<"$probe")
     label=$(sed -n 's/^LABEL=//p' <<<"$probe" | tr ' ' '_')
-    [ -n "$type" ] || die "$raw has neither a partition table nor a filesystem"
-    PARTS="0 0 $(stat -c %s "$raw") $type ${uuid:--} ${label:--} - -"$'\n'
-  fi
+    PARTS+="$idx $((start * ssize)) $((size * ssize)) ${type:--} ${uuid:--} ${label:--} ${partuuid,,} ${partlabel}"$'\n'
+  done < <(jq -r '.partitiontable.partitions | to_entries[] |
+      "\(.value.node | capture("(?<n>[0-9]+)$").n) \(.value.start) \(.value.size) \(.value.uuid // "-") \((.value.name // "-") | gsub(" "; "_"))"' <<<"$json")
 }
 
 part_field() { # INDEX FIELD(2=offset 3=size 4=type ...)
@@ -273,7 +265,7 @@ vhd_checks() { # VHD [EXPECTED_VIRTUAL_SIZE]
   [ "$format" = vpc ] || check_failed "$vhd is $format, not a VHD"
   [ $((vsize % 1048576)) -eq 0 ] || check_failed "$vhd's virtual size $vsize is not a whole number of MiB (Azure refuses it)"
   [ -z "$want" ] || [ "$vsize" -eq "$want" ] || check_failed "$vhd's virtual size is $vsize, not $want"
-  cookie=$(tail -c 512 "$vhd" | head -c 8)
+  cookie=$(tail -c 512 "$vhd" | head -c 8 | tr -d '\0')
   type=$(tail -c 512 "$vhd" | od -An -tx1 -j 60 -N 4 | tr -d ' \n')
   [ "$fsize" -eq $((vsize + 512)) ] && [ "$cookie" = conectix ] && [ "$type" = 00000002 ] ||
     check_failed "$vhd is not a fixed VHD (file $fsize bytes for virtual size $vsize, footer '$cookie' type $type)"

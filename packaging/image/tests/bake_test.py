@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -262,6 +261,12 @@ def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Pat
     case("without arguments", subprocess.run([str(BAKE)], capture_output=True, text=True), "--base is missing")
     case("with an unknown option", bake(out, base, deb, artifacts, "--colour"), "unknown argument '--colour'")
     case("with a missing base image", bake(out, work / "nope.qcow2", deb, artifacts), "nope.qcow2 does not exist")
+    bare = work / "args" / "bare.raw"  # a filesystem, no partition table: not a cloud image
+    run(["truncate", "-s", "64M", str(bare)])
+    run(["mkfs.ext4", "-q", str(bare)])
+    case("with a disk without a partition table", bake(out, bare, deb, artifacts, "--extra-debs", str(debs)),
+         "bare.raw has no partition table")
+    bare.unlink()
     other = sorted(debs.glob("open-iscsi_*.deb"))[0]
     case("with another package as --deb", bake(out, base, other, artifacts), "not canarie-agent")
 
