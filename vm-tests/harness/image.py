@@ -62,9 +62,11 @@ def rootfs_tarball() -> Path:
 
 @dataclass
 class Image:
-    root: Path  # raw ext4, the backing file of every VM's qcow2 overlay
+    root: Path  # the backing file of every VM's qcow2 overlay
     kernel: Path
     initrd: Path
+    root_device: str = "/dev/vda"  # the guest's root= (a partitioned image: /dev/vda1)
+    format: str = "raw"  # of `root`, for qemu-img (a baked Azure VHD: vpc)
 
 
 def build(work: Path, deb: Path) -> Image:
@@ -74,7 +76,8 @@ def build(work: Path, deb: Path) -> Image:
     try:
         run(["tar", "-xf", str(tarball), "-C", str(rootfs), "--numeric-owner"])
         _install_deb(rootfs, deb)
-        _install_guest_tree(rootfs)
+        install_guest_tree(rootfs)
+        _check_units(rootfs)
         image = Image(root=work / "root.raw", kernel=work / "vmlinuz", initrd=work / "initrd.img")
         shutil.copyfile(_single(rootfs, "boot/vmlinuz-*"), image.kernel)
         shutil.copyfile(_single(rootfs, "boot/initrd.img-*"), image.initrd)
@@ -102,9 +105,16 @@ def _install_deb(rootfs: Path, deb: Path) -> None:
     (rootfs / "tmp" / deb.name).unlink()
 
 
-def _install_guest_tree(rootfs: Path) -> None:
-    """The guest side of the tests (stand-in RKE2, udev rule, network, check unit)."""
-    run(["cp", "-a", "--no-preserve=ownership", f"{GUEST_TREE}/.", str(rootfs)])
+def install_guest_tree(rootfs: Path, rke2_standin: bool = True) -> None:
+    """The guest side of the tests (network, udev rule, fw_cfg inputs, check unit) and,
+    unless an image brings its own RKE2, the stand-in RKE2."""
+    exclude = [] if rke2_standin else ["--exclude=usr/local/bin/rke2", "--exclude=usr/local/lib/systemd"]
+    # root-owned, not writable by group or others whatever the checkout's umask; the image's
+    # own directories keep their owners and modes.
+    run(["tar", "-C", str(GUEST_TREE), "-c", "--owner=0", "--group=0", "--mode=go-w", *exclude,
+         "-f", str(rootfs / "tmp/guest.tar"), "."])
+    run(["tar", "-C", str(rootfs), "-x", "--no-overwrite-dir", "-f", str(rootfs / "tmp/guest.tar")])
+    (rootfs / "tmp/guest.tar").unlink()
     run(["systemctl", f"--root={rootfs}", "enable",
          "systemd-networkd.service", "systemd-networkd-wait-online.service",
          "canarie-vmtest-setup.service"])
@@ -113,8 +123,11 @@ def _install_guest_tree(rootfs: Path) -> None:
     run(["systemctl", f"--root={rootfs}", "mask", "apt-daily.timer", "apt-daily-upgrade.timer",
          "e2scrub_all.timer", "fstrim.timer"])
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
-    # The package enables the agent; the RKE2 units stay installed but disabled (the agent
-    # is their one owner). A wrong image would make every boot's result meaningless.
+
+
+def _check_units(rootfs: Path) -> None:
+    """The package enables the agent; the RKE2 units stay installed but disabled (the agent
+    is their one owner). A wrong image would make every boot's result meaningless."""
     for unit, want in (("canarie-agent.service", "enabled"), ("rke2-server.service", "disabled"),
                        ("rke2-agent.service", "disabled")):
         state = subprocess.run(["systemctl", f"--root={rootfs}", "is-enabled", unit],

@@ -158,9 +158,9 @@ class Cluster:
         self.vms: dict[str, VM] = {}
 
 
-def fresh_cluster(sc: Scenario, cl: Cluster) -> None:
+def fresh_cluster(sc: Scenario, cl: Cluster, names: list[str] = CLUSTER) -> None:
     r = cl.run
-    cl.vms = {name: r.vm(name) for name in CLUSTER}
+    cl.vms = {name: r.vm(name) for name in names}
 
     def one(vm: VM) -> None:
         boot = sc.boot(vm, expect=expect_converged(vm))

@@ -102,7 +102,7 @@ class VM:
     def new_os_disk(self) -> None:
         """A fresh OS disk from the image (a new VM, or a rebuild that keeps the data disk)."""
         self.os_disk.unlink(missing_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.root),
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", self.image.format, "-b", str(self.image.root),
              str(self.os_disk)])
 
     def boot(self, *, mode: str = "agent", expect: dict, timeout: float = 300,
@@ -121,7 +121,7 @@ class VM:
         results = self.dir / f"boot{n}-results.log"
         boot.console = self.dir / f"boot{n}-console.log"
         boot.qemu_log = self.dir / f"boot{n}-qemu.log"
-        cmdline = ["root=/dev/vda", "rw", "console=ttyS0", "loglevel=4",
+        cmdline = [f"root={self.image.root_device}", "rw", "console=ttyS0", "loglevel=4",
                    f"systemd.hostname={self.node.name}"]
         # One image for both: the canarie boots disable cloud-init, the baseline's mask the agent.
         cmdline.append("cloud-init=disabled" if mode == "agent" else "systemd.mask=canarie-agent.service")
