@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _terminate(signum, _frame):
+    # Boots run in worker threads the main thread waits for: end them first, or the
+    # exit would wait for every boot to time out.
+    vm.stop_all()
     raise SystemExit(128 + signum)
 
 
@@ -40,6 +43,7 @@ def main(argv=None) -> int:
     if not args.deb:
         raise SystemExit("vm-tests: demo and test need --deb (packaging/build.sh makes it)")
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     work = Path(tempfile.mkdtemp(prefix="canarie-vm-tests.", dir="/var/tmp"))
     r: Run | None = None
     started = time.monotonic()

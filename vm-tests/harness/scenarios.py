@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import baseline
 from .cluster import Run
 from .util import log, run, sha256_file
-from .vm import VM, Boot
+from .vm import STOPPING, VM, Boot
 
 CLUSTER = ["cp-01", "wk-01", "wk-02"]
 SECRET = "rke2-join-token"
@@ -245,7 +245,7 @@ def keyvault_403(sc: Scenario, r: Run) -> None:
         while not pending.done():
             if any(q["service"] == "vault" and q["status"] == 403 for q in vm.sim.requests()):
                 log(f"wk-03: first Key Vault 403; the role assignment 'propagates' in {RBAC_DELAY_S} s")
-                time.sleep(RBAC_DELAY_S)
+                STOPPING.wait(RBAC_DELAY_S)  # a sleep an interrupt cuts short
                 break
             time.sleep(0.5)
         vm.sim.set_rules([])

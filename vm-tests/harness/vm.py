@@ -25,7 +25,10 @@ DATA_LINK = "/dev/disk/azure/scsi1/lun0"
 SLOTS = threading.Semaphore(2)
 
 _running: set[subprocess.Popen] = set()
-_running_lock = threading.Lock()
+# Reentrant: the interrupt handler runs in the main thread, which may hold it already.
+_running_lock = threading.RLock()
+# Set on an interrupt: no new boot starts (boots run in worker threads).
+STOPPING = threading.Event()
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -43,6 +46,12 @@ def kill_all() -> None:
         procs = list(_running)
     for proc in procs:
         _kill(proc)
+
+
+def stop_all() -> None:
+    """On an interrupt: no boot starts any more, and the running ones end now."""
+    STOPPING.set()
+    kill_all()
 
 
 @dataclass
@@ -151,6 +160,8 @@ class VM:
                     "-drive", f"file={self.data_disk},if=none,id=data0,format=raw,cache=writeback",
                     "-device", "scsi-hd,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=canarie-data0"]
         with SLOTS:
+            if STOPPING.is_set():
+                raise RuntimeError(f"{tag}: not booted, the run was interrupted")
             log(f"{tag}: boot ({mode})")
             t0 = time.monotonic()
             with open(boot.qemu_log, "wb") as qlog:
