@@ -3,7 +3,6 @@ example node configs, each with its own azure-sim holding its userData and the j
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import secrets
@@ -22,12 +21,9 @@ EXAMPLES = REPO / "examples"
 
 def node_config(name: str) -> tuple[str, dict]:
     """(role, node config) for cp-01, or any wk-NN (workers have a data disk at LUN 0)."""
-    if name.startswith("cp-"):
-        config = json.loads((EXAMPLES / "server.json").read_text())
-    else:
-        config = json.loads((EXAMPLES / "agent.json").read_text())
-        assert config["data_disk"]["lun"] == 0, "the VMs attach the data disk at LUN 0"
-    config = copy.deepcopy(config)
+    config = json.loads((EXAMPLES / ("server.json" if name.startswith("cp-") else "agent.json")).read_text())
+    if "data_disk" in config and config["data_disk"].get("lun") != 0:
+        raise RuntimeError("examples/agent.json: the VMs attach the data disk at LUN 0")
     config["node_name"] = name
     return config["role"], config
 

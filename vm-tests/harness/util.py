@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,8 +41,3 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def die(msg: str) -> None:
-    print(f"vm-tests: {msg}", file=sys.stderr)
-    sys.exit(2)
