@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "vm-tests"))
 
 from harness import image as vm_image  # noqa: E402  (the vm-tests harness, reused)
+from harness import vm  # noqa: E402
 from harness.util import CACHE_DIR, log, run  # noqa: E402
 
 BAKE = REPO / "packaging/image/bake"
@@ -492,24 +494,33 @@ def main(argv=None) -> int:
         return 0
     if not args.deb:
         raise SystemExit("bake_test.py test needs --deb")
+
+    def terminate(signum, _frame):
+        vm.kill_all()  # QEMU runs in its own session: it would outlive this process
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     r = Results()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="canarie-image-bake.", dir="/var/tmp"))
     timings = {}
     try:
+        # A copy: the package in target/ may be rebuilt while this runs (another suite).
+        deb = work / args.deb.name
+        shutil.copyfile(args.deb, deb)
         t0 = time.monotonic()
         base = build_base(work)
         artifacts = make_rke2_artifacts(work / "rke2-artifacts")
         timings["base image"] = time.monotonic() - t0
         t0 = time.monotonic()
-        test_arguments(r, work, base, args.deb.resolve(), artifacts)
+        test_arguments(r, work, base, deb, artifacts)
         timings["argument checks"] = time.monotonic() - t0
         t0 = time.monotonic()
-        test_failed_check(r, work, base, args.deb.resolve(), artifacts)
+        test_failed_check(r, work, base, deb, artifacts)
         timings["failed check"] = time.monotonic() - t0
-        vhd, timings["bake"] = test_bake(r, work, base, args.deb.resolve(), artifacts)
+        vhd, timings["bake"] = test_bake(r, work, base, deb, artifacts)
         t0 = time.monotonic()
-        test_rebake(r, work, vhd, args.deb.resolve(), artifacts)
+        test_rebake(r, work, vhd, deb, artifacts)
         timings["re-bake"] = time.monotonic() - t0
         t0 = time.monotonic()
         test_checks_refuse(r, work, vhd)
@@ -517,7 +528,7 @@ def main(argv=None) -> int:
         if not args.no_boot:
             t0 = time.monotonic()
             import boot  # noqa: PLC0415  (the harness's QEMU side, only needed here)
-            boot.boot_baked(r, work, vhd, args.deb.resolve(), image_shell)
+            boot.boot_baked(r, work, vhd, deb, image_shell)
             timings["QEMU boot"] = time.monotonic() - t0
     except Failed as e:
         r.failed.append(str(e))
