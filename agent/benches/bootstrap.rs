@@ -143,7 +143,8 @@ fn main() {
         });
         let (sb, first, again, old) = rt.block_on(async {
             let sim = TestSim::start(scenario(json!({ "user_data_json": config }))).await;
-            let sb = Sandbox::with_sim(sim).await;
+            // Inside the lab, so its drop unmounts the agent's mount even after a panic.
+            let sb = Sandbox::with_sim_in(sim, &lab.path("")).await;
             let first = tokio::task::block_in_place(|| agent_bootstrap(&sb));
             let again = tokio::task::block_in_place(|| agent_bootstrap(&sb));
             let old_root = lab.root("old-root");
