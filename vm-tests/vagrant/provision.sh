@@ -36,8 +36,8 @@ ExecStartPost=/bin/sh -c 'while [ ! -s /run/azure-sim-ready.json ]; do sleep 0.1
 [Install]
 WantedBy=multi-user.target
 UNIT
-for fwd in "imds 169.254.169.254:80 18080" "vault 169.254.169.253:443 18443"; do
-  set -- $fwd
+while read -r svc addr port; do
+  set -- "$svc" "$addr" "$port"
   cat >"/etc/systemd/system/azure-sim-$1.service" <<UNIT
 [Unit]
 Description=azure-sim: $1 at $2
@@ -51,7 +51,10 @@ ExecStart=/usr/bin/socat TCP-LISTEN:${2##*:},bind=${2%:*},fork,reuseaddr TCP:127
 [Install]
 WantedBy=multi-user.target
 UNIT
-done
+done <<'FORWARDS'
+imds 169.254.169.254:80 18080
+vault 169.254.169.253:443 18443
+FORWARDS
 sed -i '/# azure-sim$/d' /etc/hosts
 echo "169.254.169.253 $vault.vault.azure.net # azure-sim" >>/etc/hosts
 systemctl daemon-reload
