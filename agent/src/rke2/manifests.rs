@@ -74,6 +74,12 @@ const GITREPO_SOURCE: &str = include_str!(concat!(
     "/../manifests/seed/canarie-gitrepo.yaml"
 ));
 
+/// The file name of every manifest [`render`] can write, whatever the config: what the agent
+/// owns in the manifests directory (a name no longer rendered is removed).
+pub(super) fn file_names() -> impl Iterator<Item = &'static str> {
+    SEEDS.iter().map(|s| s.file).chain([GITREPO_FILE])
+}
+
 /// Longhorn keeps this many replicas of each volume: one per data-disk node, at most three.
 pub fn longhorn_replicas(config: &NodeConfig) -> u32 {
     config.cluster.storage_nodes.unwrap_or(1).clamp(1, 3)

@@ -24,7 +24,7 @@ pub use secrets::{declared as declared_cluster_secrets, render_cluster_secrets};
 
 use crate::config::{NodeConfig, Role};
 use crate::fsutil::{self, WriteOutcome};
-use crate::paths::{Root, RKE2_CONFIG, RKE2_TOKEN_DROPIN};
+use crate::paths::{Root, RKE2_CONFIG, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
 use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,14 @@ impl RenderedFile {
         fsutil::write_if_changed(&root.join(&self.path), &self.contents, self.mode)
             .with_context(|| format!("writing {}", self.path.display()))
     }
+}
+
+/// A file the agent may write on some node, and what its removal needs (the same as a change
+/// of it: see [`Effect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedFile {
+    pub path: PathBuf,
+    pub effect: Effect,
 }
 
 /// A file holding a secret: its contents never appear in `Debug` output and are zeroed when
@@ -152,11 +160,8 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
         });
     }
     if let Some(disk) = &config.data_disk {
-        let unit = config.role.rke2_unit();
         files.push(RenderedFile {
-            path: Path::new("/etc/systemd/system")
-                .join(format!("{unit}.d"))
-                .join("10-canarie-data-disk.conf"),
+            path: data_disk_dropin_path(config.role),
             contents: format!(
                 "# Written by canarie-agent from the node config (data_disk.mount_point).\n{}",
                 node_config::data_disk_dropin(&disk.mount_point)?
@@ -171,6 +176,42 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
         files.extend(cluster_values::render(config)?);
     }
     Ok(files)
+}
+
+/// Every file [`render`] can write, for any config and either role: what the agent owns
+/// beside the token drop-in and the cluster Secrets (owned by their own steps). A file named
+/// here that the current config does not render is one the config stopped wanting; any other
+/// file in the same directories (an operator's manifest or drop-in) is never the agent's.
+///
+/// Built from the names the renderers use, not a copy of them, and checked against `render`
+/// by a test, so a new output cannot be forgotten here.
+pub fn owned_files() -> Vec<OwnedFile> {
+    let file = |path: PathBuf, effect| OwnedFile { path, effect };
+    let mut owned = vec![
+        file(RKE2_CONFIG.into(), Effect::RestartRke2),
+        file(PSA_CONFIG.into(), Effect::RestartRke2),
+    ];
+    for role in [Role::Server, Role::Agent] {
+        owned.push(file(data_disk_dropin_path(role), Effect::DaemonReload));
+    }
+    let manifests = manifests::file_names().chain([
+        cluster_values::CLUSTER_VALUES_FILE,
+        cluster_values::LONGHORN_UI_FILE,
+    ]);
+    owned.extend(manifests.map(|name| {
+        file(
+            Path::new(RKE2_MANIFESTS_DIR).join(name),
+            Effect::AppliedByRke2,
+        )
+    }));
+    owned
+}
+
+/// The RKE2 unit's drop-in with `RequiresMountsFor=` the data disk.
+fn data_disk_dropin_path(role: Role) -> PathBuf {
+    Path::new("/etc/systemd/system")
+        .join(format!("{}.d", role.rke2_unit()))
+        .join("10-canarie-data-disk.conf")
 }
 
 /// The join token drop-in, `/etc/rancher/rke2/config.yaml.d/10-token.yaml` (mode 0600).
@@ -188,4 +229,85 @@ fn with_header(header: &str, body: &str) -> Vec<u8> {
     out.push_str(header);
     out.push_str(body);
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod owned_tests {
+    use super::*;
+    use crate::config;
+    use serde_json::json;
+
+    /// A server and an agent with every optional output switched on, and with none.
+    fn configs() -> Vec<NodeConfig> {
+        let server_full = json!({
+            "version": 1, "role": "server", "node_name": "cp-01",
+            "cluster": {
+                "dns_zone": "k8s.example.com",
+                "git_repo": {"url": "https://example.com/fleet.git", "branch": "main", "auth_secret": "git"}
+            },
+            "join_token": {"vault": "kv-canarie", "secret": "tok"},
+            "data_disk": {"lun": 0},
+            "cluster_secrets": {
+                "git_auth": {"secret": "git-token", "username": "x"},
+                "longhorn_ui_auth": {"secret": "lh"}
+            }
+        });
+        let server_bare = json!({
+            "version": 1, "role": "server", "node_name": "cp-01", "cluster": {},
+            "join_token": {"vault": "kv-canarie", "secret": "tok"}
+        });
+        let agent_full = json!({
+            "version": 1, "role": "agent", "node_name": "wk-01",
+            "cluster": {"server_url": "https://10.0.0.4:9345"},
+            "join_token": {"vault": "kv-canarie", "secret": "tok"},
+            "data_disk": {"lun": 0}
+        });
+        [server_full, server_bare, agent_full]
+            .iter()
+            .map(|v| config::parse(&serde_json::to_vec(v).unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_rendered_file_is_owned_with_the_same_effect() {
+        let owned = owned_files();
+        let mut rendered_paths = std::collections::BTreeSet::new();
+        for config in configs() {
+            for facts in [NodeFacts::default(), NodeFacts { data_disk_mounted: true }] {
+                for file in render(&config, &facts).unwrap() {
+                    let entry = owned.iter().find(|o| o.path == file.path);
+                    let entry = entry.unwrap_or_else(|| {
+                        panic!("{} is rendered but not in owned_files()", file.path.display())
+                    });
+                    assert_eq!(entry.effect, file.effect, "{}", file.path.display());
+                    rendered_paths.insert(file.path);
+                }
+            }
+        }
+        // Nothing is owned that no config renders: every owned name is a real output.
+        for o in &owned {
+            assert!(
+                rendered_paths.contains(&o.path),
+                "{} is owned but never rendered",
+                o.path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn owned_files_leave_the_token_and_secrets_to_their_steps_and_are_unique() {
+        let owned = owned_files();
+        let paths: std::collections::BTreeSet<_> = owned.iter().map(|o| &o.path).collect();
+        assert_eq!(paths.len(), owned.len(), "no path is listed twice");
+        assert!(!paths.contains(&PathBuf::from(RKE2_TOKEN_DROPIN)));
+        for kind in secrets::SecretKind::ALL {
+            assert!(!paths.contains(&kind.node_path()));
+        }
+        assert!(paths.contains(&PathBuf::from(
+            "/etc/systemd/system/rke2-agent.service.d/10-canarie-data-disk.conf"
+        )));
+        assert!(paths.contains(&PathBuf::from(
+            "/var/lib/rancher/rke2/server/manifests/canarie-gitrepo.yaml"
+        )));
+    }
 }
