@@ -78,6 +78,24 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
     })
 }
 
+/// Removes the file `path` if it is there, then fsyncs its directory so the removal survives
+/// a crash. Returns whether there was a file to remove. A directory at `path` is refused: the
+/// agent only ever owns files.
+pub fn remove_if_exists(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +141,23 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
             0o600
         );
+    }
+
+    #[test]
+    fn remove_if_exists_removes_once_and_refuses_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.yaml");
+        write_if_changed(&path, b"x: 1\n", 0o600).unwrap();
+        let keep = dir.path().join("keep.yaml");
+        fs::write(&keep, b"y: 1\n").unwrap();
+        assert!(remove_if_exists(&path).unwrap());
+        assert!(!path.exists());
+        assert!(!remove_if_exists(&path).unwrap(), "nothing left to remove");
+        assert_eq!(fs::read(&keep).unwrap(), b"y: 1\n");
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let err = remove_if_exists(&sub).unwrap_err();
+        assert!(format!("{err:#}").contains("removing"), "{err:#}");
+        assert!(sub.is_dir());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::fsutil;
 use crate::paths::Root;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -11,6 +11,8 @@ use std::path::Path;
 pub enum Action {
     Create,
     Update,
+    /// A file the agent owns that the node config no longer wants.
+    Remove,
     Format,
     Mount,
     Start,
@@ -24,6 +26,7 @@ impl std::fmt::Display for Action {
         let s = match self {
             Action::Create => "create",
             Action::Update => "update",
+            Action::Remove => "remove",
             Action::Format => "format",
             Action::Mount => "mount",
             Action::Start => "start",
@@ -78,4 +81,67 @@ pub fn file_change(
         target: path.display().to_string(),
         detail: format!("mode {mode:04o}"),
     }))
+}
+
+/// The change removing the node file `path` (under `root`): `None` when there is no file
+/// there. Only for files the calling step owns by name and the config no longer renders; a
+/// directory of that name is not the agent's and is left alone.
+pub fn removal(
+    step: &'static str,
+    root: &Root,
+    path: &Path,
+    detail: &str,
+) -> Result<Option<Change>> {
+    let host_path = root.join(path);
+    match std::fs::symlink_metadata(&host_path) {
+        Ok(meta) if meta.is_dir() => Ok(None),
+        Ok(_) => Ok(Some(Change {
+            step,
+            action: Action::Remove,
+            target: path.display().to_string(),
+            detail: detail.to_string(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading metadata of {}", host_path.display())),
+    }
+}
+
+/// Removes the node file `path` (under `root`) that a [`removal`] planned.
+pub fn remove(root: &Root, path: &Path) -> Result<()> {
+    fsutil::remove_if_exists(&root.join(path))
+        .with_context(|| format!("removing {} (no longer in the node config)", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn removal_is_planned_only_for_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let path = Path::new("/etc/x/owned.yaml");
+        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        fs::create_dir_all(root.join("/etc/x")).unwrap();
+        fs::write(root.join(path), b"a").unwrap();
+        let change = removal("s", &root, path, "gone").unwrap().unwrap();
+        assert_eq!(change.action, Action::Remove);
+        assert_eq!(change.to_string(), "remove   /etc/x/owned.yaml (gone)");
+        remove(&root, path).unwrap();
+        assert!(!root.join(path).exists());
+        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        // A directory under an owned name is someone else's.
+        fs::create_dir(root.join(path)).unwrap();
+        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+    }
+
+    #[test]
+    fn remove_serializes_as_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&Action::Remove).unwrap(),
+            "\"remove\""
+        );
+    }
 }

@@ -137,12 +137,16 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
             return Ok(finish(cx, mode, report, &state, None, started, started_at));
         }
     };
+    let in_manifests_dir = |p: &std::path::Path| p.starts_with(RKE2_MANIFESTS_DIR);
     let (manifests, config_files): (Vec<_>, Vec<_>) = rendered
         .into_iter()
-        .partition(|f| f.path.starts_with(RKE2_MANIFESTS_DIR));
-    let mut config_files_step = FilesStep::new("rke2-config", cx, config_files);
+        .partition(|f| in_manifests_dir(&f.path));
+    let (owned_manifests, owned_config_files): (Vec<_>, Vec<_>) = rke2::owned_files()
+        .into_iter()
+        .partition(|f| in_manifests_dir(&f.path));
+    let mut config_files_step = FilesStep::new("rke2-config", cx, config_files, owned_config_files);
     report.push(run_step(&mut config_files_step, mode).await);
-    let mut manifests_step = FilesStep::new("server-manifests", cx, manifests);
+    let mut manifests_step = FilesStep::new("server-manifests", cx, manifests, owned_manifests);
     report.push(run_step(&mut manifests_step, mode).await);
     if report.failed() {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));
@@ -154,12 +158,13 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));
     }
 
-    let stale = config_files_step.stale.iter().chain(&manifests_step.stale);
+    // Written and removed files alike: RKE2 and systemd must see either.
+    let effects = config_files_step.effects().chain(manifests_step.effects());
     let reload =
-        disk_step.changed_units() || stale.clone().any(|f| f.effect == Effect::DaemonReload);
-    let mut restart_reasons: Vec<String> = stale
-        .filter(|f| f.effect == Effect::RestartRke2)
-        .map(|f| f.path.display().to_string())
+        disk_step.changed_units() || effects.clone().any(|(_, e)| e == Effect::DaemonReload);
+    let mut restart_reasons: Vec<String> = effects
+        .filter(|(_, e)| *e == Effect::RestartRke2)
+        .map(|(path, _)| path.display().to_string())
         .collect();
     if token_changed {
         restart_reasons.push("join token".into());

@@ -8,15 +8,21 @@
 //! or empty secret fails the step, naming the config entry, the secret and the vault. On a
 //! node that converged before, an unreachable IMDS or Key Vault keeps the Secret files it
 //! has (like the join token), so an Azure outage never keeps a rebooted server down.
+//!
+//! The step owns one file name per kind of secret ([`SecretKind::ALL`]): the file of a kind
+//! the config no longer declares is removed (no Azure needed for that), so secret material
+//! does not outlive its config entry on the node. Any other file in the directory is not
+//! the step's.
 
 use crate::azure::VAULT_RESOURCE;
 use crate::config::NodeConfig;
-use crate::reconcile::change::{file_change, Change};
+use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
-use crate::rke2::secrets::{DeclaredSecret, FetchedSecret};
+use crate::rke2::secrets::{DeclaredSecret, FetchedSecret, SecretKind};
 use crate::rke2::{self, SecretFile};
 use anyhow::{Context as _, Result};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const NAME: &str = "cluster-secrets";
@@ -27,6 +33,8 @@ pub struct ClusterSecretsStep<'a> {
     may_fall_back: bool,
     /// The files `plan` found out of date.
     stale: Vec<SecretFile>,
+    /// Secret files of kinds the config no longer declares.
+    unwanted: Vec<PathBuf>,
     planned: Vec<Change>,
     warning: Option<String>,
     skipped: bool,
@@ -41,6 +49,7 @@ impl<'a> ClusterSecretsStep<'a> {
             config,
             may_fall_back,
             stale: Vec::new(),
+            unwanted: Vec::new(),
             planned: Vec::new(),
             warning: None,
             skipped: false,
@@ -94,11 +103,25 @@ impl Step for ClusterSecretsStep<'_> {
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
         self.stale.clear();
+        self.unwanted.clear();
         self.planned.clear();
         let declared = rke2::declared_cluster_secrets(self.config);
+        for kind in SecretKind::ALL {
+            if declared.iter().any(|d| d.kind == kind) {
+                continue;
+            }
+            let detail = format!(
+                "{} is no longer in the node config; the Secret stays in the cluster (docs/operations.md)",
+                kind.config_path()
+            );
+            if let Some(c) = change::removal(NAME, &self.cx.root, &kind.node_path(), &detail)? {
+                self.planned.push(c);
+                self.unwanted.push(kind.node_path());
+            }
+        }
         if declared.is_empty() {
-            self.skipped = true;
-            return Ok(Vec::new());
+            self.skipped = self.planned.is_empty();
+            return Ok(self.planned.clone());
         }
         let fetched = match self.fetch(&declared).await {
             Ok(f) => f,
@@ -109,7 +132,7 @@ impl Step for ClusterSecretsStep<'_> {
                         .all(|d| self.cx.root.join(d.kind.node_path()).exists()) =>
             {
                 self.warning = Some(format!("keeping the existing cluster Secret files: {e:#}"));
-                return Ok(Vec::new());
+                return Ok(self.planned.clone());
             }
             Err(e) => return Err(e),
         };
@@ -132,6 +155,9 @@ impl Step for ClusterSecretsStep<'_> {
         for file in &self.stale {
             file.write(&self.cx.root)?;
         }
+        for path in &self.unwanted {
+            change::remove(&self.cx.root, path)?;
+        }
         Ok(self.planned.clone())
     }
 
@@ -141,5 +167,47 @@ impl Step for ClusterSecretsStep<'_> {
 
     fn skipped(&self) -> bool {
         self.skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Root;
+    use crate::reconcile::change::Action;
+    use std::fs;
+
+    #[tokio::test]
+    async fn the_file_of_an_undeclared_secret_is_removed_without_azure() {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 9 on loopback: any attempt to reach Azure would fail the step.
+        let cx = Context::new(Root::new(dir.path()), "http://127.0.0.1:9".into());
+        let config = crate::config::parse(
+            br#"{"version": 1, "role": "server", "node_name": "cp-01", "cluster": {},
+                 "join_token": {"vault": "kv-canarie", "secret": "tok"}}"#,
+        )
+        .unwrap();
+        let dropped = SecretKind::GrafanaAdmin.node_path();
+        let operator = dropped.with_file_name("my-secret.yaml");
+        for path in [&dropped, &operator] {
+            let host = cx.root.join(path);
+            fs::create_dir_all(host.parent().unwrap()).unwrap();
+            fs::write(host, b"kind: Secret\n").unwrap();
+        }
+        let mut step = ClusterSecretsStep::new(&cx, &config, false);
+        let planned = step.plan().await.unwrap();
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert_eq!(planned[0].action, Action::Remove);
+        assert_eq!(planned[0].target, dropped.display().to_string());
+        assert!(planned[0].detail.contains("cluster_secrets.grafana_admin"));
+        assert!(!step.skipped());
+        step.apply().await.unwrap();
+        assert!(!cx.root.join(&dropped).exists());
+        assert!(cx.root.join(&operator).exists(), "not the step's file");
+        assert!(step.plan().await.unwrap().is_empty());
+        assert!(
+            step.skipped(),
+            "nothing declared, nothing left: skipped again"
+        );
     }
 }
