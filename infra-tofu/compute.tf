@@ -87,11 +87,7 @@ resource "azurerm_linux_virtual_machine" "node" {
   # associations come first too: the outbound rule is the nodes' only way out (the
   # subnets have no default outbound access), and RKE2 pulls images on first boot.
   depends_on = [
-    azurerm_key_vault_secret.join_token,
-    azurerm_key_vault_secret.grafana_admin,
-    azurerm_key_vault_secret.longhorn_ui,
-    azurerm_key_vault_secret.git_token,
-    azurerm_key_vault_secret.external_dns,
+    azurerm_key_vault_secret.main,
     azurerm_network_interface_backend_address_pool_association.node,
   ]
 }

@@ -66,17 +66,6 @@ resource "random_password" "join_token" {
   special = false
 }
 
-resource "azurerm_key_vault_secret" "join_token" {
-  #checkov:skip=CKV_AZURE_41:No expiry: an expired secret cannot be read, and every node reads the join token on every boot for the cluster's whole life.
-  name         = local.join_token_secret_name
-  value        = random_password.join_token.result
-  key_vault_id = azurerm_key_vault.main.id
-  content_type = "text/plain"
-  tags         = local.tags
-
-  depends_on = [time_sleep.operator_rbac_propagation]
-}
-
 # The cluster secrets (docs/day2.md: rotating them). Generated where nothing outside the
 # cluster chooses them; taken from sensitive variables where an outside system issued them.
 # The server's node config names them (node-config.tf), never their values.
@@ -93,10 +82,24 @@ resource "random_password" "longhorn_ui" {
   special = false
 }
 
-resource "azurerm_key_vault_secret" "grafana_admin" {
-  #checkov:skip=CKV_AZURE_41:No expiry: the server reads it on every boot; it is rotated by changing it (docs/day2.md), not by letting it lapse.
-  name         = local.cluster_secret_names.grafana_admin
-  value        = random_password.grafana_admin.result
+locals {
+  # The value of each secret in local.vault_secret_names (locals.tf). Kept apart from the
+  # names because the values are sensitive, and for_each takes no sensitive value.
+  vault_secret_values = {
+    join_token         = random_password.join_token.result
+    grafana_admin      = random_password.grafana_admin.result
+    longhorn_ui_auth   = random_password.longhorn_ui.result
+    git_auth           = var.git_token
+    external_dns_azure = try(var.external_dns_service_principal.client_secret, null)
+  }
+}
+
+resource "azurerm_key_vault_secret" "main" {
+  #checkov:skip=CKV_AZURE_41:No expiry: nodes read these on every boot for the cluster's whole life and an expired secret cannot be read; the cluster secrets are rotated by changing them (docs/day2.md), and the git token's and client secret's own expiry is the issuer's.
+  for_each = local.vault_secret_names
+
+  name         = each.value
+  value        = local.vault_secret_values[each.key]
   key_vault_id = azurerm_key_vault.main.id
   content_type = "text/plain"
   tags         = local.tags
@@ -104,41 +107,33 @@ resource "azurerm_key_vault_secret" "grafana_admin" {
   depends_on = [time_sleep.operator_rbac_propagation]
 }
 
-resource "azurerm_key_vault_secret" "longhorn_ui" {
-  #checkov:skip=CKV_AZURE_41:No expiry: the server reads it on every boot; it is rotated by changing it (docs/day2.md), not by letting it lapse.
-  name         = local.cluster_secret_names.longhorn_ui_auth
-  value        = random_password.longhorn_ui.result
-  key_vault_id = azurerm_key_vault.main.id
-  content_type = "text/plain"
-  tags         = local.tags
-
-  depends_on = [time_sleep.operator_rbac_propagation]
+# Each secret was its own resource until the for_each above. These blocks carry an existing
+# deployment's secrets over to the new addresses: without them OpenTofu would delete every
+# secret and write it again (a window in which no node can boot). Keep them: removing one
+# makes the next apply of a deployment created before the change do exactly that.
+moved {
+  from = azurerm_key_vault_secret.join_token
+  to   = azurerm_key_vault_secret.main["join_token"]
 }
 
-resource "azurerm_key_vault_secret" "git_token" {
-  #checkov:skip=CKV_AZURE_41:No expiry: the token's own expiry is the git host's; the server reads this copy on every boot.
-  count = local.git_token_set ? 1 : 0
-
-  name         = local.cluster_secret_names.git_auth
-  value        = var.git_token
-  key_vault_id = azurerm_key_vault.main.id
-  content_type = "text/plain"
-  tags         = local.tags
-
-  depends_on = [time_sleep.operator_rbac_propagation]
+moved {
+  from = azurerm_key_vault_secret.grafana_admin
+  to   = azurerm_key_vault_secret.main["grafana_admin"]
 }
 
-resource "azurerm_key_vault_secret" "external_dns" {
-  #checkov:skip=CKV_AZURE_41:No expiry: the client secret's own expiry is Entra ID's; the server reads this copy on every boot.
-  count = local.external_dns_set ? 1 : 0
+moved {
+  from = azurerm_key_vault_secret.longhorn_ui
+  to   = azurerm_key_vault_secret.main["longhorn_ui_auth"]
+}
 
-  name         = local.cluster_secret_names.external_dns_azure
-  value        = var.external_dns_service_principal.client_secret
-  key_vault_id = azurerm_key_vault.main.id
-  content_type = "text/plain"
-  tags         = local.tags
+moved {
+  from = azurerm_key_vault_secret.git_token[0]
+  to   = azurerm_key_vault_secret.main["git_auth"]
+}
 
-  depends_on = [time_sleep.operator_rbac_propagation]
+moved {
+  from = azurerm_key_vault_secret.external_dns[0]
+  to   = azurerm_key_vault_secret.main["external_dns_azure"]
 }
 
 resource "azurerm_role_assignment" "external_dns_zone" {
@@ -156,7 +151,7 @@ resource "azurerm_role_assignment" "node_secrets_user" {
   # token and the cluster secrets), a worker only the join token.
   for_each = local.nodes
 
-  scope                = each.key == local.server.node_name ? azurerm_key_vault.main.id : azurerm_key_vault_secret.join_token.resource_versionless_id
+  scope                = each.key == local.server.node_name ? azurerm_key_vault.main.id : azurerm_key_vault_secret.main["join_token"].resource_versionless_id
   role_definition_name = "Key Vault Secrets User"
   principal_id         = azurerm_linux_virtual_machine.node[each.key].identity[0].principal_id
   # Saves Azure a directory lookup of the brand-new identity (which can fail on replication lag).

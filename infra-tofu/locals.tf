@@ -47,6 +47,16 @@ locals {
   git_token_set    = nonsensitive(var.git_token != null)
   external_dns_set = nonsensitive(var.external_dns_service_principal != null)
 
+  # Every secret keyvault.tf stores, by node config entry (the join token as join_token):
+  # its name in the vault. The credentials issued elsewhere only when they were given.
+  vault_secret_names = merge(
+    { join_token = local.join_token_secret_name },
+    {
+      for entry, name in local.cluster_secret_names : entry => name
+      if lookup({ git_auth = local.git_token_set, external_dns_azure = local.external_dns_set }, entry, true)
+    },
+  )
+
   # Fleet's GitRepo uses the Secret the server seeds from git_token: its name is
   # git_repo.auth_secret, canarie-kube-auth unless the variable names another.
   git_repo = var.git_repo == null ? null : merge(var.git_repo, {

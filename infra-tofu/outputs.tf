@@ -30,7 +30,7 @@ output "key_vault_uri" {
 
 output "join_token_secret_name" {
   description = "Key Vault secret holding the RKE2 join token."
-  value       = azurerm_key_vault_secret.join_token.name
+  value       = azurerm_key_vault_secret.main["join_token"].name
 }
 
 output "vm_ids" {

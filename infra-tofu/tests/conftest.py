@@ -2,7 +2,7 @@
 
 import pytest
 
-from tofu_helpers import EXAMPLE_TFVARS, REQUIRED_ONLY_TFVARS, attr, evaluate, parse
+from tofu_helpers import CREDENTIALS_TFVARS, EXAMPLE_TFVARS, REQUIRED_ONLY_TFVARS, attr, evaluate, parse
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,12 @@ def example_eval(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def defaults_eval(tmp_path_factory) -> dict:
     return evaluate(tmp_path_factory.mktemp("eval-defaults"), REQUIRED_ONLY_TFVARS)
+
+
+@pytest.fixture(scope="session")
+def credentials_eval(tmp_path_factory) -> dict:
+    """The defaults plus every credential issued outside the cluster (git, external-dns)."""
+    return evaluate(tmp_path_factory.mktemp("eval-credentials"), REQUIRED_ONLY_TFVARS + CREDENTIALS_TFVARS)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tofu_helpers import AGENT_BIN, PLACEHOLDERS, EvalError, evaluate, REQUIRED_ONLY_TFVARS
+from tofu_helpers import (
+    AGENT_BIN,
+    DNS_CLIENT_SECRET,
+    GIT_TOKEN,
+    PLACEHOLDERS,
+    REQUIRED_ONLY_TFVARS,
+    EvalError,
+    evaluate,
+)
 
 LB_IP = PLACEHOLDERS["azurerm_public_ip.lb.ip_address"].strip('"')
 VAULT = PLACEHOLDERS["azurerm_key_vault.main.name"].strip('"')
@@ -146,21 +154,8 @@ def test_image_id_validation(tmp_path):
     assert "image_id must be an Azure image resource id" in " ".join(str(err.value).split())
 
 
-GIT_TOKEN = "github_pat_canaryToken0123456789"
-DNS_CLIENT_SECRET = "canary~client.Secret_0123"
-CREDENTIALS_TFVARS = f"""
-git_repo = {{ url = "https://github.com/example/fleet.git", branch = "main" }}
-git_token = "{GIT_TOKEN}"
-external_dns_service_principal = {{
-  client_id     = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-  object_id     = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
-  client_secret = "{DNS_CLIENT_SECRET}"
-}}
-"""
-
-
-def test_credentials_issued_elsewhere_are_named_never_sent(tmp_path):
-    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + CREDENTIALS_TFVARS)
+def test_credentials_issued_elsewhere_are_named_never_sent(credentials_eval, tmp_path):
+    ev = credentials_eval
     for name, b64 in ev["user_data"].items():
         text = base64.b64decode(b64).decode()
         assert GIT_TOKEN not in text and DNS_CLIENT_SECRET not in text, f"a secret value reached {name}'s user_data"

@@ -97,7 +97,7 @@ def test_every_vm_reads_the_vault_with_its_own_identity():
     # of the secret, which is what a role assignment scope takes).
     assert attr(ra, "scope") == (
         "${each.key == local.server.node_name ? azurerm_key_vault.main.id : "
-        "azurerm_key_vault_secret.join_token.resource_versionless_id}"
+        'azurerm_key_vault_secret.main["join_token"].resource_versionless_id}'
     )
     assert attr(ra, "principal_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].identity[0].principal_id}}"
 
@@ -152,38 +152,52 @@ def test_key_vault_settings():
     assert re.search(r"#[^\n]*[Pp]urge protection stays off", before), "say why purge protection is off"
 
 
-# Key Vault secret resource -> (the value it stores, the locals name it is stored under).
-VAULT_SECRETS = {
-    "join_token": ("${random_password.join_token.result}", "${local.join_token_secret_name}"),
-    "grafana_admin": ("${random_password.grafana_admin.result}", "${local.cluster_secret_names.grafana_admin}"),
-    "longhorn_ui": ("${random_password.longhorn_ui.result}", "${local.cluster_secret_names.longhorn_ui_auth}"),
-    "git_token": ("${var.git_token}", "${local.cluster_secret_names.git_auth}"),
-    "external_dns": ("${var.external_dns_service_principal.client_secret}", "${local.cluster_secret_names.external_dns_azure}"),
+# Key Vault secret (by node config entry) -> the value it stores.
+VAULT_SECRET_VALUES = {
+    "join_token": "${random_password.join_token.result}",
+    "grafana_admin": "${random_password.grafana_admin.result}",
+    "longhorn_ui_auth": "${random_password.longhorn_ui.result}",
+    "git_auth": "${var.git_token}",
+    # (python-hcl2 prints HCL's null as None)
+    "external_dns_azure": "${try(var.external_dns_service_principal.client_secret,None)}",
 }
 
 
 def test_every_secret_is_generated_or_taken_from_a_sensitive_variable():
-    secrets = resources("azurerm_key_vault_secret")
-    assert set(secrets) == set(VAULT_SECRETS)
+    _, secret = the_one("azurerm_key_vault_secret")
+    assert attr(secret, "for_each") == "${local.vault_secret_names}"
+    assert attr(secret, "name") == "${each.value}"
+    assert attr(secret, "value") == "${local.vault_secret_values[each.key]}"
+    assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
+    assert attr(secret, "content_type") == "text/plain"
+    (values,) = [attr(b, "vault_secret_values") for b in root_blocks("locals") if "vault_secret_values" in b]
+    assert values == VAULT_SECRET_VALUES
     passwords = resources("random_password")
     assert set(passwords) == {"join_token", "grafana_admin", "longhorn_ui"}
     variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
-    for name, (value, secret_name) in VAULT_SECRETS.items():
-        secret = secrets[name]
-        assert attr(secret, "value") == value, name
-        assert attr(secret, "name") == secret_name, name
-        assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
-        assert attr(secret, "content_type") == "text/plain"
+    for entry, value in VAULT_SECRET_VALUES.items():
         if value.startswith("${random_password."):
             pw = passwords[value.split(".")[1]]
-            assert attr(pw, "length") >= 32 and attr(pw, "special") is False, name
-            assert "count" not in secret, f"{name} always exists"
+            assert attr(pw, "length") >= 32 and attr(pw, "special") is False, entry
         else:
-            var_name = value.removeprefix("${var.").split(".")[0].rstrip("}")
+            var_name = re.search(r"var\.(\w+)", value).group(1)
             assert attr(variables[var_name], "sensitive") is True, var_name
             assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
-            # Only whether it was given decides; the value never leaves the secret.
-            assert attr(secret, "count").startswith("${local.") and attr(secret, "count").endswith("_set ? 1 : 0}")
+
+
+def test_vault_holds_what_the_server_is_told_to_read(defaults_eval, credentials_eval):
+    # Generated secrets always exist; the ones issued elsewhere exactly when given. Each is
+    # stored under the name the server's node config reads it by.
+    for ev, optional in ((defaults_eval, set()), (credentials_eval, {"git_auth", "external_dns_azure"})):
+        names = ev["vault_secret_names"]
+        assert set(names) == {"join_token", "grafana_admin", "longhorn_ui_auth"} | optional
+        assert names["join_token"] == "rke2-join-token"
+        server = ev["configs"]["cp-01"]
+        assert server["join_token"]["secret"] == names["join_token"]
+        told = {entry: s["secret"] for entry, s in server["cluster_secrets"].items() if s is not None}
+        assert told == {entry: n for entry, n in names.items() if entry != "join_token"}
+        # Only whether a credential was given decides; its value is no for_each key.
+        assert set(names) <= set(VAULT_SECRET_VALUES)
 
 
 def test_operator_can_write_secrets_before_they_are_written():
@@ -198,8 +212,8 @@ def test_every_secret_exists_before_the_nodes_boot():
     # The agent fails on a missing secret instead of waiting for it.
     _, vm = the_one("azurerm_linux_virtual_machine")
     depends = str(attr(vm, "depends_on"))
-    for name in resources("azurerm_key_vault_secret"):
-        assert f"azurerm_key_vault_secret.{name}" in depends, name
+    (name,) = resources("azurerm_key_vault_secret")
+    assert f"azurerm_key_vault_secret.{name}" in depends, "the VMs must wait for every secret"
 
 
 def test_external_dns_may_write_only_the_cluster_zone():

@@ -149,6 +149,7 @@ def build_eval_root(dest: Path, tfvars_text: str) -> Path:
                 "lb_rules": "local.lb_rules",
                 "node_pools": "local.node_pools",
                 "data_disk": "local.data_disk",
+                "vault_secret_names": "local.vault_secret_names",
             }.items()
         ),
         encoding="utf-8",
@@ -167,6 +168,21 @@ REQUIRED_ONLY_TFVARS = """
 image_id       = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/img/providers/Microsoft.Compute/images/canarie-node"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhN7vZ5mV5Yx4oZz6mCkGQmZ7e8mQ3qQkR4hQ2bq0aB test"
 dns_zone_name  = "c.example.org"
+"""
+
+
+# The credentials issued outside the cluster, all given (canary values: they must never
+# show up in a node config).
+GIT_TOKEN = "github_pat_canaryToken0123456789"
+DNS_CLIENT_SECRET = "canary~client.Secret_0123"
+CREDENTIALS_TFVARS = f"""
+git_repo = {{ url = "https://github.com/example/fleet.git", branch = "main" }}
+git_token = "{GIT_TOKEN}"
+external_dns_service_principal = {{
+  client_id     = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+  object_id     = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
+  client_secret = "{DNS_CLIENT_SECRET}"
+}}
 """
 
 
