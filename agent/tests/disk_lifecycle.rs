@@ -5,33 +5,28 @@ mod disk_support;
 use canarie_agent::config::DataDiskConfig;
 use canarie_agent::disk::{self, DecisionKind, DiskAction, Refused};
 use disk_support::*;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn format_and_mount(lab: &mut Lab, image: &Path) -> (PathBuf, canarie_agent::paths::Root, String) {
-    let dev = lab.attach(image);
-    let root = lab.root("first-life");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
-    let out = disk::apply(&disk::observe(&cfg, &root).unwrap(), &cfg, &root).unwrap();
+/// A node whose blank disk the disk step formatted and mounted; the filesystem's UUID.
+fn formatted_node() -> (Node, String) {
+    let node = Lab::node(GIB);
+    let out = node.converge();
     assert_eq!(out.action, DiskAction::Formatted);
-    (dev, root, out.uuid)
+    (node, out.uuid)
 }
 
 #[test]
 fn reuse_after_rebuild_keeps_the_data() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let (dev, first, uuid) = format_and_mount(&mut lab, &img);
-    let mounted = first.join(MOUNT_POINT);
+    let (first, uuid) = formatted_node();
+    let mounted = first.mount_point();
     std::fs::create_dir_all(mounted.join("replicas")).unwrap();
     std::fs::write(mounted.join("replicas/volume-head.img"), b"replica data").unwrap();
-    lab.unmount(&mounted);
+    first.lab.unmount(&mounted);
 
     // A rebuilt VM: new OS disk, so no unit, no mount point, no agent state at all.
-    let rebuilt = lab.root("second-life");
-    Lab::link_lun(&rebuilt, LinkScheme::ByLun, 0, &dev);
+    let rebuilt = first.lab.root("second-life");
+    Lab::link_lun(&rebuilt, LinkScheme::ByLun, 0, &first.dev);
     let cfg = config(0);
     let obs = disk::observe(&cfg, &rebuilt).unwrap();
     assert_eq!(obs.decision.kind, DecisionKind::Reuse, "{:?}", obs.decision);
@@ -47,37 +42,28 @@ fn reuse_after_rebuild_keeps_the_data() {
 
 #[test]
 fn killed_after_mount_before_the_unit_is_written_converges() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let (_dev, root, uuid) = format_and_mount(&mut lab, &img);
+    let (node, uuid) = formatted_node();
     // As if the run died between mount and persisting it.
-    std::fs::remove_dir_all(root.join("/etc/systemd")).unwrap();
-    let cfg = config(0);
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(obs.decision.kind, DecisionKind::Mounted);
-    let out = disk::apply(&obs, &cfg, &root).unwrap();
+    std::fs::remove_dir_all(node.root.join("/etc/systemd")).unwrap();
+    let obs = node.observe_expecting(DecisionKind::Mounted);
+    let out = node.apply(&obs).unwrap();
     assert_eq!(out.action, DiskAction::AlreadyMounted);
     assert!(out.persisted.changed() && !out.mounted_now);
     assert_eq!(out.uuid, uuid);
     let unit =
-        std::fs::read_to_string(root.join("/etc/systemd/system/var-lib-longhorn.mount")).unwrap();
+        std::fs::read_to_string(node.root.join("/etc/systemd/system/var-lib-longhorn.mount"))
+            .unwrap();
     assert!(unit.contains(&uuid));
 }
 
 #[test]
 fn a_stale_observation_never_formats_a_disk_that_changed() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(obs.decision.kind, DecisionKind::Format);
+    let node = Lab::node(GIB);
+    let obs = node.observe_expecting(DecisionKind::Format);
     // Between plan and apply, someone puts data on the disk.
-    sh(&format!("mkfs.xfs -q '{}'", dev.display()));
-    let before = content_digest(&img);
-    let err = disk::apply(&obs, &cfg, &root).unwrap_err();
+    sh_on("mkfs.xfs -q {}", &node.dev);
+    let before = content_digest(&node.image);
+    let err = node.apply(&obs).unwrap_err();
     let refused = err
         .downcast_ref::<Refused>()
         .unwrap_or_else(|| panic!("{err:#}"));
@@ -86,14 +72,13 @@ fn a_stale_observation_never_formats_a_disk_that_changed() {
         "{}",
         refused.reason
     );
-    assert_eq!(content_digest(&img), before);
+    assert_eq!(content_digest(&node.image), before);
 }
 
 #[test]
 fn a_link_that_appears_late_is_found() {
     let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
+    let (_, dev) = lab.disk("disk.img", GIB, |_| {});
     let root = lab.root("root");
     let cfg = DataDiskConfig {
         wait_seconds: 30,
@@ -118,11 +103,8 @@ fn a_link_that_appears_late_is_found() {
 #[test]
 fn by_lun_is_preferred_and_an_explicit_device_wins() {
     let mut lab = Lab::new();
-    let a = lab.image("a.img", GIB);
-    let b = lab.image("b.img", GIB);
-    sh(&format!("mkfs.xfs -q '{}'", b.display()));
-    let dev_a = lab.attach(&a);
-    let dev_b = lab.attach(&b);
+    let (_, dev_a) = lab.disk("a.img", GIB, |_| {});
+    let (_, dev_b) = lab.disk("b.img", GIB, shell("mkfs.xfs -q {}"));
     let root = lab.root("root");
     Lab::link_lun(&root, LinkScheme::ByLun, 1, &dev_a);
     Lab::link_lun(&root, LinkScheme::Scsi1, 1, &dev_b);
@@ -170,11 +152,8 @@ fn json_of(out: &Output) -> serde_json::Value {
 #[test]
 fn inspect_prints_the_decision_and_exits_by_it() {
     let mut lab = Lab::new();
-    let blank = lab.image("blank.img", GIB);
-    let xfs = lab.image("xfs.img", GIB);
-    sh(&format!("mkfs.xfs -q -L scratch '{}'", xfs.display()));
-    let blank_dev = lab.attach(&blank);
-    let xfs_dev = lab.attach(&xfs);
+    let (_, blank_dev) = lab.disk("blank.img", GIB, |_| {});
+    let (xfs, xfs_dev) = lab.disk("xfs.img", GIB, shell("mkfs.xfs -q -L scratch {}"));
     let before = content_digest(&xfs);
 
     let out = agent(&["disk", "inspect", "--json", blank_dev.to_str().unwrap()]);
@@ -216,18 +195,20 @@ fn inspect_prints_the_decision_and_exits_by_it() {
 
 #[test]
 fn inspect_reports_mounted_under_the_root_it_is_given() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let (dev, root, _) = format_and_mount(&mut lab, &img);
-    let root_dir = root.dir().to_str().unwrap().to_string();
-    let out = agent(&[
-        "--root",
-        &root_dir,
-        "disk",
-        "inspect",
-        "--json",
-        dev.to_str().unwrap(),
-    ]);
+    let (node, _) = formatted_node();
+    let root_dir = node.root.dir().to_str().unwrap();
+    let dev = node.dev.to_str().unwrap();
+    let inspect = |options: &[&str]| {
+        agent(
+            &[
+                &["--root", root_dir, "disk", "inspect", "--json"],
+                options,
+                &[dev],
+            ]
+            .concat(),
+        )
+    };
+    let out = inspect(&[]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -236,16 +217,7 @@ fn inspect_reports_mounted_under_the_root_it_is_given() {
     );
     assert_eq!(json_of(&out)["decision"], "mounted");
     // Another mount point: our disk is in use elsewhere.
-    let out = agent(&[
-        "--root",
-        &root_dir,
-        "disk",
-        "inspect",
-        "--json",
-        "--mount-point",
-        "/srv/other",
-        dev.to_str().unwrap(),
-    ]);
+    let out = inspect(&["--mount-point", "/srv/other"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_of(&out)["signatures"][0]["label"], LABEL);
 }
@@ -278,19 +250,14 @@ fn inspect_errors_exit_2() {
 
 #[test]
 fn a_mount_point_taken_by_another_filesystem_is_refused() {
-    let mut lab = Lab::new();
-    let blank = lab.image("blank.img", GIB);
-    let other = lab.image("other.img", GIB);
-    sh(&format!("mkfs.ext4 -q -F -L other '{}'", other.display()));
-    let blank_dev = lab.attach(&blank);
-    let other_dev = lab.attach(&other);
-    let root = lab.root("root");
-    lab.mount(&other_dev, &format!("root{MOUNT_POINT}"), "ro,noload");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &blank_dev);
-    let cfg = config(0);
-    let before = content_digest(&blank);
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(obs.decision.kind, DecisionKind::Refuse);
+    let mut node = Lab::node(GIB);
+    let (_, other_dev) = node
+        .lab
+        .disk("other.img", GIB, shell("mkfs.ext4 -q -F -L other {}"));
+    node.lab
+        .mount(&other_dev, &format!("root{MOUNT_POINT}"), "ro,noload");
+    let before = content_digest(&node.image);
+    let obs = node.observe_expecting(DecisionKind::Refuse);
     assert!(
         obs.decision
             .reason
@@ -298,27 +265,24 @@ fn a_mount_point_taken_by_another_filesystem_is_refused() {
         "{}",
         obs.decision.reason
     );
-    assert!(disk::apply(&obs, &cfg, &root)
+    assert!(node
+        .apply(&obs)
         .unwrap_err()
         .downcast_ref::<Refused>()
         .is_some());
-    assert_eq!(content_digest(&blank), before);
+    assert_eq!(content_digest(&node.image), before);
 }
 
 #[test]
 fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
     // What a killed mkfs.ext4 leaves: metadata written, primary superblock not yet.
-    sh(&format!("mkfs.ext4 -q -F -L {LABEL} '{}'", img.display()));
-    poke(&img, 0, &[0u8; 4096]);
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    let link = Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
+    let node = Lab::node_with(GIB, |img| {
+        mkfs_ours(img);
+        poke(img, 0, &[0u8; 4096]);
+    });
 
     // Without the marker nobody can tell this from foreign data: refused, untouched.
-    let (_, reason) = assert_refused_untouched(&img, &cfg, &root);
+    let (_, reason) = node.assert_refused();
     assert!(
         reason.contains("non-zero data in its first MiB"),
         "{reason}"
@@ -326,34 +290,25 @@ fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
 
     // The marker the interrupted run wrote before starting mkfs.
     disk::FormatMarker {
-        via: link,
-        device: dev.clone(),
+        via: node.link.clone(),
+        device: node.dev.clone(),
         size_bytes: GIB,
         label: LABEL.into(),
     }
-    .write(&root)
+    .write(&node.root)
     .unwrap();
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(
-        obs.decision.kind,
-        DecisionKind::Format,
-        "{:?}",
-        obs.decision
-    );
+    let obs = node.observe_expecting(DecisionKind::Format);
     assert!(
         obs.decision.reason.contains("interrupted"),
         "{}",
         obs.decision.reason
     );
-    let out = disk::apply(&obs, &cfg, &root).unwrap();
+    let out = node.apply(&obs).unwrap();
     assert_eq!(out.action, DiskAction::Formatted);
-    assert!(lab.is_mounted(&root.join(MOUNT_POINT)));
+    assert!(node.lab.is_mounted(&node.mount_point()));
     assert!(
-        !root.join(disk::FORMAT_MARKER).exists(),
+        !node.root.join(disk::FORMAT_MARKER).exists(),
         "the marker is gone once the format is confirmed"
     );
-    assert_eq!(
-        disk::observe(&cfg, &root).unwrap().decision.kind,
-        DecisionKind::Mounted
-    );
+    assert_eq!(node.observe().decision.kind, DecisionKind::Mounted);
 }

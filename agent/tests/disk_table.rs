@@ -9,74 +9,61 @@ use canarie_agent::paths::Root;
 use disk_support::*;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Attaches `image`, links it as LUN 0 in a fresh sandbox and runs the refusal checks.
-fn refused(lab: &mut Lab, image: &Path) -> (DiskObservation, String) {
-    let dev = lab.attach(image);
-    refused_device(lab, image, &dev)
-}
-
-fn refused_device(lab: &Lab, image: &Path, dev: &Path) -> (DiskObservation, String) {
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, dev);
-    let (obs, reason) = assert_refused_untouched(image, &config(0), &root);
+/// The refusal checks on the node's disk (the whole disk step, byte-for-byte), and the
+/// reason names the device.
+fn refused(node: &Node) -> (DiskObservation, String) {
+    let (obs, reason) = node.assert_refused();
     assert!(
-        reason.contains(&dev.display().to_string()),
+        reason.contains(&node.dev.display().to_string()),
         "the reason names the device: {reason}"
     );
     (obs, reason)
+}
+
+/// A node whose disk was built by the shell command `build` (`{}` is the image), refused.
+fn refused_after(build: &str) -> (DiskObservation, String) {
+    refused(&Lab::node_with(GIB, shell(build)))
 }
 
 fn types(obs: &DiskObservation) -> Vec<&str> {
     obs.signatures().iter().map(|s| s.kind.as_str()).collect()
 }
 
-fn shq(cmd: &str, path: &Path) -> String {
-    sh(&cmd.replace("{}", &format!("'{}'", path.display())))
-}
-
 // Row: all zeros -> format ext4 with our label, re-probe, mount.
 #[test]
 fn all_zeros_is_formatted_confirmed_and_mounted() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
+    let node = Lab::node(GIB);
 
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(
-        obs.decision.kind,
-        DecisionKind::Format,
-        "{:?}",
-        obs.decision
-    );
+    let obs = node.observe_expecting(DecisionKind::Format);
     assert!(obs.signatures().is_empty());
-    let out = disk::apply(&obs, &cfg, &root).unwrap();
+    let out = node.apply(&obs).unwrap();
     assert_eq!(out.action, DiskAction::Formatted);
     assert!(out.mounted_now && out.changed());
 
-    let blkid = shq("blkid -p -o export {}", &dev);
+    let blkid = sh_on("blkid -p -o export {}", &node.dev);
     assert!(
         blkid.contains("TYPE=ext4\n") && blkid.contains(&format!("LABEL={LABEL}\n")),
         "{blkid}"
     );
     assert!(blkid.contains(&format!("UUID={}\n", out.uuid)), "{blkid}");
-    assert!(lab.is_mounted(&root.join(MOUNT_POINT)));
+    assert!(node.lab.is_mounted(&node.mount_point()));
     assert!(
-        !root.join(disk::FORMAT_MARKER).exists(),
+        !node.root.join(disk::FORMAT_MARKER).exists(),
         "the format marker is cleared"
     );
     let unit =
-        std::fs::read_to_string(root.join("/etc/systemd/system/var-lib-longhorn.mount")).unwrap();
+        std::fs::read_to_string(node.root.join("/etc/systemd/system/var-lib-longhorn.mount"))
+            .unwrap();
     assert!(
         unit.contains(&format!("What=/dev/disk/by-uuid/{}\n", out.uuid)),
         "{unit}"
     );
     assert!(unit.contains("Options=defaults,nofail\n"), "{unit}");
-    let link = root.join("/etc/systemd/system/local-fs.target.wants/var-lib-longhorn.mount");
+    let link = node
+        .root
+        .join("/etc/systemd/system/local-fs.target.wants/var-lib-longhorn.mount");
     assert_eq!(
         std::fs::read_link(link).unwrap(),
         PathBuf::from("/etc/systemd/system/var-lib-longhorn.mount")
@@ -86,25 +73,14 @@ fn all_zeros_is_formatted_confirmed_and_mounted() {
 // Row: already mounted at our target with our label -> nothing to do.
 #[test]
 fn mounted_at_target_is_nothing_to_do_and_a_second_run_changes_nothing() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
-    let first = disk::apply(&disk::observe(&cfg, &root).unwrap(), &cfg, &root).unwrap();
-    let unit = root.join("/etc/systemd/system/var-lib-longhorn.mount");
+    let node = Lab::node(GIB);
+    let first = node.converge();
+    let unit = node.root.join("/etc/systemd/system/var-lib-longhorn.mount");
     let written = std::fs::metadata(&unit).unwrap().modified().unwrap();
 
-    let again = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(
-        again.decision.kind,
-        DecisionKind::Mounted,
-        "{:?}",
-        again.decision
-    );
+    let again = node.observe_expecting(DecisionKind::Mounted);
     assert!(again.decision.reason.contains("nothing to do"));
-    let out = disk::apply(&again, &cfg, &root).unwrap();
+    let out = node.apply(&again).unwrap();
     assert_eq!(out.action, DiskAction::AlreadyMounted);
     assert_eq!(out.uuid, first.uuid);
     assert!(
@@ -120,13 +96,8 @@ fn mounted_at_target_is_nothing_to_do_and_a_second_run_changes_nothing() {
 // Row: no signature but non-zero data in the first or last MiB -> refuse.
 #[test]
 fn random_data_in_the_first_mib_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(
-        "dd if=/dev/urandom of={} bs=1M count=1 conv=notrunc status=none",
-        &img,
-    );
-    let (obs, reason) = refused(&mut lab, &img);
+    let (obs, reason) =
+        refused_after("dd if=/dev/urandom of={} bs=1M count=1 conv=notrunc status=none");
     assert!(obs.signatures().is_empty(), "{:?}", obs.signatures());
     assert!(
         reason.contains("non-zero data in its first MiB") && reason.contains("blkdiscard -z"),
@@ -136,16 +107,10 @@ fn random_data_in_the_first_mib_is_refused() {
 
 #[test]
 fn random_data_in_the_last_mib_only_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(
-        &format!(
-            "dd if=/dev/urandom of={{}} bs=1M count=1 seek={} conv=notrunc status=none",
-            GIB / (1 << 20) - 1
-        ),
-        &img,
-    );
-    let (_, reason) = refused(&mut lab, &img);
+    let (_, reason) = refused_after(&format!(
+        "dd if=/dev/urandom of={{}} bs=1M count=1 seek={} conv=notrunc status=none",
+        GIB / (1 << 20) - 1
+    ));
     assert!(reason.contains("in its last MiB"), "{reason}");
 }
 
@@ -153,35 +118,30 @@ fn random_data_in_the_last_mib_only_is_refused() {
 // state a run killed between mkfs and mount leaves: it must never be formatted again.
 #[test]
 fn our_ext4_is_reused_not_formatted_again() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(&format!("mkfs.ext4 -q -F -L {LABEL} {{}}"), &img);
-    let uuid = shq("blkid -p -s UUID -o value {}", &img).trim().to_string();
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = config(0);
+    let node = Lab::node_with(GIB, mkfs_ours);
+    let uuid = sh_on("blkid -p -s UUID -o value {}", &node.image)
+        .trim()
+        .to_string();
 
-    let obs = disk::observe(&cfg, &root).unwrap();
-    assert_eq!(obs.decision.kind, DecisionKind::Reuse, "{:?}", obs.decision);
-    let out = disk::apply(&obs, &cfg, &root).unwrap();
+    let obs = node.observe_expecting(DecisionKind::Reuse);
+    let out = node.apply(&obs).unwrap();
     assert_eq!(out.action, DiskAction::Reused);
     assert_eq!(out.uuid, uuid, "the filesystem is the one that was there");
-    assert!(lab.is_mounted(&root.join(MOUNT_POINT)));
+    assert!(node.lab.is_mounted(&node.mount_point()));
 }
 
 #[test]
 fn our_ext4_larger_than_the_device_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB + GIB / 2);
-    shq(&format!("mkfs.ext4 -q -F -L {LABEL} {{}}"), &img);
-    std::fs::File::options()
-        .write(true)
-        .open(&img)
-        .unwrap()
-        .set_len(GIB)
-        .unwrap();
-    let (_, reason) = refused(&mut lab, &img);
+    let node = Lab::node_with(GIB + GIB / 2, |img| {
+        mkfs_ours(img);
+        std::fs::File::options()
+            .write(true)
+            .open(img)
+            .unwrap()
+            .set_len(GIB)
+            .unwrap();
+    });
+    let (_, reason) = refused(&node);
     assert!(
         reason.contains("does not fit") && reason.contains("1.5 GiB"),
         "{reason}"
@@ -191,10 +151,7 @@ fn our_ext4_larger_than_the_device_is_refused() {
 // Row: ext4 with another label -> refuse.
 #[test]
 fn ext4_with_another_label_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq("mkfs.ext4 -q -F -L scratch {}", &img);
-    let (obs, reason) = refused(&mut lab, &img);
+    let (obs, reason) = refused_after("mkfs.ext4 -q -F -L scratch {}");
     assert_eq!(types(&obs), ["ext4"]);
     assert!(
         reason.contains("\"scratch\"") && reason.contains("wrong LUN"),
@@ -204,10 +161,7 @@ fn ext4_with_another_label_is_refused() {
 
 // Row: xfs, btrfs, vfat, iso9660, swap, LUKS, LVM2 PV, md member, zfs member -> refuse.
 fn foreign(build: &str, expect: &str) {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(build, &img);
-    let (obs, reason) = refused(&mut lab, &img);
+    let (obs, reason) = refused_after(build);
     assert!(
         types(&obs).iter().all(|t| *t == expect),
         "{:?}",
@@ -249,53 +203,40 @@ fn luks_is_refused() {
 
 #[test]
 fn iso9660_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
     // The primary volume descriptor's magic, as an ISO image has at 32 KiB.
-    poke(&img, 0x8000, b"\x01CD001\x01");
-    let (obs, reason) = refused(&mut lab, &img);
+    let node = Lab::node_with(GIB, |img| poke(img, 0x8000, b"\x01CD001\x01"));
+    let (obs, reason) = refused(&node);
     assert_eq!(types(&obs), ["iso9660"]);
     assert!(reason.contains("ISO 9660"), "{reason}");
 }
 
 #[test]
 fn lvm_physical_volume_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
+    let node = Lab::node(GIB);
     // pvcreate wants a block device; it only writes the PV label (no device-mapper here).
-    shq("pvcreate -q -y {}", &dev);
-    let (obs, reason) = refused_device(&lab, &img, &dev);
+    sh_on("pvcreate -q -y {}", &node.dev);
+    let (obs, reason) = refused(&node);
     assert_eq!(types(&obs), ["LVM2_member"]);
     assert!(reason.contains("LVM physical volume"), "{reason}");
 }
 
 #[test]
 fn md_member_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    write_md_superblock(&img);
-    let (obs, reason) = refused(&mut lab, &img);
+    let (obs, reason) = refused(&Lab::node_with(GIB, write_md_superblock));
     assert_eq!(types(&obs), ["linux_raid_member"]);
     assert!(reason.contains("md RAID member"), "{reason}");
 }
 
 #[test]
 fn zfs_member_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    write_zfs_uberblocks(&img);
-    let (obs, reason) = refused(&mut lab, &img);
+    let (obs, reason) = refused(&Lab::node_with(GIB, write_zfs_uberblocks));
     assert_eq!(types(&obs), ["zfs_member"]);
     assert!(reason.contains("ZFS pool member"), "{reason}");
 }
 
 // Row: GPT or MBR partition table, with or without partitions -> refuse, say wipefs -a.
 fn partitioned(build: &str, expect: &str) {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(build, &img);
-    let (_, reason) = refused(&mut lab, &img);
+    let (_, reason) = refused_after(build);
     assert!(
         reason.contains(expect) && reason.contains("wipefs -a /dev/loop"),
         "{reason}"
@@ -337,14 +278,14 @@ fn empty_mbr_is_refused() {
 // Row: only the backup GPT left -> refuse.
 #[test]
 fn backup_gpt_alone_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq("sgdisk -o -n1:0:0 {} >/dev/null", &img);
-    shq(
-        "dd if=/dev/zero of={} bs=1M count=1 conv=notrunc status=none",
-        &img,
-    );
-    let (obs, reason) = refused(&mut lab, &img);
+    let node = Lab::node_with(GIB, |img| {
+        sh_on("sgdisk -o -n1:0:0 {} >/dev/null", img);
+        sh_on(
+            "dd if=/dev/zero of={} bs=1M count=1 conv=notrunc status=none",
+            img,
+        );
+    });
+    let (obs, reason) = refused(&node);
     assert_eq!(types(&obs), ["gpt"]);
     assert_eq!(
         obs.signatures()[0].offset,
@@ -361,11 +302,11 @@ fn backup_gpt_alone_is_refused() {
 // Row: ext4 with a bad superblock checksum -> refuse, suggest e2fsck.
 #[test]
 fn ext4_with_a_bad_superblock_checksum_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(&format!("mkfs.ext4 -q -F -L {LABEL} {{}}"), &img);
-    flip(&img, 1024 + 0x78);
-    let (obs, reason) = refused(&mut lab, &img);
+    let node = Lab::node_with(GIB, |img| {
+        mkfs_ours(img);
+        flip(img, 1024 + 0x78);
+    });
+    let (obs, reason) = refused(&node);
     assert!(
         obs.signatures()
             .iter()
@@ -382,11 +323,11 @@ fn ext4_with_a_bad_superblock_checksum_is_refused() {
 // Row: ambivalent (two signatures) -> refuse and list every signature.
 #[test]
 fn ambivalent_disk_is_refused_with_every_signature() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq("mkfs.xfs -q {}", &img);
-    poke(&img, 0x8000, b"\x01CD001\x01");
-    let (obs, reason) = refused(&mut lab, &img);
+    let node = Lab::node_with(GIB, |img| {
+        sh_on("mkfs.xfs -q {}", img);
+        poke(img, 0x8000, b"\x01CD001\x01");
+    });
+    let (obs, reason) = refused(&node);
     assert_eq!(obs.report.safe, disk::SafeProbe::Ambivalent);
     assert_eq!(types(&obs), ["xfs", "iso9660"]);
     assert!(
@@ -398,13 +339,10 @@ fn ambivalent_disk_is_refused_with_every_signature() {
 // Row: in use (mounted elsewhere, holders, active swap; O_EXCL open fails) -> refuse.
 #[test]
 fn our_disk_mounted_elsewhere_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq(&format!("mkfs.ext4 -q -F -L {LABEL} {{}}"), &img);
-    let dev = lab.attach(&img);
+    let node = Lab::node_with(GIB, mkfs_ours);
     // Read-only and without the journal, so the mount itself writes nothing.
-    let elsewhere = lab.mount(&dev, "elsewhere", "ro,noload");
-    let (_, reason) = refused_device(&lab, &img, &dev);
+    let elsewhere = node.lab.mount(&node.dev, "elsewhere", "ro,noload");
+    let (_, reason) = refused(&node);
     assert!(
         reason.contains(&format!("mounted at {}", elsewhere.display())),
         "{reason}"
@@ -414,27 +352,22 @@ fn our_disk_mounted_elsewhere_is_refused() {
 
 #[test]
 fn active_swap_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    shq("mkswap {} >/dev/null 2>&1", &img);
-    let dev = lab.attach(&img);
-    lab.swapon(&dev);
-    let (_, reason) = refused_device(&lab, &img, &dev);
+    let mut node = Lab::node_with(GIB, shell("mkswap {} >/dev/null 2>&1"));
+    node.lab.swapon(&node.dev);
+    let (_, reason) = refused(&node);
     assert!(reason.contains("active swap"), "{reason}");
 }
 
 #[test]
 fn exclusively_held_disk_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
+    let node = Lab::node(GIB);
     // md, dm and bcache claim their members exactly like this: an O_EXCL open.
     let _holder = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_EXCL)
-        .open(&dev)
+        .open(&node.dev)
         .unwrap();
-    let (_, reason) = refused_device(&lab, &img, &dev);
+    let (_, reason) = refused(&node);
     assert!(
         reason.contains("in use") && reason.contains("EBUSY"),
         "{reason}"
@@ -444,16 +377,9 @@ fn exclusively_held_disk_is_refused() {
 // Row: smaller than the configured minimum -> refuse.
 #[test]
 fn disk_smaller_than_the_minimum_is_refused() {
-    let mut lab = Lab::new();
-    let img = lab.image("disk.img", GIB);
-    let dev = lab.attach(&img);
-    let root = lab.root("root");
-    Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
-    let cfg = canarie_agent::config::DataDiskConfig {
-        min_size_gib: 2,
-        ..config(0)
-    };
-    let (_, reason) = assert_refused_untouched(&img, &cfg, &root);
+    let mut node = Lab::node(GIB);
+    node.cfg.min_size_gib = 2;
+    let (_, reason) = node.assert_refused();
     assert!(
         reason.contains("smaller than data_disk.min_size_gib (2 GiB)"),
         "{reason}"

@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the lab
 
 use canarie_agent::config::DataDiskConfig;
-use canarie_agent::disk::{self, DecisionKind, DiskObservation, Refused};
+use canarie_agent::disk::{self, DecisionKind, DiskObservation, DiskOutcome, Refused};
 use canarie_agent::paths::Root;
 use nix::unistd::{lseek, Whence};
 use sha2::{Digest, Sha256};
@@ -46,6 +46,24 @@ pub fn sh(cmd: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the shell command `cmd` with each `{}` replaced by `path`, quoted; its stdout.
+pub fn sh_on(cmd: &str, path: &Path) -> String {
+    sh(&cmd.replace("{}", &format!("'{}'", path.display())))
+}
+
+/// A `prepare` for [`Lab::node_with`] and [`Lab::disk`]: the shell command `cmd` on the
+/// image (`{}`, as in [`sh_on`]).
+pub fn shell(cmd: &str) -> impl FnOnce(&Path) + '_ {
+    move |image| {
+        sh_on(cmd, image);
+    }
+}
+
+/// Our filesystem on `image`: ext4 with our label, as a first run leaves the disk.
+pub fn mkfs_ours(image: &Path) {
+    sh_on(&format!("mkfs.ext4 -q -F -L {LABEL} {{}}"), image);
 }
 
 /// losetup -f picks the first free device; two callers at once could pick the same one.
@@ -155,6 +173,91 @@ impl Lab {
 
     pub fn unmount(&self, target: &Path) {
         sh(&format!("umount '{}'", target.display()));
+    }
+}
+
+/// One node's view of its data disk, ready for the disk step: an image on a loop device,
+/// linked as LUN 0 (azure-vm-utils' by-lun scheme) in a fresh sandbox root, and the config
+/// that finds it there. It owns its lab, so dropping it cleans everything up.
+pub struct Node {
+    pub image: PathBuf,
+    pub dev: PathBuf,
+    pub root: Root,
+    /// The LUN link inside `root`.
+    pub link: PathBuf,
+    pub cfg: DataDiskConfig,
+    pub lab: Lab,
+}
+
+impl Lab {
+    /// A new lab holding one node whose data disk is `size` bytes of zeros.
+    pub fn node(size: u64) -> Node {
+        Lab::node_with(size, |_| {})
+    }
+
+    /// A new lab holding one node whose data disk `prepare` gives its starting state
+    /// (mkfs, dd, a written superblock…) before it is attached.
+    pub fn node_with(size: u64, prepare: impl FnOnce(&Path)) -> Node {
+        let mut lab = Lab::new();
+        let (image, dev) = lab.disk("disk.img", size, prepare);
+        let root = lab.root("root");
+        let link = Lab::link_lun(&root, LinkScheme::ByLun, 0, &dev);
+        Node {
+            image,
+            dev,
+            root,
+            link,
+            cfg: config(0),
+            lab,
+        }
+    }
+
+    /// A sparse image of `size` bytes that `prepare` writes, then attached to a loop device:
+    /// (image, device).
+    pub fn disk(
+        &mut self,
+        name: &str,
+        size: u64,
+        prepare: impl FnOnce(&Path),
+    ) -> (PathBuf, PathBuf) {
+        let image = self.image(name, size);
+        prepare(&image);
+        let dev = self.attach(&image);
+        (image, dev)
+    }
+}
+
+impl Node {
+    /// The disk step's observation with the node's config; panics if it cannot observe.
+    pub fn observe(&self) -> DiskObservation {
+        disk::observe(&self.cfg, &self.root).expect("observe the node's disk")
+    }
+
+    /// Observes, and checks that the decision is `kind`.
+    pub fn observe_expecting(&self, kind: DecisionKind) -> DiskObservation {
+        let obs = self.observe();
+        assert_eq!(obs.decision.kind, kind, "{:?}", obs.decision);
+        obs
+    }
+
+    /// The disk step's apply with the node's config.
+    pub fn apply(&self, obs: &DiskObservation) -> anyhow::Result<DiskOutcome> {
+        disk::apply(obs, &self.cfg, &self.root)
+    }
+
+    /// Observes and applies, which must succeed.
+    pub fn converge(&self) -> DiskOutcome {
+        self.apply(&self.observe()).expect("apply")
+    }
+
+    /// The data disk's mount point inside the node's root.
+    pub fn mount_point(&self) -> PathBuf {
+        self.root.join(MOUNT_POINT)
+    }
+
+    /// [`assert_refused_untouched`] with the node's image, config and root.
+    pub fn assert_refused(&self) -> (DiskObservation, String) {
+        assert_refused_untouched(&self.image, &self.cfg, &self.root)
     }
 }
 
