@@ -1,5 +1,5 @@
 //! `canarie-agent doctor` in `--root` sandboxes: the real binary against azure-sim (real
-//! sockets and TLS), a fake systemd and timedated on a private bus, real loop devices. One
+//! sockets and TLS), a fake systemd on a private bus, real loop devices. One
 //! sandbox per failing condition: the right check fails with the right hint, no output
 //! carries a secret, a hung IMDS does not hang doctor.
 
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use support::dbus::StartOutcome;
-use support::doctor::{doctor, DoctorArgs, FakeTimedate};
+use support::doctor::{doctor, DoctorArgs};
 use support::sandbox::{agent_config, server_config, Sandbox};
 use support::sim::{rules, scenario, TestSim};
 
@@ -22,23 +22,18 @@ async fn bootstrap(sb: &Sandbox) {
     assert_eq!(run.code, 0, "bootstrap:\n{}\n{}", run.stdout, run.stderr);
 }
 
-/// A sandbox that looks like a healthy host besides what the test breaks: a synchronized
-/// clock on the bus and the kernel's BTF file under the root.
-async fn node(config: Value) -> (Sandbox, FakeTimedate) {
+/// A sandbox that looks like a healthy host besides what the test breaks: the kernel's BTF
+/// file under the root.
+async fn node(config: Value) -> Sandbox {
     node_with(scenario(json!({ "user_data_json": config }))).await
 }
 
-async fn node_with(scenario: azure_sim::Scenario) -> (Sandbox, FakeTimedate) {
-    node_clock(scenario, true).await
-}
-
-async fn node_clock(scenario: azure_sim::Scenario, synced: bool) -> (Sandbox, FakeTimedate) {
+async fn node_with(scenario: azure_sim::Scenario) -> Sandbox {
     let sb = Sandbox::with_sim(TestSim::start(scenario).await).await;
-    let timedate = FakeTimedate::start(&sb.systemd.address, synced).await;
     let btf = sb.path("/sys/kernel/btf/vmlinux");
     std::fs::create_dir_all(btf.parent().unwrap()).unwrap();
     std::fs::write(btf, b"BTF").unwrap();
-    (sb, timedate)
+    sb
 }
 
 fn json_run() -> DoctorArgs {
@@ -86,7 +81,7 @@ async fn a_healthy_server_with_a_data_disk_is_all_ok_and_shows_no_secret() {
     let mut lab = Lab::new();
     let mut config = server_config();
     config["data_disk"] = json!({"lun": 0, "wait_seconds": 0});
-    let (sb, _timedate) = node(config).await;
+    let sb = node(config).await;
     let image = lab.image("disk.img", disk_support::GIB);
     let dev = lab.attach(&image);
     Lab::link_lun(
@@ -111,23 +106,12 @@ async fn a_healthy_server_with_a_data_disk_is_all_ok_and_shows_no_secret() {
     for c in run.json["checks"].as_array().unwrap() {
         let mut fields: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
         fields.sort();
-        assert_eq!(
-            fields,
-            [
-                "details",
-                "duration_ms",
-                "finding",
-                "hint",
-                "id",
-                "status",
-                "title"
-            ]
-        );
+        assert_eq!(fields, canarie_agent::doctor::CHECK_FIELDS);
     }
     // What a sandbox cannot have: the host's journal, a server to join (first server).
     let not_applicable = ["rke2-journal", "server-reachable"];
-    // Facts of the machine the tests run on, not of the sandbox.
-    let host_facts = ["resources", "disk-space"];
+    // Facts of the machine the tests run on, not of the sandbox (the clock is the kernel's).
+    let host_facts = ["resources", "disk-space", "time-sync"];
     for c in run.json["checks"].as_array().unwrap() {
         let id = c["id"].as_str().unwrap();
         let status = c["status"].as_str().unwrap();
@@ -201,7 +185,7 @@ async fn a_healthy_server_with_a_data_disk_is_all_ok_and_shows_no_secret() {
 
 #[tokio::test]
 async fn a_proxy_without_no_proxy_warns_and_imds_still_answers_directly() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     // A proxy on a closed port: IMDS only answers if the agent really bypasses it.
     let closed = closed_port();
     let run = doctor(
@@ -236,7 +220,7 @@ fn closed_port() -> String {
 
 #[tokio::test]
 async fn imds_down_fails_imds_and_config_with_what_to_do() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     let run = doctor(
         &sb,
         DoctorArgs {
@@ -261,13 +245,13 @@ async fn imds_down_fails_imds_and_config_with_what_to_do() {
     run.assert_check("identity", "skipped", "no valid node config", None);
     run.assert_check("rke2-unit", "skipped", "no valid node config", None);
     // Host facts do not depend on Azure.
-    run.assert_check("time-sync", "ok", "synchronized", None);
+    run.assert_check("time-sync", &kernel_clock().0, "synchronized", None);
     run.assert_check("kernel", "ok", "BTF at /sys/kernel/btf/vmlinux", None);
 }
 
 #[tokio::test]
 async fn a_hung_imds_does_not_hang_doctor_and_a_converged_node_falls_back() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     bootstrap(&sb).await;
     sb.sim
         .sim
@@ -299,7 +283,7 @@ async fn a_hung_imds_does_not_hang_doctor_and_a_converged_node_falls_back() {
 
 #[tokio::test]
 async fn a_config_file_is_named_as_the_source_and_a_change_since_convergence_warns() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     bootstrap(&sb).await;
     let file = sb.path("/etc/canarie/node.json");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -338,25 +322,89 @@ async fn a_config_file_is_named_as_the_source_and_a_change_since_convergence_war
     );
 }
 
+/// What the kernel says of its clock, read here independently of doctor: the status the
+/// time-sync check must have (`ok` or `warn`) and the start of its finding. The test
+/// machine's clock is whatever it is; doctor must agree with the kernel either way.
+fn kernel_clock() -> (String, &'static str) {
+    // SAFETY: a zeroed timex is valid, and modes 0 only reads the kernel's state.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    assert!(unsafe { libc::adjtimex(&mut tx) } >= 0, "adjtimex");
+    // The kernel's unsynchronized limit (16 s of maximum error), as systemd reads it.
+    if tx.maxerror < 16_000_000 {
+        ("ok".into(), "synchronized (")
+    } else {
+        ("warn".into(), "not synchronized: ")
+    }
+}
+
 #[tokio::test]
-async fn an_unsynchronized_clock_warns() {
-    let (sb, _timedate) = node_clock(
-        scenario(json!({ "user_data_json": server_config() })),
-        false,
-    )
-    .await;
+async fn the_clock_check_follows_the_kernel_and_names_the_time_service() {
+    let sb = node(server_config()).await;
+    let (status, verdict) = kernel_clock();
+
     let run = doctor(&sb, json_run()).await;
     run.assert_check(
         "time-sync",
-        "warn",
-        "not synchronized (NTP on)",
-        Some("chronyc tracking"),
+        &status,
+        &format!("{verdict}no time service runs"),
+        (status == "warn").then_some("no time service is configured"),
+    );
+
+    // Azure's host clock as a PTP device, and chrony running.
+    let ptp = sb.path("/dev/ptp_hyperv");
+    std::fs::create_dir_all(ptp.parent().unwrap()).unwrap();
+    std::fs::write(&ptp, b"").unwrap();
+    sb.systemd
+        .state
+        .lock()
+        .unwrap()
+        .active
+        .insert("chrony.service".into(), "active".into());
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "time-sync",
+        &status,
+        &format!("{verdict}chrony.service is active (running)"),
+        (status == "warn").then_some("refclock PHC /dev/ptp_hyperv"),
+    );
+    if status == "warn" {
+        let c = run.check("time-sync");
+        assert!(
+            c["finding"]
+                .as_str()
+                .unwrap()
+                .contains("/dev/ptp_hyperv (Azure's host clock) is present"),
+            "{c:#}"
+        );
+        assert!(
+            c["hint"]
+                .as_str()
+                .unwrap()
+                .contains("Key Vault reject managed-identity tokens"),
+            "{c:#}"
+        );
+    }
+
+    // systemd-timesyncd that failed: named, with its own hint.
+    {
+        let mut state = sb.systemd.state.lock().unwrap();
+        state.active.clear();
+        state
+            .active
+            .insert("systemd-timesyncd.service".into(), "failed".into());
+    }
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "time-sync",
+        &status,
+        "systemd-timesyncd.service is failed",
+        (status == "warn").then_some("timedatectl timesync-status"),
     );
 }
 
 #[tokio::test]
 async fn a_vm_without_its_identity_fails_identity() {
-    let (sb, _timedate) = node_with(scenario(json!({
+    let sb = node_with(scenario(json!({
         "user_data_json": server_config(),
         "identities": {"system": false}
     })))
@@ -374,7 +422,7 @@ async fn a_vm_without_its_identity_fails_identity() {
 
 #[tokio::test]
 async fn key_vault_refusals_name_the_fix() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     sb.sim
         .sim
         .set_rules(rules(json!([{"preset": "kv_403_rbac"}])));
@@ -403,7 +451,7 @@ async fn key_vault_refusals_name_the_fix() {
 async fn invalid_user_data_fails_config_and_skips_what_depends_on_it() {
     let mut config = server_config();
     config["role"] = json!("worker");
-    let (sb, _timedate) = node(config).await;
+    let sb = node(config).await;
     let run = doctor(&sb, json_run()).await;
     assert_eq!(run.code, 1);
     run.assert_check(
@@ -425,7 +473,7 @@ async fn invalid_user_data_fails_config_and_skips_what_depends_on_it() {
 
 #[tokio::test]
 async fn a_token_file_readable_by_others_fails() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     bootstrap(&sb).await;
     std::fs::set_permissions(sb.path(TOKEN_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
     let run = doctor(&sb, json_run()).await;
@@ -441,7 +489,7 @@ async fn a_token_file_readable_by_others_fails() {
 
 #[tokio::test]
 async fn manifests_that_drifted_from_the_binary_fail() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     bootstrap(&sb).await;
     let manifest = sb.path("/var/lib/rancher/rke2/server/manifests/canarie-longhorn.yaml");
     let mut text = std::fs::read_to_string(&manifest).unwrap();
@@ -473,7 +521,7 @@ async fn manifests_that_drifted_from_the_binary_fail() {
 
 #[tokio::test]
 async fn a_failed_rke2_unit_fails_with_the_last_run() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     sb.systemd
         .set_outcome("rke2-server.service", StartOutcome::Failed);
     let run = sb.run(&["bootstrap"]).await;
@@ -489,15 +537,37 @@ async fn a_failed_rke2_unit_fails_with_the_last_run() {
     run.assert_check(
         "last-run",
         "fail",
-        "failed in step start-rke2",
-        Some("`systemctl restart canarie-agent`"),
+        ", exit code 7: bootstrap failed in step start-rke2",
+        Some("see checks rke2-unit, rke2-journal above; after fixing the cause, `systemctl restart canarie-agent`"),
     );
+}
+
+#[tokio::test]
+async fn a_missing_cluster_secret_is_named_with_exit_code_8_and_its_fix() {
+    let mut config = server_config();
+    config["cluster_secrets"] = json!({"grafana_admin": {"secret": "grafana-admin-password"}});
+    // The vault holds the join token only.
+    let sb = node(config).await;
+    let run = sb.run(&["bootstrap"]).await;
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    let run = doctor(&sb, json_run()).await;
+    assert_eq!(run.code, 1);
+    run.assert_check(
+        "last-run",
+        "fail",
+        ", exit code 8: bootstrap failed in step cluster-secrets",
+        Some("Key Vault secret grafana-admin-password (cluster_secrets.grafana_admin) in vault kv-canarie: create secret grafana-admin-password in vault kv-canarie"),
+    );
+    let hint = run.check("last-run")["hint"].as_str().unwrap().to_string();
+    assert!(hint.contains("see checks identity, key-vault"), "{hint}");
+    // The vault itself is readable: the join token is there.
+    run.assert_check("key-vault", "ok", "secret rke2-join-token", None);
 }
 
 #[tokio::test]
 async fn an_agent_reaches_its_server_or_says_which_port_does_not_answer() {
     let addr = private_loopback();
-    let (sb, _timedate) = node(agent_for(&addr)).await;
+    let sb = node(agent_for(&addr)).await;
     bootstrap(&sb).await;
 
     let run = doctor(&sb, json_run()).await;
@@ -539,7 +609,7 @@ async fn a_data_disk_with_a_foreign_filesystem_is_refused() {
     let mut lab = Lab::new();
     let mut config = server_config();
     config["data_disk"] = json!({"lun": 3, "wait_seconds": 0});
-    let (sb, _timedate) = node(config).await;
+    let sb = node(config).await;
     let image = lab.image("xfs.img", disk_support::GIB);
     sh(&format!("mkfs.xfs -q -L scratch '{}'", image.display()));
     let dev = lab.attach(&image);
@@ -567,7 +637,7 @@ async fn a_data_disk_with_a_foreign_filesystem_is_refused() {
 
 #[tokio::test]
 async fn as_an_ordinary_user_root_only_checks_are_skipped_and_the_rest_run() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     bootstrap(&sb).await;
     // As on a real node, / and the CA bundle are readable by everyone; the RKE2 files are
     // root's and 0600.
@@ -605,7 +675,7 @@ async fn as_an_ordinary_user_root_only_checks_are_skipped_and_the_rest_run() {
 #[tokio::test]
 async fn the_access_token_never_appears_in_any_output() {
     const ACCESS_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOi.KNOWN-ACCESS-TOKEN.sig";
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     let far = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -651,7 +721,7 @@ async fn the_access_token_never_appears_in_any_output() {
 
 #[tokio::test]
 async fn doctor_that_cannot_run_exits_2() {
-    let (sb, _timedate) = node(server_config()).await;
+    let sb = node(server_config()).await;
     let missing = sb.path("/no/such/root");
     let out = tokio::process::Command::new(support::sandbox::BIN)
         .args(["doctor", "--root"])

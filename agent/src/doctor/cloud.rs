@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The address every Azure VM reaches IMDS at.
 const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-const PROXY_VARS: &[&str] = &[
+/// The proxy variables curl, az and the SDKs honour (doctor only says which are set).
+pub const PROXY_VARS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -23,7 +24,8 @@ const PROXY_VARS: &[&str] = &[
     "ALL_PROXY",
     "all_proxy",
 ];
-const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
+/// The variables listing what is reached without a proxy.
+pub const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
 
 /// Where the node config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +312,10 @@ pub(super) async fn key_vault(
         Err(e) => {
             let text = format!("{e:#}");
             return (
-                Outcome::fail(vault_finding(&text, jt), vault_hint(&text, jt)),
+                Outcome::fail(
+                    vault_finding(&text, jt),
+                    vault_hint(&text, &jt.vault, &jt.secret, "join_token.secret"),
+                ),
                 (),
             );
         }
@@ -393,9 +398,9 @@ fn vault_finding(error: &str, jt: &JoinTokenConfig) -> String {
     }
 }
 
-/// What to do about a Key Vault refusal, from the status and Azure's error code.
-fn vault_hint(error: &str, jt: &JoinTokenConfig) -> String {
-    let (vault, secret) = (&jt.vault, &jt.secret);
+/// What to do about a Key Vault refusal of `secret` in `vault` (named by the config field
+/// `entry`), from the status and Azure's error code in `error`.
+pub(super) fn vault_hint(error: &str, vault: &str, secret: &str, entry: &str) -> String {
     if error.contains("ForbiddenByRbac") {
         format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply")
     } else if error.contains("SecretDisabled") {
@@ -403,7 +408,7 @@ fn vault_hint(error: &str, jt: &JoinTokenConfig) -> String {
     } else if error.contains("HTTP 403") {
         format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get")
     } else if error.contains("HTTP 404") {
-        format!("create secret {secret} in vault {vault} (infra-tofu stores the join token there), or fix join_token.vault / join_token.secret in the node config")
+        format!("create secret {secret} in vault {vault} (infra-tofu keyvault.tf stores it), or fix {entry} / join_token.vault in the node config")
     } else if error.contains("HTTP 401") {
         format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity")
     } else {
@@ -458,12 +463,13 @@ mod tests {
         assert_eq!(proxy(env(&[])).status, Status::Ok);
     }
 
+    fn jt() -> JoinTokenConfig {
+        serde_json::from_value(serde_json::json!({"vault": "kv-x", "secret": "join"})).unwrap()
+    }
+
     #[test]
     fn a_refusal_is_one_line_without_the_clients_advice() {
-        let jt: JoinTokenConfig = serde_json::from_value(serde_json::json!({
-            "vault": "kv-x", "secret": "join"
-        }))
-        .unwrap();
+        let jt = jt();
         let chain = "Key Vault read of secret \"join\" in vault \"kv-x\" failed: Key Vault \"kv-x\" refused secret \"join\": HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).): still denied after 0s: grant it";
         assert_eq!(
             vault_finding(chain, &jt),
@@ -474,15 +480,12 @@ mod tests {
 
     #[test]
     fn vault_hints_follow_the_azure_error_code() {
-        let jt: JoinTokenConfig = serde_json::from_value(serde_json::json!({
-            "vault": "kv-x", "secret": "join"
-        }))
-        .unwrap();
-        assert!(vault_hint("HTTP 403 Forbidden/ForbiddenByRbac (x)", &jt)
+        let hint = |error| vault_hint(error, "kv-x", "join", "join_token.secret");
+        assert!(hint("HTTP 403 Forbidden/ForbiddenByRbac (x)")
             .contains("'Key Vault Secrets User' role on vault kv-x"));
-        assert!(vault_hint("HTTP 403 Forbidden/SecretDisabled", &jt).contains("--enabled true"));
-        assert!(vault_hint("HTTP 404 SecretNotFound", &jt).contains("create secret join"));
-        assert!(vault_hint("HTTP 401 Unauthorized", &jt).contains("tenant"));
-        assert!(vault_hint("connection refused", &jt).contains("kv-x.vault.azure.net"));
+        assert!(hint("HTTP 403 Forbidden/SecretDisabled").contains("--enabled true"));
+        assert!(hint("HTTP 404 SecretNotFound").contains("create secret join"));
+        assert!(hint("HTTP 401 Unauthorized").contains("tenant"));
+        assert!(hint("connection refused").contains("kv-x.vault.azure.net"));
     }
 }

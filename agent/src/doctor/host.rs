@@ -1,12 +1,9 @@
-//! Facts about the host: kernel and BTF for Cilium, CPU and memory, free space for RKE2,
-//! and the last bootstrap run from the node state.
+//! Facts about the host: kernel and BTF for Cilium, CPU and memory, free space for RKE2.
 
 use super::{Options, Outcome};
 use crate::paths::Root;
-use crate::reconcile::state::{self, NodeState, RunRecord, STATE_FILE};
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// Cilium 1.18 (bundled with RKE2 v1.31.14) needs Linux 5.10 or later.
 const MIN_KERNEL: (u32, u32) = (5, 10);
@@ -164,107 +161,6 @@ fn nearest_existing(root: &Root, node_path: &str) -> (PathBuf, PathBuf) {
         if under.exists() || !p.pop() {
             return (p, under);
         }
-    }
-}
-
-/// `last-run`: the last bootstrap run recorded in the node state.
-pub(super) fn last_run(opts: &Options, state: Option<&NodeState>) -> Outcome {
-    let Some(state) = state else {
-        return Outcome::warn(
-            format!("no bootstrap has run here ({STATE_FILE} is missing or unreadable)"),
-            "`systemctl status canarie-agent`; its log: `journalctl -u canarie-agent -b`",
-        );
-    };
-    // The identity is the SMBIOS UUID, which only root may read: as another user the
-    // fallback id would differ from the recorded one for no reason.
-    if opts.as_root {
-        if let Ok(id) = state::machine_id(&opts.cx.root) {
-            if id != state.machine_id {
-                return Outcome::warn(
-                    "the node state was written by another machine (a cloned image?): the next run bootstraps this node from scratch",
-                    "`systemctl restart canarie-agent`",
-                );
-            }
-        }
-    }
-    let Some(run) = &state.last_run else {
-        return Outcome::warn(
-            format!("{STATE_FILE} records no run"),
-            "`systemctl restart canarie-agent`",
-        );
-    };
-    let details = vec![run
-        .steps
-        .iter()
-        .map(|s| format!("{} {} {}", s.name, s.outcome, human_ms(s.duration_ms)))
-        .collect::<Vec<_>>()
-        .join(" · ")];
-    let when = format!("{}{}", run.finished_at, ago(&run.finished_at));
-    let took = duration(run)
-        .map(|d| format!(" in {d}"))
-        .unwrap_or_default();
-    let source = run
-        .config_source
-        .as_deref()
-        .map(|s| format!(", config from {s}"))
-        .unwrap_or_default();
-    if run.result != "converged" {
-        let failed = run
-            .steps
-            .iter()
-            .find(|s| s.outcome == "failed")
-            .map(|s| format!(" in step {}", s.name))
-            .unwrap_or_default();
-        // The recorded error is the run's failure line, which names the step itself.
-        let finding = match run.error.as_deref() {
-            Some(error) => format!("at {when}{took}: {error}"),
-            None => format!("failed{failed} at {when}{took}"),
-        };
-        return Outcome::fail(
-            finding,
-            "the failing checks above name the cause; after fixing it, `systemctl restart canarie-agent`; the run's log: `journalctl -u canarie-agent -b`",
-        )
-        .with_details(details);
-    }
-    if run.steps.iter().any(|s| s.outcome == "kept") {
-        return Outcome::warn(
-            format!("converged from local state at {when}{took}: IMDS or Key Vault did not answer at boot"),
-            "the node runs on its last converged config and token; once Azure answers, `systemctl restart canarie-agent` re-reads them",
-        )
-        .with_details(details);
-    }
-    Outcome::ok(format!("converged at {when}{took}{source}")).with_details(details)
-}
-
-fn human_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    }
-}
-
-fn duration(run: &RunRecord) -> Option<String> {
-    let start = humantime::parse_rfc3339(&run.started_at).ok()?;
-    let end = humantime::parse_rfc3339(&run.finished_at).ok()?;
-    // The record has whole seconds.
-    let d = end.duration_since(start).ok()?;
-    Some(match d.as_secs() {
-        0 => "under 1 s".to_string(),
-        s => format!("{s} s"),
-    })
-}
-
-fn ago(rfc3339: &str) -> String {
-    let Ok(t) = humantime::parse_rfc3339(rfc3339) else {
-        return String::new();
-    };
-    match SystemTime::now().duration_since(t) {
-        Ok(d) if d.as_secs() < 120 => format!(" ({} s ago)", d.as_secs()),
-        Ok(d) if d.as_secs() < 7200 => format!(" ({} min ago)", d.as_secs() / 60),
-        Ok(d) if d.as_secs() < 2 * 86400 => format!(" ({} h ago)", d.as_secs() / 3600),
-        Ok(d) => format!(" ({} days ago)", d.as_secs() / 86400),
-        Err(_) => " (in the future: check the clock)".into(),
     }
 }
 

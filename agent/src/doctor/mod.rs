@@ -4,16 +4,19 @@
 //! found (the node config, a token) is skipped with a pointer to that check when it is
 //! missing. See docs/operations.md for every check.
 
+mod clock;
 mod cloud;
 mod disk;
 mod files;
 mod host;
 mod net;
 mod report;
+mod runs;
 mod units;
 
+pub use cloud::{NO_PROXY_VARS, PROXY_VARS};
 pub use net::API_SERVER_PORT;
-pub use report::{Check, NodeInfo, Report, Status, Summary, FORMAT_VERSION};
+pub use report::{Check, NodeInfo, Report, Status, Summary, CHECK_FIELDS, FORMAT_VERSION};
 
 use crate::azure::RetryPolicy;
 use crate::config::NodeConfig;
@@ -30,26 +33,42 @@ use std::time::{Duration, Instant};
 pub struct Spec {
     pub id: &'static str,
     pub title: &'static str,
+    /// Works from the node config: skipped, pointing at check `config`, without one.
+    pub needs_config: bool,
 }
 
+/// A check of the host or of Azure itself, which runs without a node config.
 const fn spec(id: &'static str, title: &'static str) -> Spec {
-    Spec { id, title }
+    Spec {
+        id,
+        title,
+        needs_config: false,
+    }
+}
+
+/// A check of what the node config describes.
+const fn node_spec(id: &'static str, title: &'static str) -> Spec {
+    Spec {
+        id,
+        title,
+        needs_config: true,
+    }
 }
 
 pub const IMDS: Spec = spec("imds", "IMDS reachable");
 pub const IMDS_PROXY: Spec = spec("imds-proxy", "IMDS not behind a proxy");
 pub const CONFIG: Spec = spec("config", "Node config valid");
-pub const IDENTITY: Spec = spec("identity", "Managed-identity token");
-pub const KEY_VAULT: Spec = spec("key-vault", "Join token readable in Key Vault");
-pub const JOIN_TOKEN_FILE: Spec = spec("join-token-file", "Join token file");
-pub const RKE2_CONFIG: Spec = spec("rke2-config", "RKE2 config files");
-pub const RKE2_MANIFESTS: Spec = spec("rke2-manifests", "Seeded server manifests");
-pub const DATA_DISK: Spec = spec("data-disk", "Data disk found and mounted");
-pub const DATA_DISK_MOUNT: Spec = spec("data-disk-mount", "Data disk mount persistent");
-pub const DATA_DISK_SPACE: Spec = spec("data-disk-space", "Data disk free space");
-pub const RKE2_UNIT: Spec = spec("rke2-unit", "RKE2 service running");
-pub const RKE2_JOURNAL: Spec = spec("rke2-journal", "RKE2 errors in the journal");
-pub const SERVER_REACHABLE: Spec = spec("server-reachable", "Server reachable");
+pub const IDENTITY: Spec = node_spec("identity", "Managed-identity token");
+pub const KEY_VAULT: Spec = node_spec("key-vault", "Join token readable in Key Vault");
+pub const JOIN_TOKEN_FILE: Spec = node_spec("join-token-file", "Join token file");
+pub const RKE2_CONFIG: Spec = node_spec("rke2-config", "RKE2 config files");
+pub const RKE2_MANIFESTS: Spec = node_spec("rke2-manifests", "Seeded server manifests");
+pub const DATA_DISK: Spec = node_spec("data-disk", "Data disk found and mounted");
+pub const DATA_DISK_MOUNT: Spec = node_spec("data-disk-mount", "Data disk mount persistent");
+pub const DATA_DISK_SPACE: Spec = node_spec("data-disk-space", "Data disk free space");
+pub const RKE2_UNIT: Spec = node_spec("rke2-unit", "RKE2 service running");
+pub const RKE2_JOURNAL: Spec = node_spec("rke2-journal", "RKE2 errors in the journal");
+pub const SERVER_REACHABLE: Spec = node_spec("server-reachable", "Server reachable");
 pub const TIME_SYNC: Spec = spec("time-sync", "Clock synchronized");
 pub const KERNEL: Spec = spec("kernel", "Kernel ready for Cilium");
 pub const RESOURCES: Spec = spec("resources", "CPU and memory");
@@ -309,20 +328,8 @@ async fn node_checks(
     checks.push(check);
     let Some(loaded) = loaded else {
         let why = Outcome::skipped("no valid node config (see check config)");
-        let dependent = [
-            IDENTITY,
-            KEY_VAULT,
-            JOIN_TOKEN_FILE,
-            RKE2_CONFIG,
-            RKE2_MANIFESTS,
-            DATA_DISK,
-            DATA_DISK_MOUNT,
-            DATA_DISK_SPACE,
-            RKE2_UNIT,
-            RKE2_JOURNAL,
-            SERVER_REACHABLE,
-        ];
-        checks.extend(dependent.iter().map(|s| instant(s, why.clone())));
+        let dependent = CHECKS.iter().filter(|s| s.needs_config);
+        checks.extend(dependent.map(|s| instant(s, why.clone())));
         return (checks, NodeInfo::default());
     };
     let config = &loaded.config;
@@ -381,11 +388,11 @@ async fn node_checks(
 /// Facts about the host that need no config: clock, kernel, resources, last run.
 async fn host_checks(opts: &Options, budget: &Budget, state: Option<&NodeState>) -> Vec<Check> {
     let (time, kernel, resources, space) = tokio::join!(
-        budget.run(&TIME_SYNC, units::time_sync(opts)),
+        budget.run(&TIME_SYNC, clock::time_sync(opts)),
         budget.run(&KERNEL, host::kernel(opts)),
         budget.run(&RESOURCES, host::resources()),
         budget.run(&DISK_SPACE, host::disk_space(opts)),
     );
-    let last_run = instant(&LAST_RUN, host::last_run(opts, state));
+    let last_run = instant(&LAST_RUN, runs::last_run(opts, state));
     vec![time.0, kernel.0, resources.0, space.0, last_run]
 }

@@ -9,6 +9,17 @@ use std::fmt::Write as _;
 /// Version of the JSON document; bumped only when a field changes meaning or disappears.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The fields of a check in the JSON document, sorted (stable: docs/operations.md).
+pub const CHECK_FIELDS: &[&str] = &[
+    "details",
+    "duration_ms",
+    "finding",
+    "hint",
+    "id",
+    "status",
+    "title",
+];
+
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -341,18 +352,7 @@ mod tests {
             .cloned()
             .collect();
         fields.sort();
-        assert_eq!(
-            fields,
-            [
-                "details",
-                "duration_ms",
-                "finding",
-                "hint",
-                "id",
-                "status",
-                "title"
-            ]
-        );
+        assert_eq!(fields, CHECK_FIELDS);
         assert_eq!(v["checks"][1]["status"], "fail");
         assert_eq!(v["checks"][0]["hint"], serde_json::Value::Null);
         assert_eq!(v["summary"]["exit_code"], 1);

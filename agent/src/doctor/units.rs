@@ -1,5 +1,5 @@
-//! systemd's view: the RKE2 unit's state over D-Bus, RKE2's recent errors from the journal,
-//! and whether the clock is synchronized (systemd-timedated).
+//! systemd's view: the RKE2 unit's state over D-Bus and RKE2's recent errors from the
+//! journal.
 
 use super::{Options, Outcome};
 use crate::config::NodeConfig;
@@ -144,49 +144,6 @@ fn cut(line: &str) -> String {
     let mut s: String = line.chars().take(JOURNAL_LINE_MAX).collect();
     s.push('…');
     s
-}
-
-#[zbus::proxy(
-    interface = "org.freedesktop.timedate1",
-    default_service = "org.freedesktop.timedate1",
-    default_path = "/org/freedesktop/timedate1"
-)]
-trait Timedate {
-    #[zbus(property, name = "NTPSynchronized")]
-    fn ntp_synchronized(&self) -> zbus::Result<bool>;
-    #[zbus(property, name = "NTP")]
-    fn ntp(&self) -> zbus::Result<bool>;
-}
-
-/// `time-sync`: systemd-timedated's NTPSynchronized (what `timedatectl` shows), from the
-/// kernel's clock discipline, whichever daemon (chrony, timesyncd) keeps it.
-pub(super) async fn time_sync(opts: &Options) -> (Outcome, ()) {
-    let now = crate::reconcile::state::now_rfc3339();
-    let asked = async {
-        let systemd = Systemd::connect(opts.cx.dbus_address.as_deref()).await?;
-        let proxy = TimedateProxy::builder(systemd.connection())
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await?;
-        let synced = proxy.ntp_synchronized().await?;
-        let ntp = proxy.ntp().await?;
-        anyhow::Ok((synced, ntp))
-    }
-    .await;
-    let outcome = match asked {
-        Ok((true, _)) => Outcome::ok(format!("synchronized; the time is {now}")),
-        Ok((false, ntp)) => Outcome::warn(
-            format!(
-                "not synchronized (NTP {}); the time is {now}",
-                if ntp { "on" } else { "off" }
-            ),
-            "TLS between nodes and token lifetimes need a correct clock. Azure VMs sync from the host (chrony with the PTP clock /dev/ptp_hyperv): check `chronyc tracking` or `timedatectl timesync-status`; `timedatectl set-ntp true` turns sync on",
-        ),
-        Err(e) => Outcome::skipped(format!(
-            "systemd-timedated did not answer ({e:#}); check with `timedatectl`"
-        )),
-    };
-    (outcome, ())
 }
 
 #[cfg(test)]

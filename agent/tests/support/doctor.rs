@@ -1,22 +1,11 @@
 //! `canarie-agent doctor` against a sandbox: the real binary with the sandbox's root,
-//! simulator and bus (optionally as an unprivileged user), its JSON report parsed; and a
-//! fake systemd-timedated on the sandbox's private bus.
+//! simulator and bus (optionally as an unprivileged user), its JSON report parsed.
 
 use super::sandbox::{Sandbox, BIN};
 use super::sim::JOIN_TOKEN;
+use canarie_agent::doctor::{NO_PROXY_VARS, PROXY_VARS};
 use serde_json::Value;
 use std::time::Duration;
-
-const PROXY_VARS: [&str; 8] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
 
 /// How one doctor run is made.
 #[derive(Default)]
@@ -102,7 +91,7 @@ pub async fn doctor(sb: &Sandbox, args: DoctorArgs) -> DoctorRun {
         .env_remove("CANARIE_LOG")
         .env_remove("NO_COLOR");
     // The test's own proxy settings must not leak in; a test sets them explicitly.
-    for var in PROXY_VARS {
+    for var in PROXY_VARS.iter().chain(NO_PROXY_VARS) {
         cmd.env_remove(var);
     }
     cmd.envs(args.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -136,42 +125,4 @@ pub async fn doctor(sb: &Sandbox, args: DoctorArgs) -> DoctorRun {
         )
     });
     DoctorRun { json, ..run }
-}
-
-/// A fake systemd-timedated: `org.freedesktop.timedate1` with its NTP properties, on the
-/// sandbox's private bus.
-pub struct FakeTimedate {
-    _conn: zbus::Connection,
-}
-
-struct Timedate {
-    synchronized: bool,
-}
-
-#[zbus::interface(name = "org.freedesktop.timedate1")]
-impl Timedate {
-    #[zbus(property, name = "NTPSynchronized")]
-    fn ntp_synchronized(&self) -> bool {
-        self.synchronized
-    }
-
-    #[zbus(property, name = "NTP")]
-    fn ntp(&self) -> bool {
-        true
-    }
-}
-
-impl FakeTimedate {
-    pub async fn start(bus_address: &str, synchronized: bool) -> FakeTimedate {
-        let conn = zbus::connection::Builder::address(bus_address)
-            .unwrap()
-            .name("org.freedesktop.timedate1")
-            .unwrap()
-            .serve_at("/org/freedesktop/timedate1", Timedate { synchronized })
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        FakeTimedate { _conn: conn }
-    }
 }

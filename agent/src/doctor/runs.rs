@@ -1,0 +1,351 @@
+//! `last-run`: the last bootstrap run recorded in the node state. For a failed run: the
+//! step, the exit code the run ended with, and the checks that examine what that step
+//! needs. Steps and exit codes come from the reconciler (`STEP_NAMES`, `RunReport`), so
+//! they cannot drift from what bootstrap does; a test holds every step to an explanation.
+
+use super::{cloud, Options, Outcome, Spec};
+use super::{
+    CONFIG, DATA_DISK, DATA_DISK_MOUNT, DISK_SPACE, IDENTITY, IMDS, JOIN_TOKEN_FILE, KEY_VAULT,
+    RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
+};
+use crate::reconcile::state::{self, NodeState, RunRecord, STATE_FILE};
+use crate::reconcile::step::StepReport;
+use crate::reconcile::{Mode, RunReport, STEP_NAMES};
+use std::time::SystemTime;
+
+/// How doctor explains a failed step.
+#[derive(Debug, Clone, Copy)]
+struct StepHelp {
+    /// What the step does, so its failure reads as a consequence.
+    does: &'static str,
+    /// The checks that examine what it needs, most telling first.
+    checks: &'static [Spec],
+}
+
+/// The explanation of each of the reconciler's steps (`STEP_NAMES`); `None` for a step this
+/// binary does not know (a state written by another agent version).
+fn step_help(step: &str) -> Option<StepHelp> {
+    let (does, checks): (&'static str, &'static [Spec]) = match step {
+        "config" => ("reads the node config", &[CONFIG, IMDS]),
+        "join-token" => (
+            "reads the join token from Key Vault and writes the token file",
+            &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],
+        ),
+        "data-disk" => (
+            "finds, formats (only when blank) and mounts the data disk",
+            &[DATA_DISK, DATA_DISK_MOUNT],
+        ),
+        "rke2-config" => ("writes RKE2's config files", &[RKE2_CONFIG, DISK_SPACE]),
+        "server-manifests" => (
+            "seeds the server's manifests",
+            &[RKE2_MANIFESTS, DISK_SPACE],
+        ),
+        // The same identity and vault as the join token: `key-vault` shows whether the
+        // identity may read the vault at all.
+        "cluster-secrets" => (
+            "reads cluster_secrets from Key Vault and seeds them as Secret manifests",
+            &[IDENTITY, KEY_VAULT],
+        ),
+        "start-rke2" => (
+            "starts the RKE2 unit and waits for it",
+            &[RKE2_UNIT, RKE2_JOURNAL],
+        ),
+        _ => return None,
+    };
+    Some(StepHelp { does, checks })
+}
+
+/// The exit code bootstrap ends with when `step` fails, as the reconciler computes it.
+fn exit_code(step: &str) -> Option<i32> {
+    let name = STEP_NAMES.iter().find(|n| **n == step)?;
+    let mut report = RunReport::new(Mode::Apply);
+    report.push(StepReport::from_error(name, anyhow::anyhow!("failed")));
+    Some(report.exit_code())
+}
+
+/// The config entry, secret and vault a failed `cluster-secrets` run names in its error
+/// (`reading cluster_secrets.X (secret "S" in vault "V"): …`).
+#[derive(Debug, PartialEq, Eq)]
+struct NamedSecret<'a> {
+    entry: &'a str,
+    secret: &'a str,
+    vault: &'a str,
+}
+
+fn named_secret(error: &str) -> Option<NamedSecret<'_>> {
+    let quoted_after = |marker: &str| {
+        let rest = &error[error.find(marker)? + marker.len()..];
+        rest.split('"').next()
+    };
+    let at = error.find("cluster_secrets.")?;
+    let entry = error[at..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .next()?;
+    Some(NamedSecret {
+        entry,
+        secret: quoted_after("secret \"")?,
+        vault: quoted_after("vault \"")?,
+    })
+}
+
+/// What to do about a failed `step`, from the run's recorded error.
+fn failure_hint(step: &str, error: &str) -> String {
+    let restart = "after fixing the cause, `systemctl restart canarie-agent`";
+    let log = format!("the step's log: `journalctl -u canarie-agent -b F_STEP={step}`");
+    let Some(help) = step_help(step) else {
+        return format!("this doctor does not know step {step} (a node state written by another agent version?): the failing checks above name the cause; {restart}; {log}");
+    };
+    let checks: Vec<&str> = help.checks.iter().map(|s| s.id).collect();
+    let mut hint = format!(
+        "step {step} {}: see check{} {} above; {restart}; {log}",
+        help.does,
+        if checks.len() == 1 { "" } else { "s" },
+        checks.join(", ")
+    );
+    if step == "cluster-secrets" {
+        if let Some(named) = named_secret(error) {
+            hint = format!(
+                "Key Vault secret {} ({}) in vault {}: {}; {hint}",
+                named.secret,
+                named.entry,
+                named.vault,
+                cloud::vault_hint(
+                    error,
+                    named.vault,
+                    named.secret,
+                    &format!("{}.secret", named.entry)
+                ),
+            );
+        }
+    }
+    hint
+}
+
+/// `last-run`: the last bootstrap run recorded in the node state.
+pub(super) fn last_run(opts: &Options, state: Option<&NodeState>) -> Outcome {
+    let Some(state) = state else {
+        return Outcome::warn(
+            format!("no bootstrap has run here ({STATE_FILE} is missing or unreadable)"),
+            "`systemctl status canarie-agent`; its log: `journalctl -u canarie-agent -b`",
+        );
+    };
+    // The identity is the SMBIOS UUID, which only root may read: as another user the
+    // fallback id would differ from the recorded one for no reason.
+    if opts.as_root {
+        if let Ok(id) = state::machine_id(&opts.cx.root) {
+            if id != state.machine_id {
+                return Outcome::warn(
+                    "the node state was written by another machine (a cloned image?): the next run bootstraps this node from scratch",
+                    "`systemctl restart canarie-agent`",
+                );
+            }
+        }
+    }
+    let Some(run) = &state.last_run else {
+        return Outcome::warn(
+            format!("{STATE_FILE} records no run"),
+            "`systemctl restart canarie-agent`",
+        );
+    };
+    judge(run)
+}
+
+fn judge(run: &RunRecord) -> Outcome {
+    let details = vec![run
+        .steps
+        .iter()
+        .map(|s| format!("{} {} {}", s.name, s.outcome, human_ms(s.duration_ms)))
+        .collect::<Vec<_>>()
+        .join(" · ")];
+    let when = format!("{}{}", run.finished_at, ago(&run.finished_at));
+    let took = duration(run)
+        .map(|d| format!(" in {d}"))
+        .unwrap_or_default();
+    let source = run
+        .config_source
+        .as_deref()
+        .map(|s| format!(", config from {s}"))
+        .unwrap_or_default();
+    if run.result != "converged" {
+        let failed = run.steps.iter().find(|s| s.outcome == "failed");
+        let step = failed.map(|s| s.name.as_str()).unwrap_or_default();
+        let code = exit_code(step)
+            .map(|c| format!(", exit code {c}"))
+            .unwrap_or_default();
+        let error = run.error.as_deref().unwrap_or_default();
+        // The recorded error is the run's failure line, which names the step itself.
+        let finding = if error.is_empty() {
+            format!("failed in step {step} at {when}{took}{code}")
+        } else {
+            format!("at {when}{took}{code}: {error}")
+        };
+        let hint = match failed {
+            Some(_) => failure_hint(step, error),
+            None => "the failing checks above name the cause; after fixing it, `systemctl restart canarie-agent`; the run's log: `journalctl -u canarie-agent -b`".into(),
+        };
+        return Outcome::fail(finding, hint).with_details(details);
+    }
+    if run.steps.iter().any(|s| s.outcome == "kept") {
+        return Outcome::warn(
+            format!("converged from local state at {when}{took}: IMDS or Key Vault did not answer at boot"),
+            "the node runs on its last converged config and token; once Azure answers, `systemctl restart canarie-agent` re-reads them",
+        )
+        .with_details(details);
+    }
+    Outcome::ok(format!("converged at {when}{took}{source}")).with_details(details)
+}
+
+fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+fn duration(run: &RunRecord) -> Option<String> {
+    let start = humantime::parse_rfc3339(&run.started_at).ok()?;
+    let end = humantime::parse_rfc3339(&run.finished_at).ok()?;
+    // The record has whole seconds.
+    let d = end.duration_since(start).ok()?;
+    Some(match d.as_secs() {
+        0 => "under 1 s".to_string(),
+        s => format!("{s} s"),
+    })
+}
+
+fn ago(rfc3339: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339(rfc3339) else {
+        return String::new();
+    };
+    match SystemTime::now().duration_since(t) {
+        Ok(d) if d.as_secs() < 120 => format!(" ({} s ago)", d.as_secs()),
+        Ok(d) if d.as_secs() < 7200 => format!(" ({} min ago)", d.as_secs() / 60),
+        Ok(d) if d.as_secs() < 2 * 86400 => format!(" ({} h ago)", d.as_secs() / 3600),
+        Ok(d) => format!(" ({} days ago)", d.as_secs() / 86400),
+        Err(_) => " (in the future: check the clock)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::{Status, CHECKS};
+    use crate::reconcile::report::exit_code as code;
+    use crate::reconcile::state::StepRecord;
+
+    /// A run that failed in `step` with the failure line bootstrap records.
+    fn failed_in(step: &str, cause: &str) -> RunRecord {
+        RunRecord {
+            started_at: "2025-11-26T09:10:32Z".into(),
+            finished_at: "2025-11-26T09:10:33Z".into(),
+            result: "failed".into(),
+            error: Some(format!(
+                "bootstrap failed in step {step}: {cause}; what to do"
+            )),
+            config_source: Some("IMDS userData".into()),
+            steps: vec![StepRecord {
+                name: step.into(),
+                outcome: "failed".into(),
+                changes: 0,
+                duration_ms: 12,
+            }],
+        }
+    }
+
+    #[test]
+    fn every_step_and_every_exit_code_is_explained() {
+        let mut codes = Vec::new();
+        for step in STEP_NAMES {
+            let help =
+                step_help(step).unwrap_or_else(|| panic!("doctor cannot explain step {step}"));
+            assert!(!help.checks.is_empty(), "{step} points at no check");
+            for check in help.checks {
+                assert!(
+                    CHECKS.contains(check),
+                    "{step}: {} is not a check",
+                    check.id
+                );
+            }
+            let c = exit_code(step).unwrap();
+            codes.push(c);
+            let o = judge(&failed_in(step, "it broke"));
+            assert_eq!(o.status, Status::Fail);
+            assert!(
+                o.finding
+                    .contains(&format!(", exit code {c}: bootstrap failed in step {step}")),
+                "{}",
+                o.finding
+            );
+            let hint = o.hint.unwrap();
+            assert!(
+                hint.contains(&format!("step {step} {}", help.does)),
+                "{hint}"
+            );
+            assert!(hint.contains(help.checks[0].id), "{hint}");
+            assert!(hint.contains(&format!("F_STEP={step}")), "{hint}");
+        }
+        // Every failure exit code bootstrap has is reached by a step doctor explains.
+        for expected in [
+            code::CONFIG,
+            code::JOIN_TOKEN,
+            code::DATA_DISK,
+            code::FILES,
+            code::START_RKE2,
+            code::CLUSTER_SECRETS,
+        ] {
+            assert!(
+                codes.contains(&expected),
+                "exit code {expected} has no step: {codes:?}"
+            );
+        }
+        assert_eq!(exit_code("cluster-secrets"), Some(code::CLUSTER_SECRETS));
+        assert_eq!(exit_code("no-such-step"), None);
+        let o = judge(&failed_in("no-such-step", "it broke"));
+        assert!(o.hint.unwrap().contains("does not know step no-such-step"));
+    }
+
+    #[test]
+    fn a_cluster_secret_refusal_names_the_secret_and_the_fix() {
+        let missing = "reading cluster_secrets.grafana_admin (secret \"grafana-admin\" in vault \"kv-c\"): Key Vault read of secret \"grafana-admin\" in vault \"kv-c\" failed: Key Vault \"kv-c\" refused secret \"grafana-admin\": HTTP 404 Not Found/SecretNotFound (A secret with (name/id) grafana-admin was not found in this key vault.): create it";
+        assert_eq!(
+            named_secret(missing),
+            Some(NamedSecret {
+                entry: "cluster_secrets.grafana_admin",
+                secret: "grafana-admin",
+                vault: "kv-c"
+            })
+        );
+        let hint = judge(&failed_in("cluster-secrets", missing)).hint.unwrap();
+        assert!(hint.starts_with("Key Vault secret grafana-admin (cluster_secrets.grafana_admin) in vault kv-c: create secret grafana-admin in vault kv-c"), "{hint}");
+        assert!(
+            hint.contains("fix cluster_secrets.grafana_admin.secret"),
+            "{hint}"
+        );
+        assert!(hint.contains("see checks identity, key-vault"), "{hint}");
+
+        let forbidden = missing.replace(
+            "HTTP 404 Not Found/SecretNotFound",
+            "HTTP 403 Forbidden/ForbiddenByRbac",
+        );
+        let hint = judge(&failed_in("cluster-secrets", &forbidden))
+            .hint
+            .unwrap();
+        assert!(
+            hint.contains("'Key Vault Secrets User' role on vault kv-c"),
+            "{hint}"
+        );
+
+        // No secret named (the token could not be had): the checks still point the way.
+        let hint = judge(&failed_in(
+            "cluster-secrets",
+            "getting a managed-identity token for Key Vault: Identity not found",
+        ))
+        .hint
+        .unwrap();
+        assert!(
+            hint.starts_with("step cluster-secrets reads cluster_secrets"),
+            "{hint}"
+        );
+    }
+}
