@@ -108,9 +108,11 @@ resource "azurerm_key_vault_secret" "main" {
 }
 
 # Each secret was its own resource until the for_each above. These blocks carry an existing
-# deployment's secrets over to the new addresses: without them OpenTofu would delete every
-# secret and write it again (a window in which no node can boot). Keep them: removing one
-# makes the next apply of a deployment created before the change do exactly that.
+# deployment's secrets over to the new addresses untouched. Without them OpenTofu would plan
+# to destroy each secret at its old address and create it at the new one: two unrelated
+# operations on one vault name, where the create fails while the old secret exists or the
+# delete takes away what the nodes read at boot. Keep them for every deployment created
+# before the change (tests/test_tofu_moved.py replays them).
 moved {
   from = azurerm_key_vault_secret.join_token
   to   = azurerm_key_vault_secret.main["join_token"]

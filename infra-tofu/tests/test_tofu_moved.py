@@ -52,10 +52,14 @@ def resource_of(address: str) -> str:
     return ADDRESS.fullmatch(address).expand(r"\1.\2")
 
 
+def bare(ref: str) -> str:
+    """An address as written in HCL (python-hcl2 wraps references in ${...})."""
+    return ref.removeprefix("${").removesuffix("}")
+
+
 def moved_blocks() -> dict[str, str]:
     """from -> to of every moved block of the root module."""
-    strip = lambda ref: ref.removeprefix("${").removesuffix("}")  # noqa: E731
-    return {strip(attr(b, "from")): strip(attr(b, "to")) for b in root_blocks("moved")}
+    return {bare(attr(b, "from")): bare(attr(b, "to")) for b in root_blocks("moved")}
 
 
 def repetition(body: dict) -> str:
