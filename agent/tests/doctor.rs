@@ -747,7 +747,7 @@ async fn doctor_that_cannot_run_exits_2() {
 }
 
 #[test]
-fn every_check_is_documented() {
+fn every_check_and_every_step_is_documented() {
     let docs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/operations.md"
@@ -758,6 +758,15 @@ fn every_check_is_documented() {
             docs.contains(&format!("`{}`", spec.id)),
             "docs/operations.md does not describe check {}",
             spec.id
+        );
+    }
+    // The step table's rows: the step, then its exit code.
+    for step in canarie_agent::reconcile::STEP_NAMES {
+        let row = format!("\n| `{step}` | ");
+        assert!(
+            docs.match_indices(&row)
+                .any(|(at, _)| docs[at + row.len()..].starts_with(|c: char| c.is_ascii_digit())),
+            "docs/operations.md does not say which checks explain a failed step {step}"
         );
     }
 }
