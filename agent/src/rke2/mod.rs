@@ -273,11 +273,19 @@ mod owned_tests {
         let owned = owned_files();
         let mut rendered_paths = std::collections::BTreeSet::new();
         for config in configs() {
-            for facts in [NodeFacts::default(), NodeFacts { data_disk_mounted: true }] {
+            for facts in [
+                NodeFacts::default(),
+                NodeFacts {
+                    data_disk_mounted: true,
+                },
+            ] {
                 for file in render(&config, &facts).unwrap() {
                     let entry = owned.iter().find(|o| o.path == file.path);
                     let entry = entry.unwrap_or_else(|| {
-                        panic!("{} is rendered but not in owned_files()", file.path.display())
+                        panic!(
+                            "{} is rendered but not in owned_files()",
+                            file.path.display()
+                        )
                     });
                     assert_eq!(entry.effect, file.effect, "{}", file.path.display());
                     rendered_paths.insert(file.path);
