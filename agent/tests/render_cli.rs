@@ -72,27 +72,80 @@ fn renders_the_node_files_and_prints_each_path() {
         .contains("token: \"REDACTED"));
 }
 
-#[test]
-fn an_invalid_config_is_one_line_exit_1_and_nothing_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.json");
+/// Renders examples/server.json, edited, into `dir`/out; returns the output and that directory.
+fn render_server(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> (Output, PathBuf) {
+    let file = dir.join("server.json");
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(example("server.json")).unwrap()).unwrap();
-    config["cluster"]["public_ip"] = "not-an-ip".into();
-    std::fs::write(&bad, serde_json::to_vec(&config).unwrap()).unwrap();
-    let out = dir.path().join("out");
+    edit(&mut config);
+    std::fs::write(&file, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = dir.join("out");
     let o = render(&[
         "--config",
-        bad.to_str().unwrap(),
+        file.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]);
+    (o, out)
+}
+
+/// The command refused the config: one line on stderr naming `path`, exit 1, nothing written.
+fn assert_refused(o: &Output, out: &Path, path: &str) -> String {
     assert_eq!(o.status.code(), Some(1));
-    let stderr = String::from_utf8(o.stderr).unwrap();
+    let stderr = String::from_utf8(o.stderr.clone()).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cluster.public_ip"), "{stderr}");
+    assert!(stderr.contains(path), "{stderr}");
     assert!(o.stdout.is_empty());
     assert!(!out.exists(), "nothing may be written");
+    stderr
+}
+
+#[test]
+fn an_invalid_config_is_one_line_exit_1_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = render_server(dir.path(), |c| {
+        c["cluster"]["public_ip"] = "not-an-ip".into()
+    });
+    assert_refused(&o, &out, "cluster.public_ip");
+}
+
+#[test]
+fn a_custom_longhorn_data_path_reaches_the_chart_and_the_mount_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = render_server(dir.path(), |c| {
+        c["cluster"]["longhorn_data_path"] = "/srv/longhorn".into();
+        c["data_disk"] = serde_json::json!({"lun": 0, "mount_point": "/srv/longhorn"});
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let longhorn = std::fs::read_to_string(
+        out.join("var/lib/rancher/rke2/server/manifests/canarie-longhorn.yaml"),
+    )
+    .unwrap();
+    assert!(
+        longhorn.contains("\n    defaultSettings.defaultDataPath: \"/srv/longhorn\"\n"),
+        "{longhorn}"
+    );
+    let dropin = std::fs::read_to_string(
+        out.join("etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"),
+    )
+    .unwrap();
+    assert!(
+        dropin.contains("RequiresMountsFor=/srv/longhorn\n"),
+        "{dropin}"
+    );
+}
+
+#[test]
+fn a_data_disk_away_from_longhorns_data_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, out) = render_server(dir.path(), |c| {
+        c["data_disk"] = serde_json::json!({"lun": 0, "mount_point": "/srv/longhorn"});
+    });
+    let stderr = assert_refused(&o, &out, "data_disk.mount_point: is /srv/longhorn");
+    assert!(
+        stderr.contains("cluster.longhorn_data_path is /var/lib/longhorn"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -242,7 +242,12 @@ def test_values_content_is_the_values_file_and_set_values_are_strings(out):
         for key, value in spec.get("set", {}).items():
             assert isinstance(value, str), f"{name}: set {key} = {value!r} must be a string"
     longhorn = docs["canarie-longhorn.yaml"]["spec"]["set"]
-    assert longhorn == {"persistence.defaultClassReplicaCount": "3", "defaultSettings.defaultReplicaCount": "3"}
+    assert longhorn == {
+        "persistence.defaultClassReplicaCount": "3",
+        "defaultSettings.defaultReplicaCount": "3",
+        # cluster.longhorn_data_path's default, the default data_disk.mount_point
+        "defaultSettings.defaultDataPath": "/var/lib/longhorn",
+    }
     nginx = docs["canarie-ingress-nginx.yaml"]["spec"]["set"]
     assert nginx == {"controller.extraArgs.publish-status-address": "20.30.40.50"}
 

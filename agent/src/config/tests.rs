@@ -210,6 +210,48 @@ fn every_error_names_its_json_path() {
             "dedicated",
         ),
         (
+            with(
+                agent(),
+                "data_disk.mount_point",
+                Some(json!("/mnt/longhorn")),
+            ),
+            "data_disk.mount_point",
+            "is /mnt/longhorn, but cluster.longhorn_data_path is /var/lib/longhorn",
+        ),
+        (
+            with(
+                agent(),
+                "cluster.longhorn_data_path",
+                Some(json!("/mnt/longhorn")),
+            ),
+            "data_disk.mount_point",
+            "replicas would land on the OS disk",
+        ),
+        (
+            with(
+                server(),
+                "cluster.longhorn_data_path",
+                Some(json!("longhorn")),
+            ),
+            "cluster.longhorn_data_path",
+            "absolute",
+        ),
+        (
+            with(server(), "cluster.longhorn_data_path", Some(json!("/var"))),
+            "cluster.longhorn_data_path",
+            "dedicated",
+        ),
+        (
+            // `,` would split helm-controller's --set-string.
+            with(
+                server(),
+                "cluster.longhorn_data_path",
+                Some(json!("/srv/a,b")),
+            ),
+            "cluster.longhorn_data_path",
+            "letters, digits and '/._-'",
+        ),
+        (
             with(agent(), "data_disk.device", Some(json!("/tmp/disk"))),
             "data_disk.device",
             "/dev",
@@ -253,6 +295,37 @@ fn every_error_names_its_json_path() {
             err.message
         );
     }
+}
+
+#[test]
+fn longhorn_data_path_defaults_to_the_mount_points_default_and_may_move_with_it() {
+    let default = parse_value(&agent()).unwrap();
+    assert_eq!(
+        default.cluster.longhorn_data_path,
+        default.data_disk.unwrap().mount_point
+    );
+    let moved = with(
+        with(
+            agent(),
+            "cluster.longhorn_data_path",
+            Some(json!("/srv/longhorn")),
+        ),
+        "data_disk.mount_point",
+        Some(json!("/srv/longhorn/")),
+    );
+    let c = parse_value(&moved).expect("a matching non-default path is accepted");
+    assert_eq!(
+        c.cluster.longhorn_data_path,
+        std::path::PathBuf::from("/srv/longhorn")
+    );
+    // Servers without a data disk only seed the path; there is nothing to compare.
+    let server = parse_value(&with(
+        server(),
+        "cluster.longhorn_data_path",
+        Some(json!("/srv/longhorn")),
+    ))
+    .unwrap();
+    assert!(server.data_disk.is_none());
 }
 
 #[test]
@@ -317,6 +390,18 @@ fn schema_describes_every_top_level_field_and_forbids_others() {
     for field in ["version", "role", "cluster", "join_token"] {
         assert!(required.contains(&field), "{field} not required");
     }
+    let data_path = &schema["$defs"]["ClusterConfig"]["properties"]["longhorn_data_path"];
+    assert_eq!(
+        data_path["default"],
+        json!("/var/lib/longhorn"),
+        "{data_path}"
+    );
+    assert!(
+        data_path["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("data_disk.mount_point")),
+        "{data_path}"
+    );
 }
 
 #[test]

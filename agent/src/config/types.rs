@@ -96,6 +96,17 @@ pub struct ClusterConfig {
     /// public endpoints (Grafana, the Longhorn UI) get their hosts under it (servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_zone: Option<String>,
+    /// Where Longhorn creates each storage node's default disk (its cluster-wide
+    /// `defaultDataPath` setting, which the server seeds). Must equal `data_disk.mount_point`
+    /// on every node with a data disk, or Longhorn's replicas land on the OS disk.
+    #[serde(default = "default_longhorn_data_path")]
+    pub longhorn_data_path: PathBuf,
+}
+
+/// Longhorn's own default data path, and so the default mount point of the data disk: a
+/// cluster that keeps both defaults needs to set neither.
+fn default_longhorn_data_path() -> PathBuf {
+    PathBuf::from("/var/lib/longhorn")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -158,8 +169,8 @@ pub struct DataDiskConfig {
     /// Explicit device path; wins over LUN discovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<PathBuf>,
-    /// Where the disk is mounted.
-    #[serde(default = "default_mount_point")]
+    /// Where the disk is mounted; must equal `cluster.longhorn_data_path`.
+    #[serde(default = "default_longhorn_data_path")]
     pub mount_point: PathBuf,
     /// ext4 label the agent formats with and recognises as its own.
     #[serde(default = "default_label")]
@@ -170,10 +181,6 @@ pub struct DataDiskConfig {
     /// How long to wait for the disk's link to appear, in seconds.
     #[serde(default = "default_wait_seconds")]
     pub wait_seconds: u64,
-}
-
-fn default_mount_point() -> PathBuf {
-    PathBuf::from("/var/lib/longhorn")
 }
 
 fn default_label() -> String {

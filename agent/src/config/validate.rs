@@ -2,6 +2,7 @@
 
 use super::{ConfigError, NodeConfig, Role, CONFIG_VERSION};
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 type Check = Result<(), ConfigError>;
 
@@ -97,6 +98,7 @@ fn validate_cluster(c: &NodeConfig) -> Check {
     if let Some(name) = &cl.name {
         dns_label("cluster.name", name)?;
     }
+    longhorn_data_path(&cl.longhorn_data_path)?;
     if let Some(zone) = &cl.dns_zone {
         if c.role != Role::Server {
             return Err(ConfigError::new(
@@ -168,22 +170,24 @@ fn validate_data_disk(c: &NodeConfig) -> Check {
         }
     }
     let mp = &d.mount_point;
-    let bad_mount = !mp.is_absolute()
-        || mp.parent().is_none()
-        || mp
-            .components()
-            .any(|comp| matches!(comp, std::path::Component::ParentDir))
-        || [
-            "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/var", "/var/lib",
-        ]
-        .iter()
-        .any(|sys| mp == std::path::Path::new(sys));
-    if bad_mount {
+    if !dedicated_dir(mp) {
         return Err(ConfigError::new(
             "data_disk.mount_point",
             format!(
                 "{} is not a dedicated absolute directory (e.g. /var/lib/longhorn)",
                 mp.display()
+            ),
+        ));
+    }
+    // Path equality is by component, so a trailing slash on either side does not matter.
+    let data_path = &c.cluster.longhorn_data_path;
+    if mp != data_path {
+        return Err(ConfigError::new(
+            "data_disk.mount_point",
+            format!(
+                "is {}, but cluster.longhorn_data_path is {}: Longhorn creates its disk at cluster.longhorn_data_path, so replicas would land on the OS disk; set both to the same directory (and cluster.longhorn_data_path alike on the servers, which seed it)",
+                mp.display(),
+                data_path.display()
             ),
         ));
     }
@@ -205,6 +209,41 @@ fn validate_data_disk(c: &NodeConfig) -> Check {
         ));
     }
     Ok(())
+}
+
+/// An absolute directory of its own: not `/`, no `..`, not a system directory the OS needs.
+fn dedicated_dir(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir.parent().is_some()
+        && !dir
+            .components()
+            .any(|comp| matches!(comp, std::path::Component::ParentDir))
+        && ![
+            "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/var", "/var/lib",
+        ]
+        .iter()
+        .any(|sys| dir == Path::new(sys))
+}
+
+/// Longhorn's data path reaches helm-controller as `--set-string key=value`, where `,` and
+/// `\` are syntax, and must be the data disk's mount point, which systemd reads too: only
+/// plain path characters.
+fn longhorn_data_path(dir: &Path) -> Check {
+    let plain = dir.to_str().is_some_and(|s| {
+        s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._-".contains(ch))
+    });
+    if plain && dedicated_dir(dir) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "cluster.longhorn_data_path",
+            format!(
+                "{} is not a dedicated absolute directory of letters, digits and '/._-' (e.g. /var/lib/longhorn)",
+                dir.display()
+            ),
+        ))
+    }
 }
 
 fn kv_secret_name(path: &str, name: &str) -> Check {

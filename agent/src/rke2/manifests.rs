@@ -92,6 +92,12 @@ fn longhorn_set(config: &NodeConfig) -> Vec<(&'static str, String)> {
         ("persistence.defaultClassReplicaCount", replicas.clone()),
         // ...and the default for volumes created in the Longhorn UI.
         ("defaultSettings.defaultReplicaCount", replicas),
+        // Where Longhorn creates the default disk on each labelled node: the data disk's
+        // mount point (validation makes every data-disk node agree).
+        (
+            "defaultSettings.defaultDataPath",
+            config.cluster.longhorn_data_path.display().to_string(),
+        ),
     ]
 }
 

@@ -327,6 +327,35 @@ fn set_values_are_strings_and_replicas_fit_the_storage_nodes() {
 }
 
 #[test]
+fn longhorn_data_path_reaches_the_chart_as_default_data_path() {
+    let key = "defaultSettings.defaultDataPath";
+    let set = |c: &NodeConfig| manifest(c, "canarie-longhorn.yaml")["spec"]["set"][key].clone();
+    assert_eq!(
+        set(&server()),
+        Value::from("/var/lib/longhorn"),
+        "the default"
+    );
+    let custom = with_json(SERVER_JSON, |v| {
+        v["cluster"]["longhorn_data_path"] = "/srv/longhorn".into();
+        v["data_disk"] = serde_json::json!({"lun": 0, "mount_point": "/srv/longhorn"});
+    });
+    assert_eq!(set(&custom), Value::from("/srv/longhorn"));
+    // The path moves only Longhorn's manifest; the drop-in follows the mount point.
+    let before = files(&server(), &MOUNTED);
+    let after = files(&custom, &MOUNTED);
+    let longhorn = format!("{}/canarie-longhorn.yaml", crate::paths::RKE2_MANIFESTS_DIR);
+    for (path, file) in &before {
+        if path.starts_with(crate::paths::RKE2_MANIFESTS_DIR) {
+            assert_eq!(
+                file.contents != after[path].contents,
+                *path == longhorn,
+                "{path}"
+            );
+        }
+    }
+}
+
+#[test]
 fn values_content_is_exactly_the_values_file() {
     let pairs = [
         (
@@ -475,9 +504,14 @@ fn data_disk_dropin_requires_the_mount_for_the_roles_unit() {
         .keys()
         .any(|p| p.starts_with("/etc/systemd")));
 
-    let percent = with_json(AGENT_JSON, |v| {
-        v["data_disk"]["mount_point"] = "/srv/long%horn".into()
-    });
+    // Validation admits neither (cluster.longhorn_data_path is plain path characters and the
+    // mount point must equal it); rendering still guards itself against such a config.
+    let mount_at = |dir: &str| {
+        let mut c = agent();
+        c.data_disk.as_mut().unwrap().mount_point = dir.into();
+        c
+    };
+    let percent = mount_at("/srv/long%horn");
     let text = String::from_utf8(
         files(&percent, &MOUNTED)
             ["/etc/systemd/system/rke2-agent.service.d/10-canarie-data-disk.conf"]
@@ -489,9 +523,7 @@ fn data_disk_dropin_requires_the_mount_for_the_roles_unit() {
         text.contains("RequiresMountsFor=/srv/long%%horn\n"),
         "{text}"
     );
-    let spaced = with_json(AGENT_JSON, |v| {
-        v["data_disk"]["mount_point"] = "/srv/long horn".into()
-    });
+    let spaced = mount_at("/srv/long horn");
     let err = render(&spaced, &MOUNTED).unwrap_err();
     assert!(
         format!("{err:#}").contains("data_disk.mount_point"),
