@@ -8,11 +8,47 @@ use canarie_agent::azure::retry::{
 };
 use canarie_agent::azure::{AccessToken, ImdsClient, RetryPolicy, VAULT_RESOURCE};
 use canarie_agent::config::Identity;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 use support::sim::{scenario, TestSim, FAST, JOIN_TOKEN, SECRET, VAULT};
 
 const RBAC_WINDOW: Duration = Duration::from_secs(30);
+/// The request paths whose answered statuses the tests check.
+const TOKEN_PATH: &str = "oauth2/token";
+const SECRETS_PATH: &str = "/secrets/";
+
+/// A simulator whose scenario holds the fault `rules` (azure-sim rule objects).
+async fn sim_with(rules: Value) -> TestSim {
+    TestSim::start(scenario(json!({ "rules": rules }))).await
+}
+
+/// Reads the join token through the faults `rules` describe: it must arrive intact. The
+/// simulator is returned for its request log.
+async fn read_through(rules: Value) -> TestSim {
+    let t = sim_with(rules).await;
+    let value = read_secret(&t)
+        .await
+        .unwrap_or_else(|e| panic!("the read failed: {e:#}"));
+    assert_eq!(value, JOIN_TOKEN);
+    t
+}
+
+/// Reads the join token through `rules`: it must fail (see [`failed`]). The error chain and
+/// the simulator are returned.
+async fn read_fails_through(rules: Value) -> (String, TestSim) {
+    let t = sim_with(rules).await;
+    let msg = failed(read_secret(&t).await);
+    (msg, t)
+}
+
+/// The error chain of a call that must fail; the error must show no secret.
+fn failed<T>(result: anyhow::Result<T>) -> String {
+    let Err(err) = result else {
+        panic!("the call succeeded; it must fail")
+    };
+    assert_no_secret(&err);
+    format!("{err:#}")
+}
 
 async fn read_secret(t: &TestSim) -> anyhow::Result<String> {
     let token = t.imds().token(VAULT_RESOURCE, None).await?;
@@ -35,8 +71,7 @@ fn assert_no_secret(err: &anyhow::Error) {
 
 #[tokio::test]
 async fn the_happy_path_reads_the_secret_with_every_imds_rule_kept() {
-    let t = TestSim::start(scenario(json!({}))).await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    let t = read_through(json!([])).await;
     for r in t.sim.requests() {
         if r.service == "imds" {
             assert!(r.has_metadata_header && !r.has_forwarded_for, "{r:?}");
@@ -46,7 +81,7 @@ async fn the_happy_path_reads_the_secret_with_every_imds_rule_kept() {
         .sim
         .requests()
         .into_iter()
-        .find(|r| r.path.contains("oauth2/token"))
+        .find(|r| r.path.contains(TOKEN_PATH))
         .unwrap();
     assert!(
         token_req.query.contains("api-version=2018-02-01"),
@@ -65,12 +100,8 @@ async fn the_happy_path_reads_the_secret_with_every_imds_rule_kept() {
 // Fault 1: IMDS 410 while the host boots.
 #[tokio::test]
 async fn f01_imds_410_during_boot_is_waited_out() {
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "imds_410", "until_s": 1.5}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    let s = t.statuses("oauth2/token");
+    let t = read_through(json!([{"preset": "imds_410", "until_s": 1.5}])).await;
+    let s = t.statuses(TOKEN_PATH);
     assert!(
         s.len() >= 2 && s[0] == 410 && *s.last().unwrap() == 200,
         "{s:?}"
@@ -80,20 +111,18 @@ async fn f01_imds_410_during_boot_is_waited_out() {
 // Fault 2: IMDS 429, with and without Retry-After.
 #[tokio::test]
 async fn f02_imds_429_is_retried_and_retry_after_is_honoured() {
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "imds_429", "times": 2}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    assert_eq!(t.statuses("oauth2/token"), vec![429, 429, 200]);
+    let t = read_through(json!([{"preset": "imds_429", "times": 2}])).await;
+    assert_eq!(t.statuses(TOKEN_PATH), vec![429, 429, 200]);
 
-    let t = TestSim::start(scenario(json!({"rules": [{"preset": "imds_429_retry_after", "times": 1, "headers": {"Retry-After": "1"}}]}))).await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
+    let t = read_through(
+        json!([{"preset": "imds_429_retry_after", "times": 1, "headers": {"Retry-After": "1"}}]),
+    )
+    .await;
     let reqs: Vec<_> = t
         .sim
         .requests()
         .into_iter()
-        .filter(|r| r.path.contains("oauth2/token"))
+        .filter(|r| r.path.contains(TOKEN_PATH))
         .collect();
     assert_eq!(
         reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
@@ -109,12 +138,8 @@ async fn f02_imds_429_is_retried_and_retry_after_is_honoured() {
 // Fault 3: token endpoint 500 "Failed to retrieve token from the Active directory".
 #[tokio::test]
 async fn f03_token_500_is_retried() {
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "token_500", "times": 2}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    assert_eq!(t.statuses("oauth2/token"), vec![500, 500, 200]);
+    let t = read_through(json!([{"preset": "token_500", "times": 2}])).await;
+    assert_eq!(t.statuses(TOKEN_PATH), vec![500, 500, 200]);
 }
 
 // Fault 4: 404 while IMDS is updating, on every endpoint the agent uses.
@@ -154,17 +179,16 @@ async fn f05_identity_not_found_is_retried_for_a_bounded_time() {
     // An identity that never appears: fails after the grace, naming the identity.
     let t = TestSim::start(scenario(json!({"identities": {"system": true}}))).await;
     let imds = t.imds().with_identity_grace(Duration::from_millis(600));
-    let err = imds
-        .token(VAULT_RESOURCE, Some(&Identity::ClientId("9999".into())))
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        imds.token(VAULT_RESOURCE, Some(&Identity::ClientId("9999".into())))
+            .await,
+    );
     assert!(
         msg.contains("client_id=9999") && msg.contains("Identity not found"),
         "{msg}"
     );
     assert!(
-        t.statuses("oauth2/token").len() >= 2,
+        t.statuses(TOKEN_PATH).len() >= 2,
         "it was not retried at all"
     );
 }
@@ -177,13 +201,10 @@ async fn f06_f07_bad_request_answers_fail_fast() {
         json!({"error": "bad_request_102", "error_description": "Required metadata header not specified"}),
         json!({"error": "Bad request. api-version is invalid or was not specified in the request.", "newest-versions": ["2025-04-07"]}),
     ] {
-        let t = TestSim::start(scenario(
-            json!({"rules": [{"endpoint": "token", "status": 400, "body": body}]}),
-        ))
-        .await;
-        let err = t.imds().token(VAULT_RESOURCE, None).await.unwrap_err();
-        assert!(format!("{err:#}").contains("HTTP 400"), "{err:#}");
-        assert_eq!(t.statuses("oauth2/token").len(), 1, "a 400 was retried");
+        let t = sim_with(json!([{"endpoint": "token", "status": 400, "body": body}])).await;
+        let msg = failed(t.imds().token(VAULT_RESOURCE, None).await);
+        assert!(msg.contains("HTTP 400"), "{msg}");
+        assert_eq!(t.statuses(TOKEN_PATH).len(), 1, "a 400 was retried");
     }
 }
 
@@ -200,18 +221,15 @@ async fn assert_status_lists(
 ) {
     for &status in fail_fast {
         let rule = json!([{"endpoint": endpoint, "status": status, "body": error_body}]);
-        let t = TestSim::start(scenario(json!({ "rules": rule }))).await;
-        let err = call(&t).await.unwrap_err();
-        assert!(
-            format!("{err:#}").contains(&format!("HTTP {status}")),
-            "{err:#}"
-        );
+        let t = sim_with(rule).await;
+        let msg = failed(call(&t).await);
+        assert!(msg.contains(&format!("HTTP {status}")), "{msg}");
         assert_eq!(t.statuses(path).len(), 1, "{service} {status} was retried");
     }
     for status in retry.iter().flat_map(|r| [*r.start(), *r.end()]) {
         let rule =
             json!([{"endpoint": endpoint, "status": status, "times": 1, "body": error_body}]);
-        let t = TestSim::start(scenario(json!({ "rules": rule }))).await;
+        let t = sim_with(rule).await;
         call(&t)
             .await
             .unwrap_or_else(|e| panic!("{service} {status} not retried: {e:#}"));
@@ -224,7 +242,7 @@ async fn every_imds_fail_fast_status_is_tried_once_and_every_retry_status_is_ret
     assert_status_lists(
         "IMDS",
         "token",
-        "oauth2/token",
+        TOKEN_PATH,
         json!({"error": "x"}),
         IMDS_FAIL_FAST_STATUSES,
         IMDS_RETRY_STATUSES,
@@ -255,16 +273,14 @@ async fn f08_user_data_is_read_from_the_leaf_as_text() {
 // Fault 9: a hang, a slow trickle, a refused connection.
 #[tokio::test]
 async fn f09_hang_and_trickle_are_cut_by_the_attempt_timeout_then_retried() {
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "hang", "endpoint": "token", "times": 1}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    assert_eq!(t.statuses("oauth2/token"), vec![0, 200]);
+    let t = read_through(json!([{"preset": "hang", "endpoint": "token", "times": 1}])).await;
+    assert_eq!(t.statuses(TOKEN_PATH), vec![0, 200]);
 
-    let t = TestSim::start(scenario(json!({"rules": [{"preset": "trickle", "endpoint": "token", "times": 1, "trickle_ms": 200}]}))).await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    assert_eq!(t.statuses("oauth2/token").len(), 2);
+    let t = read_through(
+        json!([{"preset": "trickle", "endpoint": "token", "times": 1, "trickle_ms": 200}]),
+    )
+    .await;
+    assert_eq!(t.statuses(TOKEN_PATH).len(), 2);
 }
 
 #[tokio::test]
@@ -273,17 +289,14 @@ async fn f09_endless_hang_and_refused_connection_fail_within_the_deadline() {
         deadline: Duration::from_secs(3),
         ..FAST
     };
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "hang", "endpoint": "token"}]}),
-    ))
-    .await;
+    let t = sim_with(json!([{"preset": "hang", "endpoint": "token"}])).await;
     let started = std::time::Instant::now();
-    let err = ImdsClient::new(&t.sim.imds_url(), short)
-        .unwrap()
-        .token(VAULT_RESOURCE, None)
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        ImdsClient::new(&t.sim.imds_url(), short)
+            .unwrap()
+            .token(VAULT_RESOURCE, None)
+            .await,
+    );
     assert!(
         msg.contains("gave up after") && msg.contains("no complete answer within"),
         "{msg}"
@@ -299,12 +312,12 @@ async fn f09_endless_hang_and_refused_connection_fail_within_the_deadline() {
         .local_addr()
         .unwrap()
         .port();
-    let err = ImdsClient::new(&format!("http://127.0.0.1:{port}"), short)
-        .unwrap()
-        .token(VAULT_RESOURCE, None)
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        ImdsClient::new(&format!("http://127.0.0.1:{port}"), short)
+            .unwrap()
+            .token(VAULT_RESOURCE, None)
+            .await,
+    );
     assert!(
         msg.contains("IMDS token request gave up") && msg.contains("no answer from IMDS"),
         "{msg}"
@@ -318,63 +331,49 @@ async fn f10_vault_401_invalid_issuer_fails_fast_naming_vault_and_secret() {
     let forged =
         AccessToken::from_imds_json(br#"{"access_token":"eyJforged","expires_on":"4102444800"}"#)
             .unwrap();
-    let err = t
-        .vault()
-        .get_secret(VAULT, SECRET, &forged, RBAC_WINDOW)
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        t.vault()
+            .get_secret(VAULT, SECRET, &forged, RBAC_WINDOW)
+            .await,
+    );
     assert!(
         msg.contains("HTTP 401") && msg.contains(VAULT) && msg.contains(SECRET),
         "{msg}"
     );
-    assert_no_secret(&err);
-    assert_eq!(t.statuses("/secrets/").len(), 1);
+    assert_eq!(t.statuses(SECRETS_PATH).len(), 1);
 
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "kv_401_invalid_issuer"}]}),
-    ))
-    .await;
-    let err = read_secret(&t).await.unwrap_err();
+    let (msg, _) = read_fails_through(json!([{"preset": "kv_401_invalid_issuer"}])).await;
     assert!(
-        format!("{err:#}").contains("AKV10032") || format!("{err:#}").contains("HTTP 401"),
-        "{err:#}"
+        msg.contains("AKV10032") || msg.contains("HTTP 401"),
+        "{msg}"
     );
-    assert_no_secret(&err);
 }
 
 // Fault 11: 403 ForbiddenByRbac while the role assignment propagates; SecretDisabled.
 #[tokio::test]
 async fn f11_rbac_propagation_is_waited_out_but_not_forever() {
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "kv_403_rbac", "until_s": 1.5}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    let s = t.statuses("/secrets/");
+    let t = read_through(json!([{"preset": "kv_403_rbac", "until_s": 1.5}])).await;
+    let s = t.statuses(SECRETS_PATH);
     assert!(s[0] == 403 && *s.last().unwrap() == 200, "{s:?}");
 
-    let t = TestSim::start(scenario(json!({"rules": [{"preset": "kv_403_rbac"}]}))).await;
+    let t = sim_with(json!([{"preset": "kv_403_rbac"}])).await;
     let token = t.imds().token(VAULT_RESOURCE, None).await.unwrap();
-    let err = t
-        .vault()
-        .get_secret(VAULT, SECRET, &token, Duration::from_millis(700))
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        t.vault()
+            .get_secret(VAULT, SECRET, &token, Duration::from_millis(700))
+            .await,
+    );
     assert!(
         msg.contains("ForbiddenByRbac")
             && msg.contains("still denied after")
             && msg.contains("Key Vault Secrets User"),
         "{msg}"
     );
-    assert_no_secret(&err);
 
-    let t = TestSim::start(scenario(json!({"rules": [{"preset": "kv_403_disabled"}]}))).await;
-    let err = read_secret(&t).await.unwrap_err();
-    assert!(format!("{err:#}").contains("SecretDisabled"), "{err:#}");
+    let (msg, t) = read_fails_through(json!([{"preset": "kv_403_disabled"}])).await;
+    assert!(msg.contains("SecretDisabled"), "{msg}");
     assert_eq!(
-        t.statuses("/secrets/").len(),
+        t.statuses(SECRETS_PATH).len(),
         1,
         "a disabled secret was retried"
     );
@@ -385,24 +384,19 @@ async fn f11_rbac_propagation_is_waited_out_but_not_forever() {
 async fn f12_missing_secret_fails_fast_and_throttling_is_retried() {
     let t = TestSim::start(scenario(json!({}))).await;
     let token = t.imds().token(VAULT_RESOURCE, None).await.unwrap();
-    let err = t
-        .vault()
-        .get_secret(VAULT, "no-such-secret", &token, RBAC_WINDOW)
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed(
+        t.vault()
+            .get_secret(VAULT, "no-such-secret", &token, RBAC_WINDOW)
+            .await,
+    );
     assert!(
         msg.contains("HTTP 404") && msg.contains("\"no-such-secret\"") && msg.contains(VAULT),
         "{msg}"
     );
-    assert_eq!(t.statuses("/secrets/").len(), 1);
+    assert_eq!(t.statuses(SECRETS_PATH).len(), 1);
 
-    let t = TestSim::start(scenario(
-        json!({"rules": [{"preset": "kv_429", "times": 3}]}),
-    ))
-    .await;
-    assert_eq!(read_secret(&t).await.unwrap(), JOIN_TOKEN);
-    assert_eq!(t.statuses("/secrets/"), vec![429, 429, 429, 200]);
+    let t = read_through(json!([{"preset": "kv_429", "times": 3}])).await;
+    assert_eq!(t.statuses(SECRETS_PATH), vec![429, 429, 429, 200]);
 }
 
 #[tokio::test]
@@ -410,7 +404,7 @@ async fn every_vault_fail_fast_status_is_tried_once_and_every_retry_status_is_re
     assert_status_lists(
         "Key Vault",
         "secret",
-        "/secrets/",
+        SECRETS_PATH,
         json!({"error": {"code": "X", "message": "m"}}),
         VAULT_FAIL_FAST_STATUSES,
         VAULT_RETRY_STATUSES,
@@ -438,13 +432,7 @@ async fn the_vault_is_reached_only_through_the_given_ca() {
         },
     )
     .unwrap();
-    let err = no_ca
-        .get_secret(VAULT, SECRET, &token, RBAC_WINDOW)
-        .await
-        .unwrap_err();
-    assert!(
-        format!("{err:#}").contains("no answer from Key Vault"),
-        "{err:#}"
-    );
-    assert!(t.statuses("/secrets/").is_empty());
+    let msg = failed(no_ca.get_secret(VAULT, SECRET, &token, RBAC_WINDOW).await);
+    assert!(msg.contains("no answer from Key Vault"), "{msg}");
+    assert!(t.statuses(SECRETS_PATH).is_empty());
 }
