@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use support::dbus::StartOutcome;
-use support::doctor::{doctor, DoctorArgs};
+use support::doctor::{doctor, DoctorArgs, DoctorRun};
 use support::sandbox::{agent_config, server_config, Sandbox};
 use support::sim::{rules, scenario, TestSim};
 
@@ -34,6 +34,16 @@ async fn node_with(scenario: azure_sim::Scenario) -> Sandbox {
     std::fs::create_dir_all(btf.parent().unwrap()).unwrap();
     std::fs::write(btf, b"BTF").unwrap();
     sb
+}
+
+/// Bootstraps `sb`, which must fail with exit code `code`, then runs doctor, which must
+/// fail too.
+async fn doctor_after_failed_bootstrap(sb: &Sandbox, code: i32) -> DoctorRun {
+    let run = sb.run(&["bootstrap"]).await;
+    assert_eq!(run.code, code, "bootstrap:\n{}\n{}", run.stdout, run.stderr);
+    let run = doctor(sb, json_run()).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    run
 }
 
 fn json_run() -> DoctorArgs {
@@ -342,64 +352,53 @@ async fn the_clock_check_follows_the_kernel_and_names_the_time_service() {
     let sb = node(server_config()).await;
     let (status, verdict) = kernel_clock();
 
-    let run = doctor(&sb, json_run()).await;
-    run.assert_check(
-        "time-sync",
-        &status,
-        &format!("{verdict}no time service runs"),
-        (status == "warn").then_some("no time service is configured"),
-    );
-
-    // Azure's host clock as a PTP device, and chrony running.
+    // Azure's host clock as a PTP device: named when the clock is not synchronized.
     let ptp = sb.path("/dev/ptp_hyperv");
     std::fs::create_dir_all(ptp.parent().unwrap()).unwrap();
     std::fs::write(&ptp, b"").unwrap();
-    sb.systemd
-        .state
-        .lock()
-        .unwrap()
-        .active
-        .insert("chrony.service".into(), "active".into());
-    let run = doctor(&sb, json_run()).await;
-    run.assert_check(
-        "time-sync",
-        &status,
-        &format!("{verdict}chrony.service is active (running)"),
-        (status == "warn").then_some("refclock PHC /dev/ptp_hyperv"),
-    );
-    if status == "warn" {
+    // (the unit systemd reports and its state, the finding, the hint when not synchronized)
+    let cases = [
+        (
+            None,
+            "no time service runs",
+            "no time service is configured",
+        ),
+        (
+            Some(("chrony.service", "active")),
+            "chrony.service is active (running)",
+            "refclock PHC /dev/ptp_hyperv",
+        ),
+        (
+            Some(("systemd-timesyncd.service", "failed")),
+            "systemd-timesyncd.service is failed",
+            "timedatectl timesync-status",
+        ),
+    ];
+    for (unit, finding, hint) in cases {
+        {
+            let mut state = sb.systemd.state.lock().unwrap();
+            state.active.clear();
+            if let Some((unit, active)) = unit {
+                state.active.insert(unit.into(), active.into());
+            }
+        }
+        let run = doctor(&sb, json_run()).await;
+        let synced = status == "ok";
+        run.assert_check(
+            "time-sync",
+            &status,
+            &format!("{verdict}{finding}"),
+            (!synced).then_some(hint),
+        );
         let c = run.check("time-sync");
-        assert!(
-            c["finding"]
-                .as_str()
-                .unwrap()
-                .contains("/dev/ptp_hyperv (Azure's host clock) is present"),
-            "{c:#}"
-        );
-        assert!(
-            c["hint"]
-                .as_str()
-                .unwrap()
-                .contains("Key Vault reject managed-identity tokens"),
-            "{c:#}"
-        );
+        let text = format!("{} {}", c["finding"], c["hint"]);
+        for why in [
+            "/dev/ptp_hyperv (Azure's host clock) is present",
+            "Key Vault reject managed-identity tokens",
+        ] {
+            assert_eq!(text.contains(why), !synced, "{why}: {c:#}");
+        }
     }
-
-    // systemd-timesyncd that failed: named, with its own hint.
-    {
-        let mut state = sb.systemd.state.lock().unwrap();
-        state.active.clear();
-        state
-            .active
-            .insert("systemd-timesyncd.service".into(), "failed".into());
-    }
-    let run = doctor(&sb, json_run()).await;
-    run.assert_check(
-        "time-sync",
-        &status,
-        "systemd-timesyncd.service is failed",
-        (status == "warn").then_some("timedatectl timesync-status"),
-    );
 }
 
 #[tokio::test]
@@ -524,10 +523,7 @@ async fn a_failed_rke2_unit_fails_with_the_last_run() {
     let sb = node(server_config()).await;
     sb.systemd
         .set_outcome("rke2-server.service", StartOutcome::Failed);
-    let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 7, "{}", run.stderr);
-    let run = doctor(&sb, json_run()).await;
-    assert_eq!(run.code, 1);
+    let run = doctor_after_failed_bootstrap(&sb, 7).await;
     run.assert_check(
         "rke2-unit",
         "fail",
@@ -548,10 +544,7 @@ async fn a_missing_cluster_secret_is_named_with_exit_code_8_and_its_fix() {
     config["cluster_secrets"] = json!({"grafana_admin": {"secret": "grafana-admin-password"}});
     // The vault holds the join token only.
     let sb = node(config).await;
-    let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 8, "{}", run.stderr);
-    let run = doctor(&sb, json_run()).await;
-    assert_eq!(run.code, 1);
+    let run = doctor_after_failed_bootstrap(&sb, 8).await;
     run.assert_check(
         "last-run",
         "fail",
