@@ -93,27 +93,7 @@ async fn bootstrap_converges_then_changes_nothing() {
     );
 
     // Converged: a second run rewrites nothing and restarts nothing; plan agrees.
-    let before = sb.snapshot();
-    let again = sb.run(&["bootstrap"]).await;
-    assert_eq!(again.code, 0, "{}", again.stderr);
-    assert!(
-        again
-            .stdout
-            .contains("bootstrap: converged, nothing changed"),
-        "{}",
-        again.stdout
-    );
-    let after = sb.snapshot();
-    let changed: Vec<_> = after
-        .iter()
-        .zip(&before)
-        .filter(|(a, b)| a != b && !a.0.ends_with("state.json"))
-        .map(|(a, _)| a.0.display().to_string())
-        .collect();
-    assert!(
-        changed.is_empty() && after.len() == before.len(),
-        "rewritten on a converged node: {changed:?}"
-    );
+    sb.assert_rerun_changes_nothing().await;
     assert_eq!(sb.systemd.started(), vec!["rke2-server.service"]);
     assert!(sb.systemd.state.lock().unwrap().restarted.is_empty());
     let plan = sb.run(&["plan"]).await;

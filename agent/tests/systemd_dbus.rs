@@ -6,10 +6,25 @@ use canarie_agent::systemd::Systemd;
 use std::time::Duration;
 use support::dbus::{FakeSystemd, StartOutcome};
 
-#[tokio::test]
-async fn start_success_waits_for_the_job() {
+/// A fake manager on its own bus, and the client connected to it.
+async fn connected() -> (FakeSystemd, Systemd) {
     let fake = FakeSystemd::start().await;
     let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    (fake, sd)
+}
+
+/// Starts `unit` on a fake manager whose start job for it ends with `outcome`, waiting at
+/// most `deadline`; the start must fail. Its error chain.
+async fn failed_start(unit: &str, outcome: StartOutcome, deadline: Duration) -> String {
+    let (fake, sd) = connected().await;
+    fake.set_outcome(unit, outcome);
+    let err = sd.start_and_wait(unit, deadline).await.unwrap_err();
+    format!("{err:#}")
+}
+
+#[tokio::test]
+async fn start_success_waits_for_the_job() {
+    let (fake, sd) = connected().await;
     sd.start_and_wait("rke2-server.service", Duration::from_secs(20))
         .await
         .unwrap();
@@ -23,14 +38,12 @@ async fn start_success_waits_for_the_job() {
 
 #[tokio::test]
 async fn start_failure_reports_the_result_and_unit_state() {
-    let fake = FakeSystemd::start().await;
-    fake.set_outcome("rke2-agent.service", StartOutcome::Failed);
-    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
-    let err = sd
-        .start_and_wait("rke2-agent.service", Duration::from_secs(20))
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed_start(
+        "rke2-agent.service",
+        StartOutcome::Failed,
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(
         msg.contains("the start job of rke2-agent.service ended with result \"failed\""),
         "{msg}"
@@ -41,22 +54,19 @@ async fn start_failure_reports_the_result_and_unit_state() {
 
 #[tokio::test]
 async fn a_job_that_never_ends_hits_the_deadline() {
-    let fake = FakeSystemd::start().await;
-    fake.set_outcome("rke2-server.service", StartOutcome::Hang);
-    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
-    let err = sd
-        .start_and_wait("rke2-server.service", Duration::from_millis(500))
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = failed_start(
+        "rke2-server.service",
+        StartOutcome::Hang,
+        Duration::from_millis(500),
+    )
+    .await;
     assert!(msg.contains("did not finish within 0.5s"), "{msg}");
     assert!(msg.contains("unit is inactive"), "{msg}");
 }
 
 #[tokio::test]
 async fn restart_is_a_job_too() {
-    let fake = FakeSystemd::start().await;
-    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    let (fake, sd) = connected().await;
     sd.restart_and_wait("rke2-server.service", Duration::from_secs(20))
         .await
         .unwrap();
@@ -69,8 +79,7 @@ async fn restart_is_a_job_too() {
 
 #[tokio::test]
 async fn reload_reaches_the_manager() {
-    let fake = FakeSystemd::start().await;
-    let sd = Systemd::connect(Some(&fake.address)).await.unwrap();
+    let (fake, sd) = connected().await;
     sd.reload().await.unwrap();
     sd.reload().await.unwrap();
     assert_eq!(fake.state.lock().unwrap().reloads, 2);

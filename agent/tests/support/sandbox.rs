@@ -173,4 +173,52 @@ impl Sandbox {
         out.sort();
         out
     }
+
+    /// The node paths (`/etc/...`) whose bytes, mode or mtime differ from `before`, an
+    /// earlier [`Sandbox::snapshot`]; the agent's state file, which every run rewrites,
+    /// aside. A file that appeared or vanished fails the test.
+    pub fn changed_since(
+        &self,
+        before: &[(PathBuf, Vec<u8>, u32, std::time::SystemTime)],
+    ) -> Vec<String> {
+        let after = self.snapshot();
+        let paths = |files: &[(PathBuf, Vec<u8>, u32, std::time::SystemTime)]| {
+            files.iter().map(|f| f.0.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(paths(&after), paths(before), "files appeared or vanished");
+        after
+            .iter()
+            .zip(before)
+            .filter(|(a, b)| a != b && !a.0.ends_with("state.json"))
+            .map(|(a, _)| {
+                let node_path = a.0.strip_prefix(self.root()).expect("under the root");
+                format!("/{}", node_path.display())
+            })
+            .collect()
+    }
+
+    /// Runs `bootstrap` again on a converged node: it must succeed, say it changed nothing,
+    /// and rewrite no file (see [`Sandbox::changed_since`]). The run, for further checks.
+    pub async fn assert_rerun_changes_nothing(&self) -> Run {
+        let before = self.snapshot();
+        let again = self.run(&["bootstrap"]).await;
+        assert_eq!(
+            again.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            again.stdout, again.stderr
+        );
+        assert!(
+            again
+                .stdout
+                .contains("bootstrap: converged, nothing changed"),
+            "{}",
+            again.stdout
+        );
+        assert_eq!(
+            self.changed_since(&before),
+            Vec::<String>::new(),
+            "rewritten on a converged node"
+        );
+        again
+    }
 }
