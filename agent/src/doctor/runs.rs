@@ -175,7 +175,10 @@ fn judge(run: &RunRecord) -> Outcome {
         let error = run.error.as_deref().unwrap_or_default();
         // The recorded error is the run's failure line, which names the step itself.
         let finding = if error.is_empty() {
-            format!("failed in step {step} at {when}{took}{code}")
+            let in_step = failed
+                .map(|s| format!(" in step {}", s.name))
+                .unwrap_or_default();
+            format!("failed{in_step} at {when}{took}{code}")
         } else {
             format!("at {when}{took}{code}: {error}")
         };
