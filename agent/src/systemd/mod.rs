@@ -106,11 +106,6 @@ impl Systemd {
         Ok(Systemd { conn, manager })
     }
 
-    /// The bus connection, for other services on the same bus (doctor asks timedated).
-    pub fn connection(&self) -> &zbus::Connection {
-        &self.conn
-    }
-
     /// `systemctl daemon-reload`: makes systemd read unit files and drop-ins the agent wrote.
     pub async fn reload(&self) -> Result<()> {
         self.manager
