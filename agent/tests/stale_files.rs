@@ -97,27 +97,15 @@ fn removals(report: &Value) -> Vec<(String, String)> {
 
 /// Runs `bootstrap` again and `plan --json`: both must find nothing to do.
 async fn assert_converged(sb: &Sandbox) {
-    let snapshot = sb.snapshot();
-    let again = sb.run(&["bootstrap"]).await;
-    ok(&again);
+    ok(&sb.assert_rerun_changes_nothing().await);
     let plan = sb.run(&["plan", "--json"]).await;
     ok(&plan);
     let report: Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(report["changes"], 0, "{}", plan.stdout);
-    let after: Vec<_> = sb
-        .snapshot()
-        .into_iter()
-        .filter(|f| !f.0.ends_with("state.json"))
-        .collect();
-    let before: Vec<_> = snapshot
-        .into_iter()
-        .filter(|f| !f.0.ends_with("state.json"))
-        .collect();
-    assert!(before == after, "a converged run changed files");
 }
 
-#[tokio::test]
-async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_files() {
+/// A server bootstrapped with [`full_server`], its Key Vault holding every secret it names.
+async fn converged_full_server() -> Sandbox {
     let secrets = json!({
         SECRET: {"value": JOIN_TOKEN},
         "git-token": {"value": GIT_TOKEN},
@@ -129,6 +117,12 @@ async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_file
     .await;
     let sb = Sandbox::with_sim(sim).await;
     ok(&sb.run(&["bootstrap"]).await);
+    sb
+}
+
+#[tokio::test]
+async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_files() {
+    let sb = converged_full_server().await;
 
     let gone = [
         format!("{MANIFESTS}/canarie-gitrepo.yaml"),
@@ -213,17 +207,7 @@ async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_file
 
 #[tokio::test]
 async fn a_server_losing_every_cluster_secret_removes_their_files_without_asking_azure() {
-    let secrets = json!({
-        SECRET: {"value": JOIN_TOKEN},
-        "git-token": {"value": GIT_TOKEN},
-        "longhorn-ui-password": {"value": LONGHORN_PW}
-    });
-    let sim = TestSim::start(scenario(
-        json!({"user_data_json": full_server(), "secrets": secrets}),
-    ))
-    .await;
-    let sb = Sandbox::with_sim(sim).await;
-    ok(&sb.run(&["bootstrap"]).await);
+    let sb = converged_full_server().await;
 
     let mut config = full_server();
     config.as_object_mut().unwrap().remove("cluster_secrets");
