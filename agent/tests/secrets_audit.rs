@@ -6,6 +6,11 @@
 //! the current join token in the token drop-in, which must be mode 0600.
 
 mod disk_support;
+/// The simulator's own test client (a GET on its IMDS, trusting only its CA), shared rather
+/// than written again here.
+#[allow(dead_code)]
+#[path = "../../vm-tests/azure-sim/tests/sim/support.rs"]
+mod sim_client;
 mod support;
 
 use disk_support::{require_root, sh, Lab, GIB};
@@ -50,23 +55,7 @@ impl Audit {
 /// The first segment of every bearer token the simulator issues (the JWT header, fixed per
 /// simulator): a token that leaks anywhere leaks with it.
 async fn bearer_marker(sb: &Sandbox) -> String {
-    let url = format!(
-        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net",
-        sb.sim.sim.imds_url()
-    );
-    let body: serde_json::Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(url)
-        .header("Metadata", "true")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let token = sim_client::token(&sb.sim.sim).await;
     let header = token.split('.').next().unwrap();
     assert!(header.len() >= 20, "unexpected token shape");
     header.to_string()

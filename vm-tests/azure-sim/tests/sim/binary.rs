@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::{client_trusting, Endpoints};
+
 const BIN: &str = env!("CARGO_BIN_EXE_azure-sim");
 
 async fn wait_for(path: &Path, child: &mut std::process::Child) -> Value {
@@ -42,41 +44,20 @@ async fn binary_serves_until_sigterm() {
         .unwrap();
     let info = wait_for(&ready, &mut child).await;
     assert_eq!(info["pid"], child.id());
-    let ca_file = info["ca_file"].as_str().unwrap();
-    let imds_url = info["imds_url"].as_str().unwrap();
-    let vault_url = info["vault_url"].as_str().unwrap();
-    assert!(imds_url.starts_with("http://127.0.0.1:"));
-    assert!(vault_url.starts_with("https://127.0.0.1:"));
+    let azure = Endpoints {
+        http: client_trusting(&std::fs::read(info["ca_file"].as_str().unwrap()).unwrap()),
+        imds_url: info["imds_url"].as_str().unwrap().to_string(),
+        vault_url: info["vault_url"].as_str().unwrap().to_string(),
+    };
+    assert!(azure.imds_url.starts_with("http://127.0.0.1:"));
+    assert!(azure.vault_url.starts_with("https://127.0.0.1:"));
 
-    let ca = std::fs::read(ca_file).unwrap();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
-    let token: Value = http
-        .get(format!("{imds_url}{}", crate::support::TOKEN_QUERY))
-        .header("Metadata", "true")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret: Value = http
-        .get(format!(
-            "{vault_url}/secrets/join-token/?api-version=2026-04-01"
-        ))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(secret["value"], "v1");
+    let token = azure.token().await;
+    let secret = azure
+        .vault("/secrets/join-token/?api-version=2026-04-01", Some(&token))
+        .await;
+    assert_eq!(secret.status, 200, "{}", secret.text);
+    assert_eq!(secret.json()["value"], "v1");
 
     // The shell's builtin kill: no procps needed on a minimal machine.
     let killed = Command::new("sh")

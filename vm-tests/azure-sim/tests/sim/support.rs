@@ -34,11 +34,16 @@ pub fn rules(json: Value) -> Vec<Rule> {
 
 /// A client that trusts only the simulator's CA and never uses a proxy.
 pub fn client(sim: &Sim) -> reqwest::Client {
+    client_trusting(sim.ca_pem().as_bytes())
+}
+
+/// A client that trusts only the CA certificate `ca_pem` and never uses a proxy.
+pub fn client_trusting(ca_pem: &[u8]) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
@@ -73,28 +78,61 @@ pub async fn answer(request: reqwest::RequestBuilder) -> Answer {
     }
 }
 
-/// GET on IMDS with `Metadata: true`.
-pub async fn imds(sim: &Sim, path_and_query: &str) -> Answer {
-    let url = format!("{}{path_and_query}", sim.imds_url());
-    answer(client(sim).get(url).header("Metadata", "true")).await
-}
-
 pub const TOKEN_QUERY: &str =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net";
 
-/// A vault token from the simulator's IMDS.
-pub async fn token(sim: &Sim) -> String {
-    let answer = imds(sim, TOKEN_QUERY).await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.json()["access_token"].as_str().unwrap().to_string()
+/// A running simulator as a client sees it: its two base URLs, and a client that trusts
+/// only its CA. For one in this process ([`Endpoints::of`]) or the binary's ready file.
+pub struct Endpoints {
+    pub http: reqwest::Client,
+    pub imds_url: String,
+    pub vault_url: String,
 }
 
-/// GET on the vault, with a bearer token if given.
-pub async fn vault(sim: &Sim, path_and_query: &str, token: Option<&str>) -> Answer {
-    let url = format!("{}{path_and_query}", sim.vault_url());
-    let mut request = client(sim).get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+impl Endpoints {
+    pub fn of(sim: &Sim) -> Endpoints {
+        Endpoints {
+            http: client(sim),
+            imds_url: sim.imds_url(),
+            vault_url: sim.vault_url(),
+        }
     }
-    answer(request).await
+
+    /// GET on IMDS with `Metadata: true`.
+    pub async fn imds(&self, path_and_query: &str) -> Answer {
+        let url = format!("{}{path_and_query}", self.imds_url);
+        answer(self.http.get(url).header("Metadata", "true")).await
+    }
+
+    /// A vault token from IMDS.
+    pub async fn token(&self) -> String {
+        let answer = self.imds(TOKEN_QUERY).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.json()["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// GET on the vault, with a bearer token if given.
+    pub async fn vault(&self, path_and_query: &str, token: Option<&str>) -> Answer {
+        let url = format!("{}{path_and_query}", self.vault_url);
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request).await
+    }
+}
+
+/// [`Endpoints::imds`] on `sim`.
+pub async fn imds(sim: &Sim, path_and_query: &str) -> Answer {
+    Endpoints::of(sim).imds(path_and_query).await
+}
+
+/// [`Endpoints::token`] on `sim`.
+pub async fn token(sim: &Sim) -> String {
+    Endpoints::of(sim).token().await
+}
+
+/// [`Endpoints::vault`] on `sim`.
+pub async fn vault(sim: &Sim, path_and_query: &str, token: Option<&str>) -> Answer {
+    Endpoints::of(sim).vault(path_and_query, token).await
 }
