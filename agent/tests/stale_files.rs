@@ -208,6 +208,8 @@ async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_file
 #[tokio::test]
 async fn a_server_losing_every_cluster_secret_removes_their_files_without_asking_azure() {
     let sb = converged_full_server().await;
+    let operator = format!("{MANIFESTS}/canarie-secret-mine.yaml");
+    put(&sb, &operator, "# the operator's\n");
 
     let mut config = full_server();
     config.as_object_mut().unwrap().remove("cluster_secrets");
@@ -230,6 +232,7 @@ async fn a_server_losing_every_cluster_secret_removes_their_files_without_asking
             run.stdout
         );
     }
+    assert!(sb.path(&operator).exists(), "not the agent's file");
     assert_converged(&sb).await;
 }
 
