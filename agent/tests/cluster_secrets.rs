@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use support::sandbox::{server_config, Run, Sandbox};
+use support::examples::server_with_secrets;
+use support::sandbox::{Run, Sandbox};
 use support::sim::{rules, scenario, TestSim, JOIN_TOKEN, SECRET, VAULT};
 
 const MANIFESTS: &str = "/var/lib/rancher/rke2/server/manifests";
@@ -59,32 +60,13 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn config() -> Value {
-    let mut c = server_config();
-    c["cluster"]["dns_zone"] = json!("k8s.example.com");
-    c["cluster"]["git_repo"]["auth_secret"] = json!("canarie-kube-auth");
-    c["cluster_secrets"] = json!({
-        "git_auth": {"secret": "git-token", "username": "x-access-token"},
-        "grafana_admin": {"secret": "grafana-admin-password"},
-        "longhorn_ui_auth": {"secret": "longhorn-ui-password"},
-        "external_dns_azure": {
-            "secret": "external-dns-client-secret",
-            "tenant_id": "11111111-2222-3333-4444-555555555555",
-            "subscription_id": "66666666-7777-8888-9999-000000000000",
-            "resource_group": "canarie-rg",
-            "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-        }
-    });
-    c
-}
-
 async fn sandbox(skip: Option<&str>) -> Sandbox {
     let mut secrets = json!({ SECRET: { "value": JOIN_TOKEN } });
     for case in CASES.iter().filter(|c| Some(c.kv) != skip) {
         secrets[case.kv] = json!({ "value": case.value });
     }
     let sim = TestSim::start(scenario(
-        json!({ "user_data_json": config(), "secrets": secrets }),
+        json!({ "user_data_json": server_with_secrets(), "secrets": secrets }),
     ))
     .await;
     Sandbox::with_sim(sim).await
@@ -135,20 +117,6 @@ fn converged(run: &Run) {
         run.stdout, run.stderr
     );
     assert_no_values(run);
-}
-
-/// Files whose bytes or mode differ between two snapshots (the node state aside).
-fn changed(
-    before: &[(PathBuf, Vec<u8>, u32, std::time::SystemTime)],
-    after: &[(PathBuf, Vec<u8>, u32, std::time::SystemTime)],
-) -> Vec<String> {
-    assert_eq!(before.len(), after.len(), "files appeared or vanished");
-    after
-        .iter()
-        .zip(before)
-        .filter(|(a, b)| a != b && !a.0.ends_with("state.json"))
-        .map(|(a, _)| a.0.file_name().unwrap().to_string_lossy().into_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -252,17 +220,7 @@ async fn bootstrap_seeds_each_secret_as_a_valid_0600_manifest_and_nowhere_else()
     );
 
     // Converged: nothing is rewritten, RKE2 is not restarted.
-    let before = sb.snapshot();
-    let again = sb.run(&["bootstrap"]).await;
-    converged(&again);
-    assert!(
-        again
-            .stdout
-            .contains("bootstrap: converged, nothing changed"),
-        "{}",
-        again.stdout
-    );
-    assert_eq!(changed(&before, &sb.snapshot()), Vec::<String>::new());
+    assert_no_values(&sb.assert_rerun_changes_nothing().await);
 }
 
 #[tokio::test]
@@ -281,8 +239,8 @@ async fn a_changed_secret_rewrites_exactly_its_file_and_restarts_nothing() {
         converged(&run);
         assert!(!run.stdout.contains(new_value) && !run.stderr.contains(new_value));
         assert_eq!(
-            changed(&before, &sb.snapshot()),
-            vec![case.file.to_string()],
+            sb.changed_since(&before),
+            vec![format!("{MANIFESTS}/{}", case.file)],
             "rotating {}",
             case.kv
         );
@@ -291,9 +249,7 @@ async fn a_changed_secret_rewrites_exactly_its_file_and_restarts_nothing() {
             "a Secret is applied by RKE2, no restart"
         );
         // And the next run finds nothing to do.
-        let settled = sb.snapshot();
-        converged(&sb.run(&["bootstrap"]).await);
-        assert_eq!(changed(&settled, &sb.snapshot()), Vec::<String>::new());
+        assert_no_values(&sb.assert_rerun_changes_nothing().await);
     }
 }
 
@@ -362,5 +318,5 @@ async fn an_unreachable_vault_keeps_the_seeded_files_on_a_converged_server() {
         "{}",
         run.stdout
     );
-    assert_eq!(changed(&before, &sb.snapshot()), Vec::<String>::new());
+    assert_eq!(sb.changed_since(&before), Vec::<String>::new());
 }

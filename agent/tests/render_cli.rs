@@ -117,22 +117,19 @@ fn a_custom_longhorn_data_path_reaches_the_chart_and_the_mount_dependency() {
         c["data_disk"] = serde_json::json!({"lun": 0, "mount_point": "/srv/longhorn"});
     });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let longhorn = std::fs::read_to_string(
-        out.join("var/lib/rancher/rke2/server/manifests/canarie-longhorn.yaml"),
-    )
-    .unwrap();
-    assert!(
-        longhorn.contains("\n    defaultSettings.defaultDataPath: \"/srv/longhorn\"\n"),
-        "{longhorn}"
-    );
-    let dropin = std::fs::read_to_string(
-        out.join("etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"),
-    )
-    .unwrap();
-    assert!(
-        dropin.contains("RequiresMountsFor=/srv/longhorn\n"),
-        "{dropin}"
-    );
+    for (file, line) in [
+        (
+            "var/lib/rancher/rke2/server/manifests/canarie-longhorn.yaml",
+            "\n    defaultSettings.defaultDataPath: \"/srv/longhorn\"\n",
+        ),
+        (
+            "etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf",
+            "\nRequiresMountsFor=/srv/longhorn\n",
+        ),
+    ] {
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(text.contains(line), "{file}:\n{text}");
+    }
 }
 
 #[test]

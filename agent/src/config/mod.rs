@@ -133,3 +133,9 @@ pub fn digest(config: &NodeConfig) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// examples/server-with-secrets.json: a server with every cluster secret, the fixture the
+/// unit tests of the config and of the Secret manifests share.
+#[cfg(test)]
+pub(crate) const EXAMPLE_SERVER_WITH_SECRETS: &str =
+    include_str!("../../../examples/server-with-secrets.json");

@@ -486,28 +486,7 @@ mod cluster_secrets_tests {
     use serde_json::{json, Value};
 
     fn server() -> Value {
-        json!({
-            "version": 1,
-            "role": "server",
-            "cluster": {
-                "dns_zone": "k8s.example.com",
-                "name": "prod",
-                "git_repo": {"url": "https://github.com/example/fleet", "branch": "main", "auth_secret": "canarie-kube-auth"}
-            },
-            "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token"},
-            "cluster_secrets": {
-                "git_auth": {"secret": "git-token", "username": "x-access-token"},
-                "grafana_admin": {"secret": "grafana-admin-password"},
-                "longhorn_ui_auth": {"secret": "longhorn-ui-password", "username": "ops"},
-                "external_dns_azure": {
-                    "secret": "external-dns-client-secret",
-                    "tenant_id": "11111111-2222-3333-4444-555555555555",
-                    "subscription_id": "66666666-7777-8888-9999-000000000000",
-                    "resource_group": "canarie-rg",
-                    "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-                }
-            }
-        })
+        serde_json::from_str(crate::config::EXAMPLE_SERVER_WITH_SECRETS).unwrap()
     }
 
     fn check(v: &Value) -> Result<(), ConfigError> {
@@ -525,8 +504,12 @@ mod cluster_secrets_tests {
         let c = parse(server().to_string().as_bytes()).unwrap();
         let cs = c.cluster_secrets.unwrap();
         assert_eq!(cs.grafana_admin.unwrap().username, "admin");
-        assert_eq!(cs.longhorn_ui_auth.unwrap().username, "ops");
+        assert_eq!(cs.longhorn_ui_auth.unwrap().username, "admin");
         assert_eq!(c.cluster.dns_zone.as_deref(), Some("k8s.example.com"));
+
+        let named = edited(|v| v["cluster_secrets"]["longhorn_ui_auth"]["username"] = json!("ops"));
+        let cs = parse(named.to_string().as_bytes()).unwrap().cluster_secrets;
+        assert_eq!(cs.unwrap().longhorn_ui_auth.unwrap().username, "ops");
     }
 
     #[test]

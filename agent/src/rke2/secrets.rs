@@ -350,32 +350,17 @@ mod tests {
     use super::*;
     use crate::config;
 
+    /// The example server, with a login name that is not the default.
     fn server() -> NodeConfig {
-        config::parse(
-            serde_json::json!({
-                "version": 1,
-                "role": "server",
-                "cluster": {
-                    "git_repo": {"url": "https://git.example/r.git", "branch": "main", "auth_secret": "canarie-kube-auth"}
-                },
-                "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token"},
-                "cluster_secrets": {
-                    "git_auth": {"secret": "git-token", "username": "x-access-token"},
-                    "grafana_admin": {"secret": "grafana-admin-password"},
-                    "longhorn_ui_auth": {"secret": "longhorn-ui-password", "username": "ops"},
-                    "external_dns_azure": {
-                        "secret": "external-dns-client-secret",
-                        "tenant_id": "11111111-2222-3333-4444-555555555555",
-                        "subscription_id": "66666666-7777-8888-9999-000000000000",
-                        "resource_group": "canarie-rg",
-                        "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-                    }
-                }
-            })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap()
+        let mut c = config::parse(config::EXAMPLE_SERVER_WITH_SECRETS.as_bytes()).unwrap();
+        let longhorn = c
+            .cluster_secrets
+            .as_mut()
+            .unwrap()
+            .longhorn_ui_auth
+            .as_mut();
+        longhorn.unwrap().username = "ops".into();
+        c
     }
 
     fn fetched(kind: SecretKind, value: &str, version: &str) -> FetchedSecret {

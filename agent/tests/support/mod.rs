@@ -3,5 +3,6 @@
 
 pub mod dbus;
 pub mod doctor;
+pub mod examples;
 pub mod sandbox;
 pub mod sim;
