@@ -17,11 +17,7 @@ async fn plan_shows_the_token_fetch_and_the_files_and_writes_nothing() {
     let sb = Sandbox::new(server_config()).await;
     let before = sb.snapshot();
     let run = sb.run(&["plan"]).await;
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_success();
     run.assert_no_secret();
     assert!(
         run.stderr.contains("managed-identity token obtained"),
@@ -46,7 +42,7 @@ async fn plan_shows_the_token_fetch_and_the_files_and_writes_nothing() {
     assert!(sb.systemd.started().is_empty(), "plan started a unit");
 
     let json_run = sb.run(&["plan", "--json"]).await;
-    assert_eq!(json_run.code, 0);
+    json_run.assert_success();
     let v: serde_json::Value = serde_json::from_str(&json_run.stdout).unwrap();
     assert_eq!(v["mode"], "plan");
     assert_eq!(v["role"], "server");
@@ -64,11 +60,7 @@ async fn plan_shows_the_token_fetch_and_the_files_and_writes_nothing() {
 async fn bootstrap_converges_then_changes_nothing() {
     let sb = Sandbox::new(server_config()).await;
     let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_success();
     run.assert_no_secret();
     let token = sb.path(TOKEN_FILE);
     assert_eq!(
@@ -109,7 +101,7 @@ async fn bootstrap_converges_then_changes_nothing() {
 async fn an_agent_node_gets_the_server_url_and_no_manifests() {
     let sb = Sandbox::new(agent_config()).await;
     let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    run.assert_success();
     let config = std::fs::read_to_string(sb.path("/etc/rancher/rke2/config.yaml")).unwrap();
     assert!(config.contains("https://10.20.0.4:9345"), "{config}");
     assert!(!sb.path("/var/lib/rancher/rke2/server/manifests").exists());
@@ -183,7 +175,7 @@ async fn a_first_boot_without_imds_fails_clearly_and_starts_nothing() {
 #[tokio::test]
 async fn a_later_boot_without_azure_starts_rke2_from_local_state() {
     let sb = Sandbox::new(server_config()).await;
-    assert_eq!(sb.run(&["bootstrap"]).await.code, 0);
+    sb.run(&["bootstrap"]).await.assert_success();
     let token_before = std::fs::read(sb.path(TOKEN_FILE)).unwrap();
 
     // Reboot: RKE2 is not running; IMDS does not answer at all.
@@ -195,7 +187,7 @@ async fn a_later_boot_without_azure_starts_rke2_from_local_state() {
         .sim
         .set_rules(rules(json!([{"preset": "hang", "endpoint": "any"}])));
     let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    run.assert_success();
     assert!(
         run.stdout
             .contains("warning: IMDS unreachable, using the last converged node config"),
@@ -215,7 +207,7 @@ async fn a_later_boot_without_azure_starts_rke2_from_local_state() {
 #[tokio::test]
 async fn a_cloned_image_does_not_trust_the_previous_machines_state() {
     let sb = Sandbox::new(server_config()).await;
-    assert_eq!(sb.run(&["bootstrap"]).await.code, 0);
+    sb.run(&["bootstrap"]).await.assert_success();
     std::fs::write(
         sb.path("/etc/machine-id"),
         "ffffffffffffffffffffffffffffffff\n",
@@ -257,7 +249,7 @@ async fn a_failed_rke2_start_names_the_step_and_the_unit() {
 #[tokio::test]
 async fn changes_restart_rke2_only_when_it_reads_them() {
     let sb = Sandbox::new(server_config()).await;
-    assert_eq!(sb.run(&["bootstrap"]).await.code, 0);
+    sb.run(&["bootstrap"]).await.assert_success();
 
     // A new public IP only changes a manifest: RKE2 applies it itself, no restart.
     let mut cfg = server_config();
@@ -266,7 +258,7 @@ async fn changes_restart_rke2_only_when_it_reads_them() {
         base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&cfg).unwrap()),
     ));
     let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.assert_success();
     assert!(
         run.stdout
             .contains("update   /var/lib/rancher/rke2/server/manifests/"),
@@ -284,7 +276,7 @@ async fn changes_restart_rke2_only_when_it_reads_them() {
         .sim
         .set_secret("rke2-join-token", "K10-rotated-token-0001");
     let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.assert_success();
     assert!(
         !run.stdout.contains("K10-rotated-token-0001")
             && !run.stderr.contains("K10-rotated-token-0001")

@@ -56,6 +56,15 @@ impl Run {
         }
     }
 
+    /// Fails the test, showing what the run printed, unless it exited 0.
+    pub fn assert_success(&self) {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+
     /// Fails the test if the join token appears in anything the run printed.
     pub fn assert_no_secret(&self) {
         assert!(
@@ -202,11 +211,7 @@ impl Sandbox {
     pub async fn assert_rerun_changes_nothing(&self) -> Run {
         let before = self.snapshot();
         let again = self.run(&["bootstrap"]).await;
-        assert_eq!(
-            again.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            again.stdout, again.stderr
-        );
+        again.assert_success();
         assert!(
             again
                 .stdout
