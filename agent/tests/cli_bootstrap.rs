@@ -289,3 +289,81 @@ async fn changes_restart_rke2_only_when_it_reads_them() {
         .unwrap()
         .contains("K10-rotated-token-0001"));
 }
+
+/// A run stopped after writing RKE2's changed config but before restarting RKE2 (the
+/// files are current, RKE2 still runs with the old ones): the next run restarts it, once.
+#[tokio::test]
+async fn a_restart_an_interrupted_run_owed_is_made_by_the_next() {
+    let sb = Sandbox::new(server_config()).await;
+    sb.run(&["bootstrap"]).await.assert_success();
+
+    let mut cfg = server_config();
+    cfg["cluster"]["tls_san"] = json!(["cp-01.example.com", "api.example.com"]);
+    sb.sim.sim.set_user_data(Some(
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&cfg).unwrap()),
+    ));
+    // What the stopped run left: the new config.yaml in place, RKE2 not restarted.
+    let rendered = tempfile::tempdir().unwrap();
+    let config_file = rendered.path().join("node.json");
+    std::fs::write(&config_file, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let out = rendered.path().join("out");
+    sb.run(&[
+        "render",
+        "--config",
+        config_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await
+    .assert_success();
+    std::fs::copy(
+        out.join("etc/rancher/rke2/config.yaml"),
+        sb.path("/etc/rancher/rke2/config.yaml"),
+    )
+    .unwrap();
+
+    let plan = sb.run(&["plan"]).await;
+    plan.assert_success();
+    assert!(
+        plan.stdout.contains("restart  rke2-server.service")
+            && plan.stdout.contains("did not restart RKE2 for"),
+        "{}",
+        plan.stdout
+    );
+    sb.run(&["bootstrap"]).await.assert_success();
+    assert_eq!(
+        sb.systemd.state.lock().unwrap().restarted,
+        vec!["rke2-server.service"]
+    );
+    sb.assert_rerun_changes_nothing().await;
+    assert_eq!(sb.systemd.state.lock().unwrap().restarted.len(), 1);
+}
+
+/// A run stopped between writing a unit drop-in and `daemon-reload`: systemd reports
+/// NeedDaemonReload, and the next run reloads although no file needs rewriting.
+#[tokio::test]
+async fn a_reload_systemd_still_needs_is_made_by_the_next_run() {
+    let sb = Sandbox::new(agent_config()).await;
+    sb.run(&["bootstrap"]).await.assert_success();
+    let reloads = sb.systemd.state.lock().unwrap().reloads;
+    sb.systemd
+        .state
+        .lock()
+        .unwrap()
+        .need_reload
+        .insert("rke2-agent.service".into());
+
+    let plan = sb.run(&["plan"]).await;
+    plan.assert_success();
+    assert!(
+        plan.stdout
+            .contains("systemd has not read the unit's changed files"),
+        "{}",
+        plan.stdout
+    );
+    sb.run(&["bootstrap"]).await.assert_success();
+    assert_eq!(sb.systemd.state.lock().unwrap().reloads, reloads + 1);
+    assert!(sb.systemd.state.lock().unwrap().restarted.is_empty());
+    sb.assert_rerun_changes_nothing().await;
+    assert_eq!(sb.systemd.state.lock().unwrap().reloads, reloads + 1);
+}

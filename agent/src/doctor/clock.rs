@@ -227,6 +227,7 @@ mod tests {
                 "dead"
             }
             .into(),
+            need_daemon_reload: false,
         }
     }
 

@@ -144,6 +144,11 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     let (owned_manifests, owned_config_files): (Vec<_>, Vec<_>) = rke2::owned_files()
         .into_iter()
         .partition(|f| in_manifests_dir(&f.path));
+    let token_version = token_step
+        .version
+        .clone()
+        .or_else(|| state.join_token_version.clone());
+    let rke2_inputs = rke2_inputs_digest(&config_files, token_version.as_deref());
     let mut config_files_step = FilesStep::new("rke2-config", cx, config_files, owned_config_files);
     report.push(run_step(&mut config_files_step, mode).await);
     let mut manifests_step = FilesStep::new("server-manifests", cx, manifests, owned_manifests);
@@ -169,6 +174,14 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     if token_changed {
         restart_reasons.push("join token".into());
     }
+    if restart_reasons.is_empty()
+        && state
+            .rke2_inputs
+            .as_ref()
+            .is_some_and(|last| *last != rke2_inputs)
+    {
+        restart_reasons.push("files an earlier run wrote but did not restart RKE2 for".into());
+    }
     let mut start_step = StartStep::new(
         cx,
         config.role.rke2_unit(),
@@ -181,6 +194,7 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     let converged = Converged {
         config: &config,
         token_version: token_step.version.clone(),
+        rke2_inputs,
     };
     Ok(finish(
         cx,
@@ -196,6 +210,22 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
 struct Converged<'a> {
     config: &'a crate::config::NodeConfig,
     token_version: Option<String>,
+    rke2_inputs: String,
+}
+
+/// What RKE2 reads at start, as a digest: the files whose change restarts it, and the join
+/// token's version (the token itself never goes into the node state, not even hashed).
+fn rke2_inputs_digest(files: &[rke2::RenderedFile], token_version: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for file in files.iter().filter(|f| f.effect == Effect::RestartRke2) {
+        for part in [file.path.as_os_str().as_encoded_bytes(), &file.contents] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+    }
+    hash.update(token_version.unwrap_or_default().as_bytes());
+    hex::encode(hash.finalize())
 }
 
 /// Completes the report with the steps that did not run and, after `bootstrap`, records
@@ -227,6 +257,8 @@ fn finish(
         if c.token_version.is_some() {
             next.join_token_version = c.token_version.clone();
         }
+        // Converged means RKE2 was started or restarted for these inputs, or already had them.
+        next.rke2_inputs = Some(c.rke2_inputs.clone());
         if let Err(e) = state::save_last_config(&cx.root, c.config) {
             tracing::warn!(error = %format!("{e:#}"), "could not save the last converged config");
         }

@@ -31,6 +31,11 @@ pub struct NodeState {
     /// Version of the join token secret that was written.
     #[serde(default)]
     pub join_token_version: Option<String>,
+    /// Digest of what RKE2 reads at start (its config files and the join token's version)
+    /// when a converged run last left it running: a differing digest means RKE2 still runs
+    /// with older files (an earlier run stopped between writing them and the restart).
+    #[serde(default)]
+    pub rke2_inputs: Option<String>,
     /// The most recent run, converged or not.
     #[serde(default)]
     pub last_run: Option<RunRecord>,

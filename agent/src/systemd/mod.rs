@@ -41,6 +41,8 @@ pub trait Unit {
     fn sub_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn load_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
 }
 
 /// A unit's state as `systemctl status` shows it.
@@ -49,6 +51,8 @@ pub struct UnitState {
     pub load_state: String,
     pub active_state: String,
     pub sub_state: String,
+    /// systemd has not read the unit's changed files or drop-ins yet (`daemon-reload`).
+    pub need_daemon_reload: bool,
 }
 
 impl UnitState {
@@ -139,6 +143,10 @@ impl Systemd {
                 .sub_state()
                 .await
                 .with_context(|| format!("reading SubState of {unit}"))?,
+            need_daemon_reload: proxy
+                .need_daemon_reload()
+                .await
+                .with_context(|| format!("reading NeedDaemonReload of {unit}"))?,
         })
     }
 

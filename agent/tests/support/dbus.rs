@@ -24,6 +24,8 @@ pub struct FakeState {
     pub started: Vec<String>,
     pub restarted: Vec<String>,
     pub reloads: u32,
+    /// Units whose files changed on disk since the last Reload (NeedDaemonReload).
+    pub need_reload: std::collections::HashSet<String>,
     pub active: HashMap<String, String>,
 }
 
@@ -93,7 +95,9 @@ impl Manager {
     }
 
     async fn reload(&self) {
-        self.state.lock().unwrap().reloads += 1;
+        let mut state = self.state.lock().unwrap();
+        state.reloads += 1;
+        state.need_reload.clear();
     }
 
     async fn subscribe(&self) {}
@@ -179,6 +183,10 @@ impl Unit {
     #[zbus(property)]
     async fn load_state(&self) -> String {
         "loaded".into()
+    }
+    #[zbus(property)]
+    async fn need_daemon_reload(&self) -> bool {
+        self.state.lock().unwrap().need_reload.contains(&self.name)
     }
 }
 

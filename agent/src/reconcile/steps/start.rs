@@ -60,13 +60,14 @@ impl Step for StartStep<'_> {
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
+        let reload = |detail: &str| Change {
+            step: NAME,
+            action: Action::Reload,
+            target: "systemd".into(),
+            detail: detail.into(),
+        };
         if self.reload {
-            changes.push(Change {
-                step: NAME,
-                action: Action::Reload,
-                target: "systemd".into(),
-                detail: "unit files changed".into(),
-            });
+            changes.push(reload("unit files changed"));
         }
         // A sandbox must never drive the host's own systemd.
         let connected = if !self.cx.root.is_host() && self.cx.dbus_address.is_none() {
@@ -92,6 +93,11 @@ impl Step for StartStep<'_> {
             }
             Err(e) => return Err(e),
         };
+        // A run stopped between writing a drop-in and reloading leaves nothing to rewrite:
+        // systemd itself says it has not read the unit's files.
+        if !self.reload && state.need_daemon_reload {
+            changes.push(reload("systemd has not read the unit's changed files"));
+        }
         if !state.is_active() {
             changes.push(self.change(Action::Start, format!("now {state}")));
         } else if !self.restart_reasons.is_empty() {
