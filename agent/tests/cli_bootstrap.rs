@@ -254,9 +254,7 @@ async fn changes_restart_rke2_only_when_it_reads_them() {
     // A new public IP only changes a manifest: RKE2 applies it itself, no restart.
     let mut cfg = server_config();
     cfg["cluster"]["public_ip"] = json!("20.30.40.99");
-    sb.sim.sim.set_user_data(Some(
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&cfg).unwrap()),
-    ));
+    sb.set_config(&cfg);
     let run = sb.run(&["bootstrap"]).await;
     run.assert_success();
     assert!(
@@ -299,9 +297,7 @@ async fn a_restart_an_interrupted_run_owed_is_made_by_the_next() {
 
     let mut cfg = server_config();
     cfg["cluster"]["tls_san"] = json!(["cp-01.example.com", "api.example.com"]);
-    sb.sim.sim.set_user_data(Some(
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&cfg).unwrap()),
-    ));
+    sb.set_config(&cfg);
     // What the stopped run left: the new config.yaml in place, RKE2 not restarted.
     let rendered = tempfile::tempdir().unwrap();
     let config_file = rendered.path().join("node.json");

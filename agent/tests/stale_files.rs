@@ -8,7 +8,6 @@
 mod disk_support;
 mod support;
 
-use base64::Engine as _;
 use disk_support::{Lab, GIB};
 use serde_json::{json, Value};
 use support::sandbox::{server_config, Run, Sandbox};
@@ -41,12 +40,6 @@ fn reduced_server() -> Value {
         .unwrap()
         .remove("git_auth");
     c
-}
-
-fn set_config(sb: &Sandbox, config: &Value) {
-    sb.sim.sim.set_user_data(Some(
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(config).unwrap()),
-    ));
 }
 
 fn ok(run: &Run) {
@@ -150,7 +143,7 @@ async fn a_server_losing_git_repo_dns_zone_and_a_secret_drops_exactly_their_file
     }
     let (reloads_before, restarts_before) = (reloads(&sb), restarted(&sb));
 
-    set_config(&sb, &reduced_server());
+    sb.set_config(&reduced_server());
     // plan shows the removals and removes nothing.
     let plan = sb.run(&["plan", "--json"]).await;
     ok(&plan);
@@ -213,7 +206,7 @@ async fn a_server_losing_every_cluster_secret_removes_their_files_without_asking
 
     let mut config = full_server();
     config.as_object_mut().unwrap().remove("cluster_secrets");
-    set_config(&sb, &config);
+    sb.set_config(&config);
     // The step no longer needs Key Vault for anything but the join token: deleting the
     // secrets from the vault must not matter.
     sb.sim.sim.remove_secret("git-token");
@@ -263,7 +256,7 @@ async fn a_worker_losing_its_data_disk_drops_the_dropin_and_keeps_the_mount() {
     let (reloads_before, restarts_before) = (reloads(&sb), restarted(&sb).len());
 
     config.as_object_mut().unwrap().remove("data_disk");
-    set_config(&sb, &config);
+    sb.set_config(&config);
     let plan = sb.run(&["plan", "--json"]).await;
     ok(&plan);
     let report: Value = serde_json::from_str(&plan.stdout).unwrap();

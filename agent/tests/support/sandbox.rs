@@ -105,6 +105,14 @@ impl Sandbox {
         Sandbox { dir, sim, systemd }
     }
 
+    /// The node config userData serves from now on (OpenTofu changing it in place).
+    pub fn set_config(&self, config: &Value) {
+        use base64::Engine as _;
+        self.sim.sim.set_user_data(Some(
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(config).unwrap()),
+        ));
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
