@@ -45,7 +45,7 @@ gzip -9n "$stage"/usr/share/man/man1/*.1
 install -D -m 0644 "$here/copyright" "$doc/copyright"
 install -D -m 0644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/canarie-agent"
 gzip -9nc "$here/changelog" > "$doc/changelog.gz"
-install -D -m 0644 -t "$doc/examples" examples/server.json examples/agent.json
+install -D -m 0644 -t "$doc/examples" examples/*.json
 # The Rust crates linked into the binary, with their licenses (copyright points here).
 {
   echo "# Rust crates statically linked into /usr/bin/canarie-agent: name version license"
