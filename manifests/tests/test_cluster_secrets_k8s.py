@@ -36,28 +36,9 @@ SECRETS = {
     "external-dns-client-secret": "k8s~validate.dns",
 }
 
-CONFIG = {
-    "version": 1,
-    "role": "server",
-    "node_name": "cp-01",
-    "cluster": {
-        "dns_zone": "k8s.example.com",
-        "git_repo": {"url": "https://github.com/example/fleet.git", "branch": "main", "auth_secret": "canarie-kube-auth"},
-    },
-    "join_token": {"vault": "kv-canarie", "secret": "rke2-join-token", "rbac_wait_seconds": 5},
-    "cluster_secrets": {
-        "git_auth": {"secret": "git-token", "username": "x-access-token"},
-        "grafana_admin": {"secret": "grafana-admin-password"},
-        "longhorn_ui_auth": {"secret": "longhorn-ui-password"},
-        "external_dns_azure": {
-            "secret": "external-dns-client-secret",
-            "tenant_id": "11111111-2222-3333-4444-555555555555",
-            "subscription_id": "66666666-7777-8888-9999-000000000000",
-            "resource_group": "canarie-rg",
-            "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-        },
-    },
-}
+# The shared fixture (agent unit tests use it too); a short RBAC wait for a test that fails.
+CONFIG = json.loads((REPO / "examples" / "server-with-secrets.json").read_text())
+CONFIG["join_token"]["rbac_wait_seconds"] = 5
 
 # file -> (Secret name, namespace, keys, seeds its Namespace)
 EXPECTED = {
