@@ -289,14 +289,7 @@ mod tests {
             assert!(hint.contains(&format!("F_STEP={step}")), "{hint}");
         }
         // Every failure exit code bootstrap has is reached by a step doctor explains.
-        for expected in [
-            code::CONFIG,
-            code::JOIN_TOKEN,
-            code::DATA_DISK,
-            code::FILES,
-            code::START_RKE2,
-            code::CLUSTER_SECRETS,
-        ] {
+        for &expected in code::STEP_FAILURES {
             assert!(
                 codes.contains(&expected),
                 "exit code {expected} has no step: {codes:?}"

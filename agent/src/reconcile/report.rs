@@ -14,6 +14,15 @@ pub mod exit_code {
     pub const FILES: i32 = 6;
     pub const START_RKE2: i32 = 7;
     pub const CLUSTER_SECRETS: i32 = 8;
+    /// Every code a failed step ends a run with (tests loop over it).
+    pub const STEP_FAILURES: &[i32] = &[
+        CONFIG,
+        JOIN_TOKEN,
+        DATA_DISK,
+        FILES,
+        START_RKE2,
+        CLUSTER_SECRETS,
+    ];
 }
 
 /// What to do when a step fails, in one line.
@@ -217,6 +226,37 @@ impl StepReport {
             warning: None,
             error: Some(format!("{e:#}")),
             failure: Some(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::STEP_NAMES;
+
+    /// The README's exit-code table is what a failed step really exits with.
+    #[test]
+    fn the_readme_documents_every_step_failure_code() {
+        let readme = include_str!("../../../README.md");
+        let row = |code: i32| {
+            readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| {code} |")))
+                .unwrap_or_else(|| panic!("README has no row for exit code {code}"))
+        };
+        for step in STEP_NAMES {
+            let mut report = RunReport::new(Mode::Apply);
+            report.push(StepReport::from_error(step, anyhow::anyhow!("failed")));
+            let code = report.exit_code();
+            assert!(exit_code::STEP_FAILURES.contains(&code), "{step}: {code}");
+            assert!(
+                row(code).contains(&format!("`{step}`")),
+                "README's row for exit code {code} does not name step {step}"
+            );
+        }
+        for &code in exit_code::STEP_FAILURES {
+            row(code);
         }
     }
 }
