@@ -114,6 +114,25 @@ fn random_data_in_the_last_mib_only_is_refused() {
     assert!(reason.contains("in its last MiB"), "{reason}");
 }
 
+#[test]
+fn one_byte_at_either_end_of_an_edge_mib_is_refused() {
+    // The edges are read in chunks: a single byte on a chunk's last position must count.
+    for (offset, edge) in [
+        (0, "first"),
+        ((1 << 20) - 1, "first"),
+        (GIB - (1 << 20), "last"),
+        (GIB - 1, "last"),
+    ] {
+        let (_, reason) = refused_after(&format!(
+            "printf '\\001' | dd of={{}} bs=1 seek={offset} conv=notrunc status=none"
+        ));
+        assert!(
+            reason.contains(&format!("in its {edge} MiB")),
+            "a byte at {offset}: {reason}"
+        );
+    }
+}
+
 // Row: ext4 with our label -> reuse (e2fsck -p, size check, mount). This is also the
 // state a run killed between mkfs and mount leaves: it must never be formatted again.
 #[test]
