@@ -539,6 +539,25 @@ async fn a_failed_rke2_unit_fails_with_the_last_run() {
 }
 
 #[tokio::test]
+async fn an_rke2_unit_systemd_has_not_reloaded_warns() {
+    let sb = node(server_config()).await;
+    bootstrap(&sb).await;
+    sb.systemd
+        .state
+        .lock()
+        .unwrap()
+        .need_reload
+        .insert("rke2-server.service".into());
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "rke2-unit",
+        "warn",
+        "rke2-server.service is active (running), loaded, but systemd has not read its changed unit files",
+        Some("`systemctl restart canarie-agent` reloads systemd"),
+    );
+}
+
+#[tokio::test]
 async fn a_missing_cluster_secret_is_named_with_exit_code_8_and_its_fix() {
     let mut config = server_config();
     config["cluster_secrets"] = json!({"grafana_admin": {"secret": "grafana-admin-password"}});

@@ -43,6 +43,12 @@ pub(super) async fn rke2_unit(opts: &Options, config: &NodeConfig) -> (Outcome, 
             format!("{unit} is not installed"),
             "the VM image must contain RKE2 (installed with INSTALL_RKE2_METHOD / the rke2 install script); the agent only starts it",
         ),
+        // A run stopped between writing a drop-in and reloading: RKE2 runs, but not as
+        // its files now say it should.
+        (_, "active") if state.need_daemon_reload => Outcome::warn(
+            format!("{unit} is {state}, but systemd has not read its changed unit files"),
+            "`systemctl restart canarie-agent` reloads systemd (and restarts RKE2 if a file it reads changed)",
+        ),
         (_, "active") => Outcome::ok(format!("{unit} is {state}")),
         (_, "activating" | "reloading") => Outcome::warn(
             format!("{unit} is {state}"),
