@@ -51,11 +51,13 @@ fn uuid_of(device: &Path) -> String {
     .to_string()
 }
 
-/// The node's files, with the disk's device name and UUID and run timestamps taken out,
-/// and no temp files.
-fn end_state(sb: &Sandbox, device: &Path) -> BTreeMap<String, String> {
-    let uuid = uuid_of(device);
-    let device = device.display().to_string();
+/// The node's files, with the disk's device name and UUID (if it has a disk) and run
+/// timestamps taken out, and no temp files.
+fn end_state(sb: &Sandbox, device: Option<&Path>) -> BTreeMap<String, String> {
+    let (uuid, device) = match device {
+        Some(d) => (uuid_of(d), d.display().to_string()),
+        None => ("<no disk>".to_string(), "<no disk>".to_string()),
+    };
     let mut out = BTreeMap::new();
     for (path, bytes, mode, _) in sb.snapshot() {
         let rel = path.strip_prefix(sb.root()).unwrap().display().to_string();
@@ -86,6 +88,38 @@ impl Rng {
     }
 }
 
+/// One to three bootstraps in a row, each killed (SIGKILL) at a random point of a run that
+/// takes `full` uninterrupted.
+async fn kill_bootstraps(sb: &Sandbox, rng: &mut Rng, full: Duration, path_env: &str) {
+    let kills = 1 + rng.next() % 3;
+    for _ in 0..kills {
+        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 12 / 10 + 1));
+        let mut child = tokio::process::Command::from(sb.command(&["bootstrap"]))
+            .env("PATH", path_env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay).await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("CANARIE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("crash-safety seed {seed} (CANARIE_CRASH_SEED to repeat)");
+    seed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
     let mut lab = Lab::new();
@@ -109,20 +143,10 @@ async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
         .await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let full = started.elapsed();
-    let expected = end_state(&reference, &ref_dev);
+    let expected = end_state(&reference, Some(&ref_dev));
 
-    let seed = std::env::var("CANARIE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!(
-        "crash-safety seed {seed} (CANARIE_CRASH_SEED to repeat); uninterrupted run {full:?}"
-    );
+    let seed = seed();
+    eprintln!("uninterrupted run {full:?}");
     let mut rng = Rng(seed);
     let iterations = 10;
     for i in 0..iterations {
@@ -130,20 +154,7 @@ async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
         let sim = TestSim::start(scenario(json!({ "user_data_json": worker_config(&dev) }))).await;
         let sb = Sandbox::with_sim_in(sim, lab.path("").as_path()).await;
         std::fs::write(&mkfs_log, "").unwrap();
-        // One to three kills in a row, each at a random point of the run.
-        let kills = 1 + rng.next() % 3;
-        for _ in 0..kills {
-            let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 12 / 10 + 1));
-            let mut child = tokio::process::Command::from(sb.command(&["bootstrap"]))
-                .env("PATH", &path_env)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            tokio::time::sleep(delay).await;
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        kill_bootstraps(&sb, &mut rng, full, &path_env).await;
         let last = sb.run_with(&["bootstrap"], &[("PATH", &path_env)]).await;
         assert_eq!(
             last.code, 0,
@@ -158,7 +169,7 @@ async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
         );
 
         assert_eq!(
-            end_state(&sb, &dev),
+            end_state(&sb, Some(&dev)),
             expected,
             "iteration {i} (seed {seed}): end state differs"
         );
@@ -184,4 +195,50 @@ async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
     let _ = std::process::Command::new("umount")
         .arg(reference.path("/var/lib/longhorn"))
         .status();
+}
+
+/// A config change on a running server, killed anywhere: the rerun ends with the new files
+/// and RKE2 restarted for them, whether the kill fell before the write, between the write
+/// and the restart (the next run still owes the restart), or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_killed_anywhere_still_restarts_rke2() {
+    let old = support::sandbox::server_config();
+    let mut new = old.clone();
+    new["cluster"]["tls_san"] = json!(["cp-01.example.com", "api.example.com"]);
+    let converged_then_changed = || async {
+        let sb = Sandbox::new(old.clone()).await;
+        sb.run(&["bootstrap"]).await.assert_success();
+        sb.set_config(&new);
+        sb
+    };
+
+    let reference = converged_then_changed().await;
+    let started = Instant::now();
+    reference.run(&["bootstrap"]).await.assert_success();
+    let full = started.elapsed();
+    let expected = end_state(&reference, None);
+    assert_eq!(
+        reference.systemd.state.lock().unwrap().restarted,
+        vec!["rke2-server.service"]
+    );
+
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let path_env = std::env::var("PATH").unwrap_or_default();
+    for i in 0..30 {
+        let sb = converged_then_changed().await;
+        kill_bootstraps(&sb, &mut rng, full, &path_env).await;
+        sb.run(&["bootstrap"]).await.assert_success();
+        sb.assert_rerun_changes_nothing().await;
+        assert_eq!(
+            end_state(&sb, None),
+            expected,
+            "iteration {i} (seed {seed}): end state differs"
+        );
+        let restarted = sb.systemd.state.lock().unwrap().restarted.clone();
+        assert!(
+            !restarted.is_empty(),
+            "iteration {i} (seed {seed}): RKE2 was never restarted for the new config"
+        );
+    }
 }
