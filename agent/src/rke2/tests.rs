@@ -631,3 +631,57 @@ fn files_are_written_once_with_their_modes() {
     let meta = std::fs::metadata(root.join(RKE2_TOKEN_DROPIN)).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
 }
+
+/// Every output switched on (the example server with every cluster secret, which is also a
+/// storage node), the example server and the example agent.
+fn configs_covering_every_output() -> Vec<NodeConfig> {
+    let mut full = config::parse(config::EXAMPLE_SERVER_WITH_SECRETS.as_bytes()).unwrap();
+    full.data_disk = agent().data_disk;
+    vec![full, server(), agent()]
+}
+
+#[test]
+fn every_rendered_file_is_owned_with_the_same_effect() {
+    let owned = owned_files();
+    let mut rendered_paths = std::collections::BTreeSet::new();
+    for config in configs_covering_every_output() {
+        for facts in [NOT_MOUNTED, MOUNTED] {
+            for file in render(&config, &facts).unwrap() {
+                let entry = owned.iter().find(|o| o.path == file.path);
+                let entry = entry.unwrap_or_else(|| {
+                    panic!(
+                        "{} is rendered but not in owned_files()",
+                        file.path.display()
+                    )
+                });
+                assert_eq!(entry.effect, file.effect, "{}", file.path.display());
+                rendered_paths.insert(file.path);
+            }
+        }
+    }
+    // Nothing is owned that no config renders: every owned name is a real output.
+    for o in &owned {
+        assert!(
+            rendered_paths.contains(&o.path),
+            "{} is owned but never rendered",
+            o.path.display()
+        );
+    }
+}
+
+#[test]
+fn owned_files_leave_the_token_and_secrets_to_their_steps_and_are_unique() {
+    let owned = owned_files();
+    let paths: std::collections::BTreeSet<_> = owned.iter().map(|o| &o.path).collect();
+    assert_eq!(paths.len(), owned.len(), "no path is listed twice");
+    assert!(!paths.contains(&PathBuf::from(RKE2_TOKEN_DROPIN)));
+    for kind in secrets::SecretKind::ALL {
+        assert!(!paths.contains(&kind.node_path()));
+    }
+    assert!(paths.contains(&PathBuf::from(
+        "/etc/systemd/system/rke2-agent.service.d/10-canarie-data-disk.conf"
+    )));
+    assert!(paths.contains(&PathBuf::from(
+        "/var/lib/rancher/rke2/server/manifests/canarie-gitrepo.yaml"
+    )));
+}
