@@ -1,16 +1,17 @@
 //! `last-run`: the last bootstrap run recorded in the node state. For a failed run: the
 //! step, the exit code the run ended with, and the checks that examine what that step
-//! needs. Steps and exit codes come from the reconciler (`STEP_NAMES`, `RunReport`), so
-//! they cannot drift from what bootstrap does; a test holds every step to an explanation.
+//! needs. Steps and exit codes come from the reconciler (`STEP_NAMES`,
+//! `exit_code::for_step`), so they cannot drift from what bootstrap does; a test holds
+//! every step to an explanation.
 
 use super::{cloud, Options, Outcome, Spec};
 use super::{
     CONFIG, DATA_DISK, DATA_DISK_MOUNT, DISK_SPACE, IDENTITY, IMDS, JOIN_TOKEN_FILE, KEY_VAULT,
     RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
 };
+use crate::reconcile::report::exit_code as codes;
 use crate::reconcile::state::{self, NodeState, RunRecord, STATE_FILE};
-use crate::reconcile::step::StepReport;
-use crate::reconcile::{Mode, RunReport, STEP_NAMES};
+use crate::reconcile::STEP_NAMES;
 use std::time::SystemTime;
 
 /// How doctor explains a failed step.
@@ -55,12 +56,10 @@ fn step_help(step: &str) -> Option<StepHelp> {
     Some(StepHelp { does, checks })
 }
 
-/// The exit code bootstrap ends with when `step` fails, as the reconciler computes it.
+/// The exit code bootstrap ends with when `step` fails, as the reconciler computes it;
+/// `None` for a step this binary does not know.
 fn exit_code(step: &str) -> Option<i32> {
-    let name = STEP_NAMES.iter().find(|n| **n == step)?;
-    let mut report = RunReport::new(Mode::Apply);
-    report.push(StepReport::from_error(name, anyhow::anyhow!("failed")));
-    Some(report.exit_code())
+    STEP_NAMES.contains(&step).then(|| codes::for_step(step))
 }
 
 /// The config entry, secret and vault a failed `cluster-secrets` run names in its error

@@ -23,6 +23,18 @@ pub mod exit_code {
         START_RKE2,
         CLUSTER_SECRETS,
     ];
+
+    /// The code a run ends with when step `step` fails.
+    pub fn for_step(step: &str) -> i32 {
+        match step {
+            "config" => CONFIG,
+            "join-token" => JOIN_TOKEN,
+            "data-disk" => DATA_DISK,
+            "start-rke2" => START_RKE2,
+            "cluster-secrets" => CLUSTER_SECRETS,
+            _ => FILES,
+        }
+    }
 }
 
 /// What to do when a step fails, in one line.
@@ -120,15 +132,8 @@ impl RunReport {
     }
 
     pub fn exit_code(&self) -> i32 {
-        match self.first_failure().map(|s| s.name) {
-            None => exit_code::CONVERGED,
-            Some("config") => exit_code::CONFIG,
-            Some("join-token") => exit_code::JOIN_TOKEN,
-            Some("data-disk") => exit_code::DATA_DISK,
-            Some("start-rke2") => exit_code::START_RKE2,
-            Some("cluster-secrets") => exit_code::CLUSTER_SECRETS,
-            Some(_) => exit_code::FILES,
-        }
+        self.first_failure()
+            .map_or(exit_code::CONVERGED, |s| exit_code::for_step(s.name))
     }
 
     /// The one stderr line of a failed run: the step, the cause, what to do.
@@ -246,9 +251,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("README has no row for exit code {code}"))
         };
         for step in STEP_NAMES {
-            let mut report = RunReport::new(Mode::Apply);
-            report.push(StepReport::from_error(step, anyhow::anyhow!("failed")));
-            let code = report.exit_code();
+            let code = exit_code::for_step(step);
             assert!(exit_code::STEP_FAILURES.contains(&code), "{step}: {code}");
             assert!(
                 row(code).contains(&format!("`{step}`")),
