@@ -111,11 +111,7 @@ fn assert_no_values(run: &Run) {
 }
 
 fn converged(run: &Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_success();
     assert_no_values(run);
 }
 
@@ -289,7 +285,7 @@ async fn a_missing_secret_fails_with_its_name_and_vault_before_rke2_starts() {
 async fn an_agent_skips_the_step_without_asking_key_vault_for_more() {
     let sb = Sandbox::new(support::sandbox::agent_config()).await;
     let run = sb.run(&["plan", "--json"]).await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.assert_success();
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     let step = report["steps"]
         .as_array()

@@ -156,10 +156,10 @@ async fn killed_anywhere_then_rerun_equals_an_uninterrupted_run() {
     .await;
     let reference = Sandbox::with_sim_in(sim, lab.path("").as_path()).await;
     let started = Instant::now();
-    let run = reference
+    reference
         .run_with(&["bootstrap"], &[("PATH", &path_env)])
-        .await;
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        .await
+        .assert_success();
     let full = started.elapsed();
     let expected = end_state(&reference, Some(&ref_dev));
 

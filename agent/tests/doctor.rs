@@ -18,8 +18,7 @@ use support::sim::{rules, scenario, TestSim};
 const TOKEN_FILE: &str = "/etc/rancher/rke2/config.yaml.d/10-token.yaml";
 
 async fn bootstrap(sb: &Sandbox) {
-    let run = sb.run(&["bootstrap"]).await;
-    assert_eq!(run.code, 0, "bootstrap:\n{}\n{}", run.stdout, run.stderr);
+    sb.run(&["bootstrap"]).await.assert_success();
 }
 
 /// A sandbox that looks like a healthy host besides what the test breaks: the kernel's BTF

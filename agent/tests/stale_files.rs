@@ -43,11 +43,7 @@ fn reduced_server() -> Value {
 }
 
 fn ok(run: &Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_success();
     run.assert_no_secret();
     for value in [GIT_TOKEN, LONGHORN_PW] {
         assert!(
