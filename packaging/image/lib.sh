@@ -120,13 +120,18 @@ mount_image() { # RAW ROOT_DIR ro|rw
   done <"$root/etc/fstab"
 }
 
-umount_image() {
+# Unmounts every mount point in the array named ARRAY, the last mounted first (lazily if it
+# is busy), then empties the array.
+umount_all() { # ARRAY
+  local -n mounts=$1
   local i
-  for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
-    umount "${MOUNTED[i]}" 2>/dev/null || umount -l "${MOUNTED[i]}" 2>/dev/null || true
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
+    umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" 2>/dev/null || true
   done
-  MOUNTED=()
+  mounts=()
 }
+
+umount_image() { umount_all MOUNTED; }
 
 # --- inside the image -------------------------------------------------------------------------
 # /proc, a minimal /dev and an empty /run: enough for dpkg, maintainer scripts, systemctl's
@@ -153,13 +158,7 @@ chroot_prepare() { # ROOT
   CHROOT_MOUNTS+=("$root/run")
 }
 
-chroot_release() {
-  local i
-  for ((i = ${#CHROOT_MOUNTS[@]} - 1; i >= 0; i--)); do
-    umount "${CHROOT_MOUNTS[i]}" 2>/dev/null || umount -l "${CHROOT_MOUNTS[i]}" 2>/dev/null || true
-  done
-  CHROOT_MOUNTS=()
-}
+chroot_release() { umount_all CHROOT_MOUNTS; }
 
 in_image() { # ROOT CMD...  (a clean environment; systemctl works on files, offline)
   local root=$1
