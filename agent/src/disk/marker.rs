@@ -10,11 +10,10 @@
 //! unfinished mkfs, and formatting it again loses nothing. A rebuilt VM has no marker,
 //! so there such a disk is refused, as the spec asks.
 
-use crate::fsutil::write_if_changed;
+use crate::fsutil::{self, write_if_changed};
 use crate::paths::{Root, STATE_DIR};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// The marker's node path.
@@ -62,16 +61,9 @@ impl FormatMarker {
 
     /// Removes the marker durably (after the re-probe confirmed our ext4, before mount).
     pub fn clear(root: &Root) -> Result<()> {
-        let path = Self::path(root);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-        let dir = path.parent().context("the marker has no directory")?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))
+        fsutil::remove_if_exists(&Self::path(root))
+            .context("clearing the data disk's format marker")?;
+        Ok(())
     }
 
     /// True when this marker was left for this disk: its link still leads to `device`
