@@ -40,6 +40,13 @@ if [ -f scripts/deps/cargo.txt ]; then
   done
 fi
 
+# The offline steps (`cargo deny --offline` runs `cargo metadata`, the tests run with
+# --offline) need every crate of every target in each lock file, not only what a host build
+# downloads: a new machine's cargo cache has none of them.
+for manifest in Cargo.toml fuzz/Cargo.toml; do
+  cargo fetch --locked -q --manifest-path "$manifest"
+done
+
 stamp=.venv/.pip-stamp
 if [ ! -x .venv/bin/python ] || ! cmp -s scripts/deps/pip.txt "$stamp"; then
   python3 -m venv .venv

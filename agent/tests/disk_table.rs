@@ -1,4 +1,4 @@
-//! One test per row of the decision table in ../shared/disk-safety.md, each on a real
+//! One test per row of the decision table in the disk-safety spec (docs/disk-safety.md), each on a real
 //! loop device whose state is built with the spec's commands. Every refused disk is
 //! checked byte-for-byte before and after the whole disk step (observe + apply).
 

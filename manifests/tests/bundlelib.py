@@ -1,7 +1,7 @@
 """Shared helpers for the Fleet bundle checks (test_bundles*.py).
 
-Everything here reads the repository and the pinned reference data in ../shared/reference
-(next to the repository, as in CI); nothing touches the network.
+Everything here reads the repository and the pinned reference data in reference/
+(reference/INDEX.yaml says where each file came from); nothing touches the network.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_REF = REPO.parent / "shared" / "reference"
+REF = REPO / "reference"
 BUNDLES_DIR = REPO / "manifests" / "bundles"
 DEFERRED_DIR = REPO / "manifests" / "deferred"
 HELM_VALUES_DIR = REPO / "helm-values"
@@ -99,7 +99,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def helm_release_name(original: str) -> str:
     """Port of Fleet's names.HelmReleaseName (rancher/fleet internal/names/name.go, see
-    shared/reference/fleet/install-and-naming.txt): the bundle name for an id."""
+    reference/fleet/install-and-naming.txt): the bundle name for an id."""
     s = original.replace("/", "-")
     if s != s.lower() or _DISALLOWED.search(s):
         s = f"{s}-{_md5_hex(s, 8)}"
@@ -154,17 +154,17 @@ def strict_schema(schema):
 
 @functools.lru_cache(maxsize=None)
 def fleet_yaml_schema():
-    return load_json(SHARED_REF / "fleet" / "fleet.yaml.schema.json")
+    return load_json(REF / "fleet" / "fleet.yaml.schema.json")
 
 
 @functools.lru_cache(maxsize=None)
 def pinned_charts():
-    return load_yaml(SHARED_REF / "lifecycle" / "pinned-charts.yaml")
+    return load_yaml(REF / "lifecycle" / "pinned-charts.yaml")
 
 
 @functools.lru_cache(maxsize=None)
 def lifecycle_facts():
-    return load_yaml(SHARED_REF / "lifecycle" / "lifecycle-facts.yaml")
+    return load_yaml(REF / "lifecycle" / "lifecycle-facts.yaml")
 
 
 # Custom resources we create, by (apiVersion, kind): the JSON schema of that CRD version
@@ -190,7 +190,7 @@ def crd_header(crd_file: str) -> dict:
     """group, kind, scope and served versions of a CRD, read from the top of the file and
     its version headers (the Kyverno CRD is 1.4 MB; a full YAML parse would dominate the
     test time for four scalars)."""
-    text = (SHARED_REF / crd_file).read_text(encoding="utf-8")
+    text = (REF / crd_file).read_text(encoding="utf-8")
     head = text.split("\n  versions:", 1)[0]
     spec = yaml.safe_load(head)["spec"]
     body = text.split("\n  versions:\n", 1)[1]
@@ -218,7 +218,7 @@ def chart_defaults(chart: str) -> dict:
     """The pinned chart's default values (values.yaml), with the Grafana sub-chart's
     defaults under `grafana` for kube-prometheus-stack (its own block overrides them)."""
     version = chart_version(chart)
-    base = SHARED_REF / "charts" / chart
+    base = REF / "charts" / chart
     defaults = load_yaml(base / f"{chart}-{version}.values.yaml") or {}
     if chart == "kube-prometheus-stack":
         sub = load_yaml(base / "grafana-12.11.1.values.yaml") or {}
@@ -245,7 +245,7 @@ def chart_values_schema(chart: str):
     ref = chart_pin(chart).get("values_schema")
     if not ref or ref == "none":
         return None
-    return load_json(SHARED_REF / ref)
+    return load_json(REF / ref)
 
 
 def deep_merge(base, override):

@@ -12,7 +12,7 @@ import pytest
 
 from bundlelib import (
     CUSTOM_KINDS,
-    SHARED_REF,
+    REF,
     crd_header,
     deferred_bundle_dirs,
     gitrepo_path,
@@ -22,7 +22,7 @@ from bundlelib import (
     strict_schema,
 )
 
-KUBERNETES_VERSION = "1.31.0"  # RKE2 v1.31 (shared/reference/rke2)
+KUBERNETES_VERSION = "1.31.0"  # RKE2 v1.31 (reference/rke2)
 
 OBJECTS = [(d, path, obj) for d in shipped_bundle_dirs() + deferred_bundle_dirs() for path, obj in manifest_objects(d)]
 
@@ -39,7 +39,7 @@ def objects_of_kind(kind):
 @functools.lru_cache(maxsize=None)
 def custom_schema(api_version, kind):
     schema_file, _ = CUSTOM_KINDS[(api_version, kind)]
-    schema = load_json(SHARED_REF / schema_file)
+    schema = load_json(REF / schema_file)
     return jsonschema.Draft7Validator(schema), jsonschema.Draft7Validator(strict_schema(schema))
 
 

@@ -3,7 +3,7 @@
 Renders examples/server.json and examples/agent.json with the real binary
 (target/debug/canarie-agent, built by `cargo build --workspace --bins`) and reads the output
 with PyYAML, a YAML 1.1 parser like the Go parsers RKE2 uses. Schemas and flag lists are read
-in place from ../shared/reference. Nothing touches the network.
+in place from reference/. Nothing touches the network.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-REF = REPO.parent / "shared" / "reference"
+REF = REPO / "reference"
 BIN = REPO / "target" / "debug" / "canarie-agent"
 EXAMPLES = REPO / "examples"
 HELM_VALUES = REPO / "helm-values"
@@ -38,7 +38,7 @@ VALUES_FILE = {
     "canarie-fleet.yaml": "fleet.yaml",
 }
 
-FLEET_VERSION = "0.13.15"  # shared/reference/fleet/*.v0.13.15.yaml
+FLEET_VERSION = "0.13.15"  # reference/fleet/*.v0.13.15.yaml
 # HelmChart spec.chart -> (pinned version, the pinned chart's values.yaml or None when the
 # reference has no values file for it).
 CHARTS = {

@@ -275,7 +275,7 @@ mod tests {
     fn inner_error_codes_are_all_seen() {
         let body = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/reference/azure-specs/keyvault/observed/403-forbidden-by-rbac.json"
+            "/../reference/azure-specs/keyvault/observed/403-forbidden-by-rbac.json"
         ))
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

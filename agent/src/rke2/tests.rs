@@ -8,7 +8,7 @@ const SERVER_JSON: &str = include_str!("../../../examples/server.json");
 const AGENT_JSON: &str = include_str!("../../../examples/agent.json");
 const FLAGS_JSON: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/rke2/flags.json"
+    "/../reference/rke2/flags.json"
 );
 
 fn server() -> NodeConfig {

@@ -1,6 +1,6 @@
 //! Responses as data (status, headers, body) and the canned bodies both services send.
 //! Bodies marked "observed" are copied from real service responses in
-//! shared/reference/azure-specs (the tests compare them to those files).
+//! reference/azure-specs (the tests compare them to those files).
 
 use bytes::Bytes;
 use serde_json::{json, Value};

@@ -5,10 +5,10 @@ use std::time::Duration;
 use azure_sim::{Rule, Scenario, Sim, SimOptions};
 use serde_json::Value;
 
-/// Reference data, read in place from the shared directory beside the repository.
+/// Reference data, read in place from the repository's reference/ folder.
 pub fn reference(relative: &str) -> Value {
     let path = format!(
-        "{}/../../../shared/reference/azure-specs/{relative}",
+        "{}/../../../reference/azure-specs/{relative}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
