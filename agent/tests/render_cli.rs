@@ -154,3 +154,62 @@ fn without_a_config_it_says_how_to_call_it() {
     assert!(stderr.contains("--config FILE"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `config validate` and `render` run one validation: for each config the node would
+/// refuse at start (and the label the agent sets itself), both exit 1 with the same line,
+/// naming the field and the rule, and render writes nothing.
+#[test]
+fn config_validate_and_render_refuse_the_same_configs_with_the_same_line() {
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "node_labels[0]",
+            serde_json::json!({"node_labels": ["node.longhorn.io/create-default-disk=true"]}),
+            "is set by canarie-agent when the data disk is mounted",
+        ),
+        (
+            "node_labels[0]",
+            serde_json::json!({"node_labels": ["node-role.kubernetes.io/worker=true"]}),
+            "--node-labels rule",
+        ),
+        (
+            "node_labels[1]",
+            serde_json::json!({"node_labels": ["pool=a", "pool=b"]}),
+            "sets label pool again",
+        ),
+        (
+            "node_taints[0]",
+            serde_json::json!({"node_taints": ["dedicated=storage"]}),
+            "--register-with-taints",
+        ),
+        (
+            "node_taints[1]",
+            serde_json::json!({"node_taints": ["k=a:NoSchedule", "k=b:NoSchedule"]}),
+            "unique by key and effect",
+        ),
+    ];
+    for (path, extra, rule) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(example("agent.json")).unwrap()).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        std::fs::write(&file, serde_json::to_vec(&config).unwrap()).unwrap();
+        let out = dir.path().join("out");
+        let rendered = render(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let line = assert_refused(&rendered, &out, &format!("{path}: "));
+        assert!(line.contains(rule), "{line}");
+        let validated = Command::new(BIN)
+            .args(["config", "validate", file.to_str().unwrap()])
+            .output()
+            .expect("running canarie-agent");
+        assert_eq!(validated.status.code(), Some(1));
+        assert_eq!(String::from_utf8(validated.stderr).unwrap(), line);
+    }
+}

@@ -6,10 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 const SERVER_JSON: &str = include_str!("../../../examples/server.json");
 const AGENT_JSON: &str = include_str!("../../../examples/agent.json");
-const FLAGS_JSON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../reference/rke2/flags.json"
-);
+const FLAGS_JSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../reference/rke2/flags.json");
 
 fn server() -> NodeConfig {
     config::parse(SERVER_JSON.as_bytes()).expect("examples/server.json is valid")
@@ -191,11 +188,12 @@ fn longhorn_label_only_when_the_data_disk_is_mounted() {
     );
     assert_eq!(labels(&rke2_config(&with_labels, &NOT_MOUNTED)), ["zone=1"]);
 
-    let claims_it = with_json(AGENT_JSON, |v| {
-        v["node_labels"] = serde_json::json!([format!("{LONGHORN_DEFAULT_DISK_LABEL}=true")])
-    });
-    let err = render(&claims_it, &NOT_MOUNTED).unwrap_err();
-    assert!(format!("{err:#}").contains("node_labels[0]"), "{err:#}");
+    // A config that claims the agent's label never gets here: parsing (the one validation
+    // `config validate`, `render` and `bootstrap` share) refuses it.
+    let mut claims_it: serde_json::Value = serde_json::from_str(AGENT_JSON).unwrap();
+    claims_it["node_labels"] = serde_json::json!([format!("{LONGHORN_DEFAULT_DISK_LABEL}=true")]);
+    let err = config::parse(&serde_json::to_vec(&claims_it).unwrap()).unwrap_err();
+    assert_eq!(err.path, "node_labels[0]", "{err}");
 }
 
 #[test]
