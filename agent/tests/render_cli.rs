@@ -213,3 +213,32 @@ fn config_validate_and_render_refuse_the_same_configs_with_the_same_line() {
         assert_eq!(String::from_utf8(validated.stderr).unwrap(), line);
     }
 }
+
+/// Every example node config in examples/ is one an operator may start from: each renders
+/// (the same validation `bootstrap` runs, plus the files), not only `config validate`.
+#[test]
+fn every_example_config_renders() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in examples {
+        let out = tempfile::tempdir().unwrap();
+        let o = render(&[
+            "--config",
+            example.to_str().unwrap(),
+            "--out",
+            out.path().join("out").to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            example.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
