@@ -208,13 +208,19 @@ def tofu_default(name: str):
     raise AssertionError(f"variables.tf has no variable {name}")
 
 
+# Longhorn's own defaults when the chart leaves a setting null
+# (reference/charts/longhorn/longhorn-1.7-replica-scheduling.txt).
+LONGHORN_DEFAULTS = {
+    "storageOverProvisioningPercentage": 100,
+    "storageMinimalAvailablePercentage": 25,
+    "storageReservedPercentageForDefaultDisk": 30,
+}
+
+
 def longhorn_settings() -> dict:
+    """The settings Longhorn runs with: ours, else its defaults."""
     settings = load_yaml(LONGHORN_VALUES)["defaultSettings"]
-    out = {}
-    for key in ("storageOverProvisioningPercentage", "storageMinimalAvailablePercentage", "storageReservedPercentageForDefaultDisk"):
-        assert settings.get(key) is not None, f"helm-values/longhorn.yaml must set defaultSettings.{key}: the budget is not an accident"
-        out[key] = int(settings[key])
-    return out
+    return {key: int(settings[key]) if settings.get(key) is not None else default for key, default in LONGHORN_DEFAULTS.items()}
 
 
 def rendered_replicas(storage_nodes: int, tmp: Path) -> int:
@@ -280,6 +286,12 @@ def the_budget(tmp_path_factory) -> Budget:
     return budget(disk_gib, nodes, rendered_replicas(nodes, tmp), claims(), longhorn_settings(), ext4_stat(disk_gib, tmp))
 
 
+def test_the_budgets_settings_are_set_on_purpose():
+    settings = load_yaml(LONGHORN_VALUES)["defaultSettings"]
+    for key in LONGHORN_DEFAULTS:
+        assert settings.get(key) is not None, f"helm-values/longhorn.yaml must set defaultSettings.{key}: the budget is not an accident"
+
+
 def test_every_claim_is_a_longhorn_volume():
     assert claims(), "the bundles claim volumes"
     for c in claims():
@@ -318,8 +330,7 @@ def test_the_bundles_volumes_fit_every_storage_node(the_budget):
 
 def test_the_old_settings_and_sizes_did_not_fit(the_budget, tmp_path):
     """The first-day defect: Longhorn's defaults (nothing set) on the default disk."""
-    defaults = {"storageOverProvisioningPercentage": 100, "storageMinimalAvailablePercentage": 25, "storageReservedPercentageForDefaultDisk": 30}
-    old = budget(the_budget.disk_gib, the_budget.storage_nodes, the_budget.replicas, claims(), defaults, ext4_stat(the_budget.disk_gib, tmp_path))
+    old = budget(the_budget.disk_gib, the_budget.storage_nodes, the_budget.replicas, claims(), LONGHORN_DEFAULTS, ext4_stat(the_budget.disk_gib, tmp_path))
     assert old.headroom < 0
 
 
