@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from bundlelib import REPO, chart_defaults, deep_merge, fleet_file, helm_options, load_yaml, manifest_objects, shipped_bundle_dirs, values_files
-from clusterfacts import MISSING, get_path
+from clusterfacts import MISSING, SEED_DIR, get_path, seed_doc, seed_values
 
 AGENT = REPO / "target" / "debug" / "canarie-agent"
 LONGHORN_VALUES = REPO / "helm-values" / "longhorn.yaml"
@@ -144,6 +144,10 @@ VOLUMES: dict[str, list[Volume]] = {
 # Keys of ours that mention storage but claim no volume.
 NOT_VOLUMES = {
     "loki.storage.type": "Loki's chunk store kind (filesystem: on the single binary's volume)",
+    "persistence.defaultClass": "Longhorn's StorageClass is the cluster's default",
+    "defaultSettings.storageOverProvisioningPercentage": "the storage budget itself",
+    "defaultSettings.storageMinimalAvailablePercentage": "the storage budget itself",
+    "defaultSettings.storageReservedPercentageForDefaultDisk": "the storage budget itself",
 }
 
 STORAGE_WORDS = re.compile(r"(?i)persist|storage|volumeclaim|pvc")
@@ -175,10 +179,23 @@ def bundle_values(d: Path) -> tuple[str | None, dict, dict]:
     return helm["chart"], ours, deep_merge(chart_defaults(helm["chart"]), ours)
 
 
-def claims() -> list[Claim]:
+def chart_sources() -> list[tuple[str, str | None, dict, dict, Path | None]]:
+    """(where, chart, our values, effective values, bundle directory) of every chart the
+    cluster installs: the shipped bundles' and the seeded ones."""
     out = []
     for d in shipped_bundle_dirs():
-        chart, _, values = bundle_values(d)
+        chart, ours, values = bundle_values(d)
+        out.append((d.name, chart, ours, values, d))
+    for path in sorted(SEED_DIR.glob("*.yaml")):
+        if seed_doc(path.name)["kind"] in ("HelmChart", "HelmChartConfig"):
+            chart, ours, defaults = seed_values(path.name)
+            out.append((f"seed/{path.name}", chart, ours, deep_merge(defaults, ours), None))
+    return out
+
+
+def claims() -> list[Claim]:
+    out = []
+    for where, chart, _, values, d in chart_sources():
         for vol in VOLUMES.get(chart, []):
             if vol.on(values):
                 if vol.name == "alloy":
@@ -186,7 +203,9 @@ def claims() -> list[Claim]:
                 else:
                     sizes = [v(values, vol.size)]
                 for size in sizes:
-                    out.append(Claim(d.name, vol.name, quantity_bytes(size), vol.count(values), v(values, vol.storage_class) if vol.storage_class else None))
+                    out.append(Claim(where, vol.name, quantity_bytes(size), vol.count(values), v(values, vol.storage_class) if vol.storage_class else None))
+        if d is None:
+            continue
         # Raw manifests: PVCs and StatefulSets' claim templates.
         for _, obj in manifest_objects(d):
             if obj.get("kind") == "PersistentVolumeClaim":
@@ -300,8 +319,7 @@ def test_every_claim_is_a_longhorn_volume():
 
 
 def test_every_storage_key_of_ours_is_a_counted_volume():
-    for d in shipped_bundle_dirs():
-        chart, ours, _ = bundle_values(d)
+    for where, chart, ours, _, _ in chart_sources():
         covers = [p for vol in VOLUMES.get(chart, []) for p in vol.covers]
 
         def leaves(node, prefix=()):
@@ -313,7 +331,7 @@ def test_every_storage_key_of_ours_is_a_counted_volume():
 
         for leaf in leaves(ours):
             if STORAGE_WORDS.search(leaf) and leaf not in NOT_VOLUMES:
-                assert any(leaf == c or leaf.startswith(c + ".") for c in covers), f"{d.name}: {leaf} is about storage, but no counted volume covers it"
+                assert any(leaf == c or leaf.startswith(c + ".") for c in covers), f"{where}: {leaf} is about storage, but no counted volume covers it"
 
 
 def test_the_replicas_fit_the_storage_nodes(the_budget):
