@@ -5,9 +5,6 @@ namespaces of everything `canarie-agent render` writes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import yaml
 
@@ -23,8 +20,7 @@ from clusterfacts import (
     source_of,
     workloads,
 )
-
-AGENT = REPO / "target" / "debug" / "canarie-agent"
+from test_seed_manifests import render
 
 
 def shipped(ns: str) -> bool:
@@ -128,17 +124,8 @@ def test_no_bundle_sets_pod_security_labels():
 @pytest.fixture(scope="module")
 def rendered_server(tmp_path_factory) -> list[dict]:
     """Every object `canarie-agent render` writes for the fullest example server."""
-    assert AGENT.is_file(), f"{AGENT} is missing: run `cargo build --workspace --bins` first"
-    tmp = tmp_path_factory.mktemp("render")
-    out = tmp / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARIE_")}
-    r = subprocess.run(
-        [str(AGENT), "render", "--config", str(REPO / "examples" / "server-with-secrets.json"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    out = tmp_path_factory.mktemp("render") / "out"
+    r = render(REPO / "examples" / "server-with-secrets.json", out)
     assert r.returncode == 0, r.stderr
     docs = []
     for path in sorted((out / "var/lib/rancher/rke2/server/manifests").glob("*.yaml")):

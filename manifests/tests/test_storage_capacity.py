@@ -12,7 +12,6 @@ longhorn-1.7-replica-scheduling.txt. The result is stated in docs/rke2-and-manif
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ import yaml
 
 from bundlelib import REPO, chart_defaults, deep_merge, fleet_file, helm_options, load_yaml, manifest_objects, shipped_bundle_dirs, values_files
 from clusterfacts import MISSING, SEED_DIR, get_path, seed_doc, seed_values
+from test_seed_manifests import render
 
-AGENT = REPO / "target" / "debug" / "canarie-agent"
 LONGHORN_VALUES = REPO / "helm-values" / "longhorn.yaml"
 VARIABLES_TF = REPO / "infra-tofu" / "variables.tf"
 DOCS = REPO / "docs" / "rke2-and-manifests.md"
@@ -244,12 +243,10 @@ def longhorn_settings() -> dict:
 
 def rendered_replicas(storage_nodes: int, tmp: Path) -> int:
     """The StorageClass's replica count the agent seeds for that many storage nodes."""
-    assert AGENT.is_file(), f"{AGENT} is missing: run `cargo build --workspace --bins` first"
     config = json.loads((REPO / "examples" / "server.json").read_text())
     config["cluster"]["storage_nodes"] = storage_nodes
     (tmp / "server.json").write_text(json.dumps(config))
-    env = {k: val for k, val in os.environ.items() if not k.startswith("CANARIE_")}
-    r = subprocess.run([str(AGENT), "render", "--config", str(tmp / "server.json"), "--out", str(tmp / "out")], capture_output=True, text=True, env=env, timeout=60)
+    r = render(tmp / "server.json", tmp / "out")
     assert r.returncode == 0, r.stderr
     (chart,) = yaml.safe_load_all((tmp / "out/var/lib/rancher/rke2/server/manifests/canarie-longhorn.yaml").read_text())
     return int(chart["spec"]["set"]["persistence.defaultClassReplicaCount"])
