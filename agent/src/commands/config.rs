@@ -38,7 +38,7 @@ fn validate(file: &Path) -> i32 {
             }
         }
     };
-    match config::parse(&bytes) {
+    match super::parse_config(&bytes, &source) {
         Ok(c) => {
             println!(
                 "config from {source} is valid: role {}, node {}",
@@ -47,9 +47,6 @@ fn validate(file: &Path) -> i32 {
             );
             exit::OK
         }
-        Err(e) => {
-            eprintln!("canarie-agent: invalid node config from {source}: {e}");
-            exit::FAILED
-        }
+        Err(code) => code,
     }
 }

@@ -26,6 +26,19 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Parses and validates a node config read from `source`. `config validate` and `render`
+/// both call this, so whatever one refuses the other refuses with the same line (and
+/// exit code 1, "invalid config").
+pub(crate) fn parse_config(
+    bytes: &[u8],
+    source: &crate::config::ConfigSource,
+) -> Result<crate::config::NodeConfig, i32> {
+    crate::config::parse(bytes).map_err(|e| {
+        eprintln!("canarie-agent: invalid node config from {source}: {e}");
+        crate::cli::exit::FAILED
+    })
+}
+
 /// Prints the one-line error of a failed command: the whole context chain as a sentence.
 pub(crate) fn report_error(what: &str, err: &anyhow::Error) {
     eprintln!("canarie-agent: {what}: {err:#}");

@@ -5,7 +5,7 @@
 
 use super::report_error;
 use crate::cli::{exit, GlobalArgs};
-use crate::config;
+use crate::config::ConfigSource;
 use crate::paths::Root;
 use crate::rke2::{self, NodeFacts};
 use anyhow::Context;
@@ -28,15 +28,10 @@ pub fn run(global: &GlobalArgs, out: &Path) -> i32 {
             return exit::ERROR;
         }
     };
-    let config = match config::parse(&bytes) {
+    let source = ConfigSource::File(config_file.to_path_buf());
+    let config = match super::parse_config(&bytes, &source) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "canarie-agent: invalid node config in {}: {e}",
-                config_file.display()
-            );
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     let facts = NodeFacts {
         data_disk_mounted: config.data_disk.is_some(),

@@ -1,9 +1,11 @@
 //! Node config: parsing with JSON-path errors, semantic validation, userData decoding and
 //! the JSON Schema. Knows nothing of HTTP, disks or RKE2.
 
+mod node_labels;
 mod types;
 mod validate;
 
+pub use node_labels::LONGHORN_DEFAULT_DISK_LABEL;
 pub use types::*;
 
 use base64::Engine as _;

@@ -23,12 +23,8 @@ pub(super) fn validate(c: &NodeConfig) -> Check {
     validate_join_token(c)?;
     validate_data_disk(c)?;
     validate_cluster_secrets(c)?;
-    for (i, label) in c.node_labels.iter().enumerate() {
-        node_label(&format!("node_labels[{i}]"), label)?;
-    }
-    for (i, taint) in c.node_taints.iter().enumerate() {
-        node_taint(&format!("node_taints[{i}]"), taint)?;
-    }
+    super::node_labels::check_labels(&c.node_labels)?;
+    super::node_labels::check_taints(&c.node_taints)?;
     Ok(())
 }
 
@@ -405,18 +401,7 @@ fn dns_label(path: &str, label: &str) -> Check {
 
 /// RFC 1123 subdomain, as Kubernetes requires of node and object names.
 fn dns_subdomain(path: &str, name: &str) -> Check {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part.len() <= 63
-                && part
-                    .chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if ok {
+    if is_dns_subdomain(name) {
         Ok(())
     } else {
         Err(ConfigError::new(
@@ -426,58 +411,18 @@ fn dns_subdomain(path: &str, name: &str) -> Check {
     }
 }
 
-/// A label key: optional DNS prefix and `/`, then a name of at most 63 characters.
-fn label_key_ok(key: &str) -> bool {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let name_ok = (1..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-        && name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
-        && name.ends_with(|ch: char| ch.is_ascii_alphanumeric());
-    name_ok && prefix.is_none_or(|p| dns_subdomain("", p).is_ok())
-}
-
-fn label_value_ok(value: &str) -> bool {
-    value.is_empty()
-        || (value.len() <= 63
-            && value
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-            && value.starts_with(|ch: char| ch.is_ascii_alphanumeric())
-            && value.ends_with(|ch: char| ch.is_ascii_alphanumeric()))
-}
-
-fn node_label(path: &str, label: &str) -> Check {
-    match label.split_once('=') {
-        Some((k, v)) if label_key_ok(k) && label_value_ok(v) => Ok(()),
-        _ => Err(ConfigError::new(
-            path,
-            format!("{label:?} is not a node label: expected key=value with a Kubernetes label key and value"),
-        )),
-    }
-}
-
-fn node_taint(path: &str, taint: &str) -> Check {
-    let err = || {
-        ConfigError::new(
-            path,
-            format!("{taint:?} is not a taint: expected key=value:Effect or key:Effect, Effect one of NoSchedule, PreferNoSchedule, NoExecute"),
-        )
-    };
-    let (kv, effect) = taint.rsplit_once(':').ok_or_else(err)?;
-    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-        return Err(err());
-    }
-    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    if label_key_ok(key) && label_value_ok(value) {
-        Ok(())
-    } else {
-        Err(err())
-    }
+pub(super) fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 #[cfg(test)]

@@ -16,10 +16,9 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use crate::config::LONGHORN_DEFAULT_DISK_LABEL;
 pub use manifests::{longhorn_replicas, FLEET_BUNDLE_PATHS};
-pub use node_config::{
-    AGENT_KEYS, LONGHORN_DEFAULT_DISK_LABEL, SERVER_KEYS, WRITE_KUBECONFIG_MODE,
-};
+pub use node_config::{AGENT_KEYS, SERVER_KEYS, WRITE_KUBECONFIG_MODE};
 pub use secrets::{declared as declared_cluster_secrets, render_cluster_secrets};
 
 use crate::config::{NodeConfig, Role};

@@ -6,13 +6,10 @@
 //! that has it (see `SERVER_KEYS` / `AGENT_KEYS`, checked against RKE2's flag list in tests).
 
 use super::{yaml, NodeFacts, PSA_CONFIG};
-use crate::config::{NodeConfig, Role};
+use crate::config::{NodeConfig, Role, LONGHORN_DEFAULT_DISK_LABEL};
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde_yaml_ng::{Mapping, Value};
-
-/// The label Longhorn looks for when `createDefaultDiskLabeledNodes` is on.
-pub const LONGHORN_DEFAULT_DISK_LABEL: &str = "node.longhorn.io/create-default-disk";
 
 /// The admin kubeconfig (/etc/rancher/rke2/rke2.yaml) is a cluster-admin credential: root
 /// only, as CIS asks. Operators use `sudo`; nothing on the node needs group read access.
@@ -54,7 +51,7 @@ pub(super) fn config_yaml(config: &NodeConfig, facts: &NodeFacts) -> Result<Stri
     if let Some(name) = &config.node_name {
         put("node-name", name.as_str().into());
     }
-    let labels = node_labels(config, facts)?;
+    let labels = node_labels(config, facts);
     if !labels.is_empty() {
         put("node-label", strings(&labels));
     }
@@ -86,23 +83,14 @@ pub(super) fn keys_for(role: Role) -> &'static [&'static str] {
 
 /// The node's labels: the configured ones, plus Longhorn's default-disk label when the data
 /// disk is mounted. RKE2 applies labels at first registration only, so the label must be in
-/// place before RKE2 first starts.
-fn node_labels(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<String>> {
-    let mut labels = Vec::with_capacity(config.node_labels.len() + 1);
-    for (i, label) in config.node_labels.iter().enumerate() {
-        let key = label.split_once('=').map_or(label.as_str(), |(k, _)| k);
-        if key == LONGHORN_DEFAULT_DISK_LABEL {
-            bail!(
-                "node_labels[{i}]: {LONGHORN_DEFAULT_DISK_LABEL} is set by canarie-agent when the data disk \
-                 is mounted; remove it from the node config"
-            );
-        }
-        labels.push(label.clone());
-    }
+/// place before RKE2 first starts. Config validation (config::node_labels) has refused a
+/// config that sets the agent's label itself, so the two never collide.
+fn node_labels(config: &NodeConfig, facts: &NodeFacts) -> Vec<String> {
+    let mut labels = config.node_labels.clone();
     if facts.data_disk_mounted {
         labels.push(format!("{LONGHORN_DEFAULT_DISK_LABEL}=true"));
     }
-    Ok(labels)
+    labels
 }
 
 fn strings<S: AsRef<str>>(items: &[S]) -> Value {
