@@ -4,5 +4,6 @@
 pub mod dbus;
 pub mod doctor;
 pub mod examples;
+pub mod journal;
 pub mod sandbox;
 pub mod sim;
