@@ -3,6 +3,7 @@
 //! checked byte-for-byte before and after the whole disk step (observe + apply).
 
 mod disk_support;
+mod support;
 
 use canarie_agent::disk::{self, DecisionKind, DiskAction, DiskObservation};
 use disk_support::*;
@@ -445,16 +446,7 @@ exec chroot "$top" /canarie-agent disk inspect --json "$dev"
 "#;
     let top = lab.path("new-root");
     std::fs::create_dir_all(&top).unwrap();
-    let out = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            SETUP,
-            "sh",
-        ])
+    let out = support::in_mount_namespace(SETUP)
         .args([
             root_fs,
             &top,

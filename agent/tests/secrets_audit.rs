@@ -43,15 +43,7 @@ impl Audit {
     ) -> &Run {
         let run = sb.run_with(args, &[("CANARIE_LOG", log)]).await;
         let label = format!("canarie-agent {} (CANARIE_LOG={log})", args.join(" "));
-        assert!(
-            expect(run.code),
-            "{label} exited {}\nstdout:\n{}\nstderr:\n{}",
-            run.code,
-            run.stdout,
-            run.stderr
-        );
-        self.runs.push((label, run));
-        &self.runs.last().unwrap().1
+        self.keep(label, run, expect)
     }
 
     /// [`Audit::run`] as systemd runs the agent: `JOURNAL_STREAM` set, the log records sent
@@ -68,13 +60,6 @@ impl Audit {
             "canarie-agent {} (CANARIE_LOG={log}, journal)",
             args.join(" ")
         );
-        assert!(
-            expect(run.code),
-            "{label} exited {}\nstdout:\n{}\nstderr:\n{}",
-            run.code,
-            run.stdout,
-            run.stderr
-        );
         // At trace level the dependencies log too: a short journal would prove nothing.
         let least = if log == "trace" { 50 } else { 5 };
         assert!(
@@ -82,8 +67,21 @@ impl Audit {
             "{label} sent {} records to the journal",
             sent.records.len()
         );
-        self.runs.push((label.clone(), run));
-        self.journals.push((label, sent));
+        self.journals.push((label.clone(), sent));
+        self.keep(label, run, expect);
+    }
+
+    /// Fails unless `run` exited as `expect` wants, then keeps it for the sweep.
+    fn keep(&mut self, label: String, run: Run, expect: impl Fn(i32) -> bool) -> &Run {
+        assert!(
+            expect(run.code),
+            "{label} exited {}\nstdout:\n{}\nstderr:\n{}",
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        self.runs.push((label, run));
+        &self.runs.last().unwrap().1
     }
 }
 

@@ -208,17 +208,8 @@ exec "$@"
 "#;
 
 fn namespaced(cmd: &Command, socket: Option<&std::path::Path>) -> Command {
-    let mut wrapped = Command::new("unshare");
+    let mut wrapped = super::in_mount_namespace(SETUP);
     wrapped
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            SETUP,
-            "sh",
-        ])
         .arg(socket.map(|s| s.as_os_str()).unwrap_or_default())
         .arg(cmd.get_program())
         .args(cmd.get_args());
