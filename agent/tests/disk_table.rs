@@ -3,13 +3,14 @@
 //! checked byte-for-byte before and after the whole disk step (observe + apply).
 
 mod disk_support;
+mod support;
 
 use canarie_agent::disk::{self, DecisionKind, DiskAction, DiskObservation};
-use canarie_agent::paths::Root;
 use disk_support::*;
+use serde_json::Value;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The refusal checks on the node's disk (the whole disk step, byte-for-byte), and the
 /// reason names the device.
@@ -425,41 +426,80 @@ fn missing_disk_fails_naming_both_link_schemes() {
 }
 
 // Finding the disk: the target must not be the disk holding `/`.
+
+/// Runs the real binary's `disk inspect --json DEVICE` on a host whose `/` is the
+/// filesystem on the block device `root_fs`: in a private mount namespace that filesystem is
+/// mounted, the host's /proc, /sys, /dev and /usr (the binary's libraries) are bound into
+/// it, and the binary runs chrooted there. The exit code, the JSON report and stderr.
+fn inspect_with_root_on(lab: &Lab, root_fs: &Path, device: &Path) -> (i32, Value, String) {
+    const SETUP: &str = r#"set -e
+fs=$1 top=$2 bin=$3 dev=$4
+mount "$fs" "$top"
+for d in proc sys dev usr; do mkdir -p "$top/$d"; mount --rbind "/$d" "$top/$d"; done
+for l in bin sbin lib lib64; do
+  if [ -L "/$l" ]; then ln -sfn "$(readlink "/$l")" "$top/$l"
+  elif [ -d "/$l" ]; then mkdir -p "$top/$l"; mount --rbind "/$l" "$top/$l"; fi
+done
+touch "$top/canarie-agent"
+mount --bind "$bin" "$top/canarie-agent"
+exec chroot "$top" /canarie-agent disk inspect --json "$dev"
+"#;
+    let top = lab.path("new-root");
+    std::fs::create_dir_all(&top).unwrap();
+    let out = support::in_mount_namespace(SETUP)
+        .args([
+            root_fs,
+            &top,
+            Path::new(env!("CARGO_BIN_EXE_canarie-agent")),
+            device,
+        ])
+        .env("CANARIE_LOG", "warn")
+        .output()
+        .expect("unshare runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("disk inspect printed no report ({e}):\n{stdout}\n{stderr}"));
+    (out.status.code().unwrap_or(-1), report, stderr)
+}
+
+fn assert_refused_as_root(code: i32, report: &Value, stderr: &str, disk: &Path) {
+    assert_eq!(code, 1, "{report}\n{stderr}");
+    assert_eq!(report["decision"], "refuse", "{report}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("{} holds the root filesystem /", disk.display())),
+        "{reason}"
+    );
+}
+
+// / on the whole disk, as on a node whose OS disk has no partition table; / on a partition,
+// as on most: the disk itself is refused either way. A blank disk beside it is not.
 #[test]
 fn the_root_disk_is_refused() {
-    let lab = Lab::new();
-    let source = sh("findmnt -n -o SOURCE /");
-    let source = PathBuf::from(source.trim());
-    let is_block = std::fs::metadata(&source)
-        .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
-        .unwrap_or(false);
-    if !is_block {
-        eprintln!("skipped: / is on {}, not a block device", source.display());
-        return;
-    }
-    // Whole disk if / is on one, else the partition's parent disk.
-    let pk = sh(&format!("lsblk -n -d -o PKNAME '{}'", source.display()));
-    let disk = match pk.trim() {
-        "" => source.clone(),
-        parent => PathBuf::from(format!("/dev/{parent}")),
-    };
-    let root = lab.root("root");
-    let cfg = canarie_agent::config::DataDiskConfig {
-        device: Some(disk.clone()),
-        ..config(0)
-    };
-    let obs = disk::observe(&cfg, &root).unwrap();
+    let mut lab = Lab::new();
+    let whole = lab.image("root-whole.img", GIB);
+    sh_on("mkfs.ext4 -q -F -L osdisk {}", &whole);
+    let whole = lab.attach(&whole);
+    let (code, report, stderr) = inspect_with_root_on(&lab, &whole, &whole);
+    assert_refused_as_root(code, &report, &stderr, &whole);
+
+    let blank = lab.image("data.img", GIB);
+    let blank = lab.attach(&blank);
+    let (code, report, stderr) = inspect_with_root_on(&lab, &whole, &blank);
     assert_eq!(
-        obs.decision.kind,
-        DecisionKind::Refuse,
-        "{:?}",
-        obs.decision
+        (code, report["decision"].as_str()),
+        (0, Some("format")),
+        "{report}\n{stderr}"
     );
-    assert!(
-        obs.report.holds_root && obs.decision.reason.contains("root filesystem"),
-        "{:?}",
-        obs.decision
-    );
-    let err = disk::apply(&obs, &cfg, &Root::new(lab.path("root"))).unwrap_err();
-    assert!(err.downcast_ref::<disk::Refused>().is_some());
+
+    let parted = lab.image("root-parted.img", GIB);
+    sh_on("sgdisk -o -n1:0:0 {} >/dev/null", &parted);
+    let parted = lab.attach_with(&parted, "--partscan");
+    // The kernel does not always scan a new loop device's table at once: ask for it.
+    sh_on("partx -u {}", &parted);
+    let partition = PathBuf::from(format!("{}p1", parted.display()));
+    sh_on("mkfs.ext4 -q -F -L osdisk {}", &partition);
+    let (code, report, stderr) = inspect_with_root_on(&lab, &partition, &parted);
+    assert_refused_as_root(code, &report, &stderr, &parted);
 }

@@ -2,8 +2,9 @@
 //! in a `--root` sandbox against azure-sim and a fake systemd, with a known join token (and
 //! a rotated one) in the vault and the simulator's bearer tokens on the wire. Afterwards:
 //! neither may appear in any output, log line (also at `CANARIE_LOG=trace`, which lets
-//! reqwest, hyper, rustls and zbus log), error, request record or file under the root, except
-//! the current join token in the token drop-in, which must be mode 0600.
+//! reqwest, hyper, rustls and zbus log), journal record (the runs under `JOURNAL_STREAM`, as
+//! systemd starts the agent), error, request record or file under the root, except the
+//! current join token in the token drop-in, which must be mode 0600.
 
 mod disk_support;
 /// The simulator's own test client (a GET on its IMDS, trusting only its CA), shared rather
@@ -16,6 +17,7 @@ mod support;
 use disk_support::{require_root, sh, Lab, GIB};
 use serde_json::json;
 use support::dbus::StartOutcome;
+use support::journal;
 use support::sandbox::{server_config, Run, Sandbox};
 use support::sim::{rules, JOIN_TOKEN, SECRET};
 
@@ -23,9 +25,10 @@ const TOKEN_FILE: &str = "/etc/rancher/rke2/config.yaml.d/10-token.yaml";
 /// The join token after a rotation; the old one must then be gone from the node entirely.
 const ROTATED_TOKEN: &str = "K10-rotated-join-token-c4d2e8f06a";
 
-/// What every run printed, labelled, for the final sweep.
+/// What every run printed or sent to the journal, labelled, for the final sweep.
 struct Audit {
     runs: Vec<(String, Run)>,
+    journals: Vec<(String, journal::Sent)>,
 }
 
 impl Audit {
@@ -40,6 +43,36 @@ impl Audit {
     ) -> &Run {
         let run = sb.run_with(args, &[("CANARIE_LOG", log)]).await;
         let label = format!("canarie-agent {} (CANARIE_LOG={log})", args.join(" "));
+        self.keep(label, run, expect)
+    }
+
+    /// [`Audit::run`] as systemd runs the agent: `JOURNAL_STREAM` set, the log records sent
+    /// to a journal socket. Keeps what it printed and what it sent.
+    async fn run_journal(
+        &mut self,
+        sb: &Sandbox,
+        args: &[&str],
+        log: &str,
+        expect: impl Fn(i32) -> bool,
+    ) {
+        let (run, sent) = journal::run(sb, args, &[("CANARIE_LOG", log)]).await;
+        let label = format!(
+            "canarie-agent {} (CANARIE_LOG={log}, journal)",
+            args.join(" ")
+        );
+        // At trace level the dependencies log too: a short journal would prove nothing.
+        let least = if log == "trace" { 50 } else { 5 };
+        assert!(
+            sent.records.len() >= least,
+            "{label} sent {} records to the journal",
+            sent.records.len()
+        );
+        self.journals.push((label.clone(), sent));
+        self.keep(label, run, expect);
+    }
+
+    /// Fails unless `run` exited as `expect` wants, then keeps it for the sweep.
+    fn keep(&mut self, label: String, run: Run, expect: impl Fn(i32) -> bool) -> &Run {
         assert!(
             expect(run.code),
             "{label} exited {}\nstdout:\n{}\nstderr:\n{}",
@@ -76,7 +109,10 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
     let mut lab = Lab::new();
     let sb = Sandbox::new(server_config()).await;
     let bearer = bearer_marker(&sb).await;
-    let mut audit = Audit { runs: Vec::new() };
+    let mut audit = Audit {
+        runs: Vec::new(),
+        journals: Vec::new(),
+    };
     let ok = |c: i32| c == 0;
 
     // Success paths: plan, bootstrap, a converged re-run at trace level, doctor.
@@ -90,6 +126,7 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
         "CANARIE_LOG=trace logged little:\n{}",
         trace.stderr
     );
+    audit.run_journal(&sb, &["bootstrap"], "trace", ok).await;
     audit.run(&sb, &["doctor"], "trace", |_| true).await;
     audit
         .run(&sb, &["doctor", "--json"], "info", |_| true)
@@ -161,6 +198,7 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
         .sim
         .set_rules(rules(json!([{"preset": "imds_410", "times": 10000}])));
     audit.run(&sb, &["bootstrap"], "trace", ok).await;
+    audit.run_journal(&sb, &["bootstrap"], "trace", ok).await;
     sb.sim.sim.set_rules(Vec::new());
 
     // A rotation whose RKE2 restart fails: the new token is written, the start step fails.
@@ -168,6 +206,9 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
     sb.systemd
         .set_outcome("rke2-server.service", StartOutcome::Failed);
     audit.run(&sb, &["bootstrap"], "trace", |c| c == 7).await;
+    audit
+        .run_journal(&sb, &["bootstrap"], "trace", |c| c == 7)
+        .await;
     audit
         .run(&sb, &["doctor", "--json"], "trace", |_| true)
         .await;
@@ -189,6 +230,9 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
     let fresh = Sandbox::new(server_config()).await;
     fresh.sim.sim.set_secret_enabled(SECRET, false);
     audit.run(&fresh, &["bootstrap"], "trace", |c| c == 4).await;
+    audit
+        .run_journal(&fresh, &["bootstrap"], "trace", |c| c == 4)
+        .await;
     audit.run(&fresh, &["plan"], "debug", |c| c == 4).await;
     audit.run(&fresh, &["doctor"], "trace", |_| true).await;
     fresh.sim.sim.set_secret_enabled(SECRET, true);
@@ -201,12 +245,22 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
         .sim
         .set_rules(rules(json!([{"preset": "token_500", "times": 1000}])));
     audit.run(&fresh, &["plan"], "trace", |c| c == 4).await;
+    audit
+        .run_journal(&fresh, &["plan"], "trace", |c| c == 4)
+        .await;
 
-    // Nothing printed a secret.
+    // Nothing printed or sent to the journal a secret.
     let all_secrets = [JOIN_TOKEN, ROTATED_TOKEN, bearer.as_str()];
     for (label, run) in &audit.runs {
         assert_absent(&format!("stdout of {label}"), &run.stdout, &all_secrets);
         assert_absent(&format!("stderr of {label}"), &run.stderr, &all_secrets);
+    }
+    for (label, sent) in &audit.journals {
+        assert_absent(
+            &format!("the journal of {label}"),
+            &sent.text(),
+            &all_secrets,
+        );
     }
     // Nor did the simulator record one.
     for sim in [&sb.sim.sim, &fresh.sim.sim] {

@@ -5,7 +5,10 @@
 use backon::BackoffBuilder;
 use std::future::Future;
 use std::ops::RangeInclusive;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, like the sleeps and timeouts below: one clock for the whole loop (and
+// tests can pause it).
+use tokio::time::Instant;
 
 /// HTTP statuses IMDS answers while it is busy or booting (azure-protocol.md): 404 while
 /// updating, 410 during boot, 429 rate limit, any 5xx. Everything else fails fast, except
@@ -58,16 +61,28 @@ impl RetryPolicy {
         max_delay: Duration::from_secs(15),
     };
 
+    /// The delays between attempts: `min_delay`, doubling up to `max_delay`, each plus a
+    /// random 0-100%, so that a fleet retrying the same outage does not retry in lockstep.
     fn backoff(&self) -> impl Iterator<Item = Duration> {
+        self.backoff_seeded(None)
+    }
+
+    /// [`RetryPolicy::backoff`], its jitter drawn from `seed` when given (tests), else
+    /// from a random seed.
+    fn backoff_seeded(&self, seed: Option<u64>) -> impl Iterator<Item = Duration> {
         let builder = backon::ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
             .without_max_times();
         if jitter_disabled() {
-            builder.build()
-        } else {
-            builder.with_jitter().build()
+            return builder.build();
         }
+        let builder = builder.with_jitter();
+        match seed {
+            Some(seed) => builder.with_jitter_seed(seed),
+            None => builder,
+        }
+        .build()
     }
 }
 
@@ -171,6 +186,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    //! The async tests run on tokio's paused clock: the loop's sleeps and timeouts advance
+    //! virtual time at once, so no test waits and none depends on the machine's speed.
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -180,6 +197,88 @@ mod tests {
         min_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     };
+
+    /// The `n`-th delay without jitter: `min_delay` doubled `n` times, capped at `max_delay`.
+    fn base_delay(policy: &RetryPolicy, n: usize) -> Duration {
+        policy
+            .min_delay
+            .saturating_mul(1 << n.min(30))
+            .min(policy.max_delay)
+    }
+
+    /// Fails unless every delay lies between its base and twice its base (`slack` more for
+    /// the timer's millisecond rounding).
+    fn assert_within_jitter_bounds(policy: &RetryPolicy, delays: &[Duration], slack: Duration) {
+        for (n, delay) in delays.iter().enumerate() {
+            let base = base_delay(policy, n);
+            assert!(
+                *delay >= base && *delay <= base * 2 + slack,
+                "delay {n} is {delay:?}, outside [{base:?}, {:?}]: {delays:?}",
+                base * 2
+            );
+        }
+    }
+
+    #[test]
+    fn every_delay_is_its_exponential_base_plus_jitter_drawn_per_node() {
+        for policy in [RetryPolicy::IMDS, RetryPolicy::VAULT] {
+            let bases: Vec<Duration> = (0..12).map(|n| base_delay(&policy, n)).collect();
+            let runs: Vec<Vec<Duration>> = [1, 2, 3]
+                .iter()
+                .map(|seed| policy.backoff_seeded(Some(*seed)).take(12).collect())
+                .collect();
+            for delays in &runs {
+                assert_within_jitter_bounds(&policy, delays, Duration::ZERO);
+                assert_ne!(
+                    delays, &bases,
+                    "no jitter: the delays are the bare schedule"
+                );
+            }
+            // Nodes draw different jitter (the seed stands for the node): a constant
+            // factor would not spread a fleet out.
+            assert_ne!(runs[0], runs[1]);
+            assert_ne!(runs[1], runs[2]);
+            // The same seed gives the same delays: the draw is the only difference.
+            let again: Vec<Duration> = policy.backoff_seeded(Some(1)).take(12).collect();
+            assert_eq!(again, runs[0]);
+        }
+    }
+
+    /// When each attempt of an operation that fails `failures` times and then succeeds
+    /// started, as gaps between starts. Run under tokio's paused clock: the sleeps take
+    /// no real time and the gaps are exactly what the loop waited.
+    async fn gaps_between_attempts(policy: &RetryPolicy, failures: usize) -> Vec<Duration> {
+        let starts = std::sync::Mutex::new(Vec::new());
+        retry(policy, "op", || {
+            let mut starts = starts.lock().unwrap();
+            starts.push(Instant::now());
+            let n = starts.len();
+            async move {
+                if n <= failures {
+                    Err(AttemptError::retry(anyhow::anyhow!("HTTP 410")))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let starts = starts.into_inner().unwrap();
+        assert_eq!(starts.len(), failures + 1);
+        starts.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_waits_jittered_delays_that_differ_between_runs() {
+        let policy = RetryPolicy::IMDS;
+        let first = gaps_between_attempts(&policy, 6).await;
+        let second = gaps_between_attempts(&policy, 6).await;
+        for gaps in [&first, &second] {
+            assert_within_jitter_bounds(&policy, gaps, Duration::from_millis(1));
+        }
+        // Two nodes hitting the same outage: unjittered, they would retry in lockstep.
+        assert_ne!(first, second, "two runs waited the same delays: no jitter");
+    }
 
     #[test]
     fn retry_and_fail_fast_lists_do_not_overlap() {
@@ -200,7 +299,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retries_until_success() {
         let calls = AtomicU32::new(0);
         let v = retry(&FAST, "op", || async {
@@ -216,7 +315,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn fatal_stops_at_once() {
         let calls = AtomicU32::new(0);
         let err = retry(&FAST, "token request", || async {
@@ -229,7 +328,7 @@ mod tests {
         assert_eq!(format!("{err:#}"), "token request failed: HTTP 403");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn gives_up_at_the_deadline_with_the_last_cause() {
         let err = retry(&FAST, "op", || async {
             Err::<(), _>(AttemptError::retry(anyhow::anyhow!("HTTP 410")))
@@ -241,7 +340,7 @@ mod tests {
         assert!(msg.ends_with("HTTP 410"), "{msg}");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_hung_attempt_is_cut_by_the_attempt_timeout() {
         let calls = AtomicU32::new(0);
         let v = retry(&FAST, "op", || {
@@ -258,7 +357,7 @@ mod tests {
         assert_eq!(v, 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retry_after_beyond_the_deadline_gives_up_instead_of_sleeping() {
         let start = Instant::now();
         let err = retry(&FAST, "op", || async {
@@ -270,7 +369,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(format!("{err:#}").contains("gave up after 1 attempts"));
-        // It must not have slept the 30 s it was asked to.
+        // It must not have slept the 30 s it was asked to (virtual time: the clock is paused
+        // and jumps to each timer, so a sleep would show here in full).
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 }

@@ -48,7 +48,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -133,7 +133,7 @@ impl Sandbox {
             .output()
             .await
             .expect("the canarie-agent binary runs");
-        Run::from(out)
+        Run::from_output(out)
     }
 
     /// `canarie-agent ARGS` with this sandbox's root, simulator, CA, bus and short deadlines.
