@@ -61,6 +61,9 @@ def pins() -> dict[str, dict[str, str]]:
     vagrant = re.search(r'ENV\.fetch\("CANARIE_RKE2_VERSION", "([^"]+)"\)', (REPO / "Vagrantfile").read_text())
     assert vagrant, "the Vagrantfile lost its RKE2_VERSION default"
     add(found, "rke2", vagrant.group(1), "Vagrantfile")
+    standin = re.search(r'echo "rke2 version (v\S+) ', (REPO / "vm-tests/guest/usr/local/bin/rke2").read_text())
+    assert standin, "the vm-tests RKE2 stand-in lost its --version answer"
+    add(found, "rke2", standin.group(1), "vm-tests/guest/usr/local/bin/rke2")
     add(found, "kubernetes", kubernetes_minor(), "derived from the RKE2 pin")
     # The charts RKE2 installs itself: the versions of the pinned release.
     bundled = load_yaml(REF / "rke2" / f"chart_versions-{rke2}.yaml")["charts"]
@@ -117,7 +120,7 @@ def test_every_pin_has_a_current_row():
 
 def test_pins_are_found_everywhere_they_live():
     found = pins()
-    assert set(found["rke2"]) == {"agent/src/rke2/mod.rs", "Vagrantfile"}
+    assert set(found["rke2"]) == {"agent/src/rke2/mod.rs", "Vagrantfile", "vm-tests/guest/usr/local/bin/rke2"}
     assert set(found["fleet"]) == {"manifests/seed/canarie-fleet.yaml", "manifests/seed/canarie-fleet-crd.yaml"}
     assert {"hashicorp/azurerm", "hashicorp/random", "opentofu", "longhorn", "cert-manager", "kyverno", "falco"} <= set(found)
 

@@ -337,10 +337,9 @@ mod tests {
         let files = render(&c).unwrap();
         assert_eq!(files.len(), 2);
         assert!(files[1].path.ends_with(LONGHORN_UI_FILE));
-        let docs: Vec<Value> =
-            serde_yaml_ng::Deserializer::from_slice(&files[1].contents)
-                .map(|d| Value::deserialize(d).unwrap())
-                .collect();
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_slice(&files[1].contents)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
         let [mw, ing] = docs.as_slice() else {
             panic!("two objects: {docs:?}")
         };

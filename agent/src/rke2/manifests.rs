@@ -105,10 +105,7 @@ fn traefik_values(config: &NodeConfig) -> Vec<(&'static str, String)> {
     match &config.cluster.public_ip {
         // The status address of every Ingress: external-dns publishes hosts from it. Without
         // it Ingresses carry no address.
-        Some(ip) => vec![(
-            "providers.kubernetesIngress.ingressEndpoint.ip",
-            ip.clone(),
-        )],
+        Some(ip) => vec![("providers.kubernetesIngress.ingressEndpoint.ip", ip.clone())],
         None => Vec::new(),
     }
 }
