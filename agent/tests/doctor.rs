@@ -43,7 +43,9 @@ fn fake_rke2(sb: &Sandbox, version: &str) {
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
     std::fs::write(
         &bin,
-        format!("#!/bin/sh\necho 'rke2 version {version} (0123abcd)'\necho 'go version go1.26.5'\n"),
+        format!(
+            "#!/bin/sh\necho 'rke2 version {version} (0123abcd)'\necho 'go version go1.26.5'\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
