@@ -33,8 +33,8 @@ resource "azurerm_lb_backend_address_pool" "main" {
 }
 
 resource "azurerm_lb_probe" "main" {
-  # TCP probes: the API answers TLS only and ingress-nginx's health endpoint is not
-  # exposed on the node, so an open port is the signal.
+  # TCP probes: the API answers TLS only and Traefik's health endpoint is not exposed on
+  # the node, so an open port is the signal.
   for_each = local.lb_rules
 
   name                = each.key

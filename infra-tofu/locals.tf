@@ -108,7 +108,7 @@ locals {
       # The Kubernetes API from outside, through the load balancer (which keeps the
       # client's address, so the NSG filters on it).
       "control/api" = { nsg = "control", priority = 300, access = "Allow", protocol = "Tcp", ports = ["6443"], sources = var.api_allowed_cidrs }
-      # HTTP and HTTPS to ingress-nginx on the workers, through the load balancer.
+      # HTTP and HTTPS to RKE2's Traefik on the workers (hostPort 80/443), through the load balancer.
       "workers/http" = { nsg = "workers", priority = 300, access = "Allow", protocol = "Tcp", ports = ["80", "443"], sources = ["Internet"] }
     },
     {

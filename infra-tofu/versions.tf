@@ -1,16 +1,19 @@
 terraform {
-  # OpenTofu 1.8 or later (1.x); nothing here needs a newer language feature.
-  required_version = "~> 1.8"
+  # OpenTofu 1.12 or later (1.x): 1.12 is the oldest line still supported upstream
+  # (docs/lifecycle.md), and it has ephemeral values and write-only arguments (since 1.11).
+  required_version = "~> 1.12"
 
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault.
+      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault (and is past 4.23,
+      # which added the write-only value_wo on azurerm_key_vault_secret).
       version = "~> 4.42"
     }
     random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
+      source = "hashicorp/random"
+      # 3.7.1 is the first with an ephemeral random_password (a value kept out of the state).
+      version = "~> 3.7, >= 3.7.1"
     }
     time = {
       source  = "hashicorp/time"

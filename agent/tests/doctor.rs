@@ -22,7 +22,7 @@ async fn bootstrap(sb: &Sandbox) {
 }
 
 /// A sandbox that looks like a healthy host besides what the test breaks: the kernel's BTF
-/// file under the root.
+/// file and an `rke2` of the release the agent is built for under the root.
 async fn node(config: Value) -> Sandbox {
     node_with(scenario(json!({ "user_data_json": config }))).await
 }
@@ -32,7 +32,23 @@ async fn node_with(scenario: azure_sim::Scenario) -> Sandbox {
     let btf = sb.path("/sys/kernel/btf/vmlinux");
     std::fs::create_dir_all(btf.parent().unwrap()).unwrap();
     std::fs::write(btf, b"BTF").unwrap();
+    fake_rke2(&sb, canarie_agent::rke2::RKE2_VERSION);
     sb
+}
+
+/// `/usr/local/bin/rke2` answering `--version` the way RKE2 does.
+fn fake_rke2(sb: &Sandbox, version: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sb.path("/usr/local/bin/rke2");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho 'rke2 version {version} (0123abcd)'\necho 'go version go1.26.5'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Bootstraps `sb`, which must fail with exit code `code`, then runs doctor, which must
@@ -755,6 +771,27 @@ async fn doctor_that_cannot_run_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be plain http://"));
+}
+
+#[tokio::test]
+async fn rke2_version_is_reported_next_to_the_build_and_a_mismatch_warns() {
+    let sb = node(server_config()).await;
+    let built_for = canarie_agent::rke2::RKE2_VERSION;
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check("rke2-version", "ok", built_for, None);
+
+    fake_rke2(&sb, "v1.35.6+rke2r1");
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check(
+        "rke2-version",
+        "warn",
+        &format!("RKE2 v1.35.6+rke2r1 on the node; this agent is built for RKE2 {built_for}"),
+        Some("another minor release"),
+    );
+
+    std::fs::remove_file(sb.path("/usr/local/bin/rke2")).unwrap();
+    let run = doctor(&sb, json_run()).await;
+    run.assert_check("rke2-version", "fail", "no rke2 binary", Some(built_for));
 }
 
 #[test]

@@ -69,10 +69,12 @@ def test_schema_versions_satisfy_the_pins():
     (providers,) = terraform["required_providers"]
     for name, spec in providers.items():
         constraint = spec[0]["version"] if isinstance(spec, list) else spec["version"]
-        m = re.fullmatch(r"~> (\d+)\.(\d+)", constraint)
-        assert m, f"{name}: expected a ~> MAJOR.MINOR constraint, got {constraint}"
+        m = re.fullmatch(r"~> (\d+)\.(\d+)(?:, >= (\d+)\.(\d+)\.(\d+))?", constraint)
+        assert m, f"{name}: expected a ~> MAJOR.MINOR[, >= MAJOR.MINOR.PATCH] constraint, got {constraint}"
         have = tuple(int(x) for x in tofu_schema.load(name).version.split("."))
         assert have[0] == int(m.group(1)) and have[1] >= int(m.group(2)), f"{name} {have} vs {constraint}"
+        if m.group(3):
+            assert have >= tuple(int(m.group(i)) for i in (3, 4, 5)), f"{name} {have} vs {constraint}"
 
 
 def test_schema_check_catches_mistakes():

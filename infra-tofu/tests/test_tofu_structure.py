@@ -338,6 +338,9 @@ def test_versions_are_pinned():
     assert re.fullmatch(r"~> 4\.\d+", versions["azurerm"])
     assert set(versions) == {"azurerm", "random", "time"}
     assert all(v.startswith("~> ") for v in versions.values())
+    # Floors that offer a write-only Key Vault secret value and an ephemeral random_password.
+    assert versions["random"] == "~> 3.7, >= 3.7.1"
+    assert int(versions["azurerm"].split(".")[1]) >= 23
 
 
 def test_variables_have_descriptions_types_and_validations():

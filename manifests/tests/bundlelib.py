@@ -33,6 +33,24 @@ CLUSTER_VALUES_CONFIGMAP = "canarie-cluster-values"
 CLUSTER_VALUES_NAMESPACE = "fleet-local"
 
 FLEET_FILE_NAMES = ("fleet.yaml", "fleet.yml")
+
+# The RKE2 release the agent is built for: its one source is agent/src/rke2/mod.rs.
+RKE2_VERSION_SOURCE = REPO / "agent" / "src" / "rke2" / "mod.rs"
+
+
+def rke2_version() -> str:
+    match = re.search(r'^pub const RKE2_VERSION: &str = "(v[^"]+)";$', RKE2_VERSION_SOURCE.read_text(), flags=re.M)
+    assert match, f"{RKE2_VERSION_SOURCE.relative_to(REPO)} lost its RKE2_VERSION constant"
+    return match.group(1)
+
+
+def kubernetes_minor() -> str:
+    """RKE2 vX.Y.Z+rke2rN runs Kubernetes X.Y.Z: the minor every manifest is validated for."""
+    return ".".join(rke2_version().lstrip("v").split(".")[:2])
+
+
+# kubernetes-validate ships one schema set per minor, named X.Y.0.
+KUBERNETES_VERSION = f"{kubernetes_minor()}.0"
 MAX_HELM_RELEASE_NAME = 53
 
 
@@ -172,11 +190,11 @@ def lifecycle_facts():
 CUSTOM_KINDS = {
     ("cert-manager.io/v1", "ClusterIssuer"): (
         "crds/cert-manager/clusterissuer.cert-manager.io.v1.schema.json",
-        "crds/cert-manager/cert-manager.io_clusterissuers.v1.19.6.crd.yaml",
+        "crds/cert-manager/cert-manager.io_clusterissuers.v1.21.1.crd.yaml",
     ),
-    ("kyverno.io/v1", "ClusterPolicy"): (
-        "crds/kyverno/clusterpolicy.kyverno.io.v1.schema.json",
-        "crds/kyverno/kyverno.io_clusterpolicies.v1.16.4.crd.yaml",
+    ("policies.kyverno.io/v1", "ValidatingPolicy"): (
+        "crds/kyverno/validatingpolicy.policies.kyverno.io.v1.schema.json",
+        "crds/kyverno/policies.kyverno.io_validatingpolicies.v1.19.0.crd.yaml",
     ),
     ("cilium.io/v2", "CiliumClusterwideNetworkPolicy"): (
         "crds/cilium/ciliumclusterwidenetworkpolicy.cilium.io.v2.schema.json",
@@ -188,8 +206,8 @@ CUSTOM_KINDS = {
 @functools.lru_cache(maxsize=None)
 def crd_header(crd_file: str) -> dict:
     """group, kind, scope and served versions of a CRD, read from the top of the file and
-    its version headers (the Kyverno CRD is 1.4 MB; a full YAML parse would dominate the
-    test time for four scalars)."""
+    its version headers (CRDs run to megabytes; a full YAML parse would dominate the test
+    time for four scalars)."""
     text = (REF / crd_file).read_text(encoding="utf-8")
     head = text.split("\n  versions:", 1)[0]
     spec = yaml.safe_load(head)["spec"]

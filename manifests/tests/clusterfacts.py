@@ -65,9 +65,9 @@ def psa_exemptions() -> list[str]:
 
 def kyverno_host_path_exclusions() -> list[str]:
     policy = load_yaml(KYVERNO_HOST_PATH)
-    (rule,) = policy["spec"]["rules"]
-    (clause,) = rule["exclude"]["any"]
-    return clause["resources"]["namespaces"]
+    (expr,) = policy["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"]
+    assert (expr["key"], expr["operator"]) == ("kubernetes.io/metadata.name", "NotIn"), expr
+    return expr["values"]
 
 
 # --- Where things come from -----------------------------------------------------------

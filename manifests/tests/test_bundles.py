@@ -241,16 +241,16 @@ def test_no_component_at_end_of_life():
     assert "promtail" not in raw.lower()
 
 
-def test_known_support_window_exceptions_are_documented():
-    """cert-manager 1.19 left upstream support on 2026-07-08, but it is the newest line
-    that supports Kubernetes 1.31; ClusterPolicy is deprecated from Kyverno 1.17 on. Both
-    are deliberate and must stay written down where operators read."""
+def test_retired_components_are_documented():
+    """Promtail and ingress-nginx were replaced because upstream retired them; docs say so
+    where operators read (no pinned line may be past its end of life: test_lifecycle.py)."""
     facts = lifecycle_facts()
-    assert "2026-07-08" in facts["cert-manager"]["v1_19_eol"]
+    assert "retired" in facts["ingress-nginx"]["status"]
     docs = DOCS.read_text()
-    assert "cert-manager 1.19" in docs and "2026-07-08" in docs
-    assert "ClusterPolicy" in docs and "deprecated" in docs
     assert "Promtail" in docs and "2026-03-02" in docs and "Alloy" in docs
+    assert "ClusterPolicy" in docs and "ValidatingPolicy" in docs
+    rke2_docs = (REPO / "docs" / "rke2-and-manifests.md").read_text()
+    assert "ingress-nginx" in rke2_docs and "Traefik" in rke2_docs and "retire" in rke2_docs
 
 
 # --- Bundle size ------------------------------------------------------------------------

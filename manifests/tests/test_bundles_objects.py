@@ -1,5 +1,5 @@
 """Raw Kubernetes objects shipped in the Fleet bundles: each validated against its CRD
-schema (custom kinds) or the Kubernetes 1.31 schemas (core kinds), then checked for the
+schema (custom kinds) or the schemas of the Kubernetes minor RKE2 runs (core kinds), then checked for the
 behaviour the design promises. See docs/fleet-bundles.md."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from bundlelib import (
     CUSTOM_KINDS,
+    KUBERNETES_VERSION,
     REF,
     crd_header,
     deferred_bundle_dirs,
@@ -22,7 +23,6 @@ from bundlelib import (
     strict_schema,
 )
 
-KUBERNETES_VERSION = "1.31.0"  # RKE2 v1.31 (reference/rke2)
 
 OBJECTS = [(d, path, obj) for d in shipped_bundle_dirs() + deferred_bundle_dirs() for path, obj in manifest_objects(d)]
 
@@ -100,46 +100,69 @@ def test_three_cluster_issuers():
         assert set(issuers[name]["spec"]) == {"acme"}
         assert acme["server"] == server
         account_keys.add(acme["privateKeySecretRef"]["name"])
-        assert acme["solvers"] == [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]
+        assert acme["solvers"] == [{"http01": {"ingress": {"ingressClassName": "traefik"}}}]
     assert len(account_keys) == 2, "prod and staging must not share an ACME account key"
 
 
 # --- Kyverno policies -------------------------------------------------------------------
 
-def test_four_policies_every_rule_in_audit_mode():
-    policies = objects_of_kind("ClusterPolicy")
+POD_RULES = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]
+
+
+def test_four_policies_report_only():
+    """ValidatingPolicy (policies.kyverno.io/v1) replaces ClusterPolicy, deprecated since
+    Kyverno 1.17: the same four checks, reporting violations and blocking nothing."""
+    assert not objects_of_kind("ClusterPolicy"), "ClusterPolicy is removed in Kyverno 1.20"
+    policies = objects_of_kind("ValidatingPolicy")
     assert set(policies) == {"disallow-privileged", "disallow-latest-tag", "require-resource-limits", "disallow-host-path"}
     for name, policy in policies.items():
+        assert policy["apiVersion"] == "policies.kyverno.io/v1", name
         spec = policy["spec"]
-        # Deprecated spec-level switches must not override the per-rule setting.
-        assert "validationFailureAction" not in spec and "validationFailureActionOverrides" not in spec, name
-        assert "failurePolicy" not in spec, name
-        assert spec["webhookConfiguration"]["failurePolicy"] == "Ignore", name
-        assert spec["background"] is True, name
-        for rule in spec["rules"]:
-            assert rule["validate"]["failureAction"] == "Audit", f"{name}/{rule['name']}"
-            assert "failureActionOverrides" not in rule["validate"]
-            assert rule["match"] == {"any": [{"resources": {"kinds": ["Pod"]}}]}
+        assert spec["validationActions"] == ["Audit"], name
+        # A Kyverno outage or a CEL error never blocks a Pod.
+        assert spec["failurePolicy"] == "Ignore", name
+        assert spec["evaluation"]["background"]["enabled"] is True, name
+        assert spec.get("evaluation", {}).get("admission", {}).get("enabled", True) is True, name
+        assert spec["matchConstraints"]["resourceRules"] == POD_RULES, name
+        # Autogen (Deployments, DaemonSets... checked too) stays at its default: all controllers.
+        assert "autogen" not in spec, name
+        assert spec["validations"] and all(v["expression"] and v["message"] for v in spec["validations"]), name
 
 
-def test_require_resource_limits_requires_cpu_and_memory_limits():
-    spec = objects_of_kind("ClusterPolicy")["require-resource-limits"]["spec"]
-    pattern = spec["rules"][0]["validate"]["pattern"]["spec"]
-    for field in ("containers", "=(initContainers)"):
-        resources = pattern[field][0]["resources"]
-        assert resources == {"requests": {"memory": "?*", "cpu": "?*"}, "limits": {"memory": "?*", "cpu": "?*"}}
+def expressions(name) -> str:
+    spec = objects_of_kind("ValidatingPolicy")[name]["spec"]
+    variables = {v["name"]: v["expression"] for v in spec.get("variables") or []}
+    return " ".join(variables.values()) + " " + " ".join(v["expression"] for v in spec["validations"])
+
+
+def test_require_resource_limits_requires_cpu_and_memory_requests_and_limits():
+    text = " ".join(expressions("require-resource-limits").split())
+    for field in ("requests.?cpu", "requests.?memory", "limits.?cpu", "limits.?memory"):
+        assert f"c.?resources.?{field}.orValue('') != ''" in text, field
+    assert "object.spec.containers + object.spec.?initContainers.orValue([])" in text
+    # The API rejects resources on ephemeral containers: `kubectl debug` would always be reported.
+    assert "ephemeralContainers" not in text
+
+
+def test_container_checks_cover_init_and_ephemeral_containers():
+    for name in ("disallow-privileged", "disallow-latest-tag"):
+        text = " ".join(expressions(name).split())
+        assert "object.spec.?initContainers.orValue([])" in text and "object.spec.?ephemeralContainers.orValue([])" in text, name
+        assert "variables.allContainers.all(" in text, name
 
 
 def test_only_disallow_host_path_excludes_the_infra_namespaces():
-    policies = objects_of_kind("ClusterPolicy")
-    (rule,) = policies["disallow-host-path"]["spec"]["rules"]
-    (clause,) = rule["exclude"]["any"]
-    assert set(rule["exclude"]) == {"any"} and set(clause) == {"resources"} and set(clause["resources"]) == {"namespaces"}
+    policies = objects_of_kind("ValidatingPolicy")
+    selector = policies["disallow-host-path"]["spec"]["matchConstraints"]["namespaceSelector"]
+    (clause,) = selector["matchExpressions"]
+    assert set(selector) == {"matchExpressions"}
+    assert (clause["key"], clause["operator"]) == ("kubernetes.io/metadata.name", "NotIn")
     # Which namespaces: test_namespaces.py holds them to manifests/facts/.
-    assert clause["resources"]["namespaces"]
+    assert clause["values"]
     for name, policy in policies.items():
-        if name != "disallow-host-path":
-            assert all("exclude" not in r for r in policy["spec"]["rules"]), name
+        constraints = policy["spec"]["matchConstraints"]
+        assert set(constraints) == ({"namespaceSelector", "resourceRules"} if name == "disallow-host-path" else {"resourceRules"}), name
+        assert "matchConditions" not in policy["spec"], name
 
 
 # --- Cilium -----------------------------------------------------------------------------

@@ -264,5 +264,5 @@ def test_grafana_host_and_certificate_come_from_the_cluster():
     assert ingress["tls"] == [{"secretName": "grafana-tls", "hosts": [host]}]
     assert grafana["grafana.ini"]["server"]["root_url"] == f"https://{host}/"
     shared = values_of(next(d for d in HELM_BUNDLES if d.name == "monitoring"))["grafana"]["ingress"]
-    assert shared["ingressClassName"] == "nginx"
+    assert shared["ingressClassName"] == "traefik"
     assert shared["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"

@@ -1,4 +1,4 @@
-"""The Secret manifests canarie-agent seeds from Key Vault, against the Kubernetes 1.31
+"""The Secret manifests canarie-agent seeds from Key Vault, against the Kubernetes
 schemas and read by a YAML 1.1 parser (PyYAML), as RKE2's deploy controller reads them.
 
 The real binaries: azure-sim (simulated IMDS and Key Vault on 127.0.0.1, with TLS) holds the
@@ -25,14 +25,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bundlelib import BUNDLES_DIR, fleet_file, load_yaml
+from bundlelib import BUNDLES_DIR, KUBERNETES_VERSION, fleet_file, load_yaml
 from clusterfacts import namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "target" / "debug" / "canarie-agent"
 SIM = REPO / "target" / "debug" / "azure-sim"
 MANIFESTS_DIR = "var/lib/rancher/rke2/server/manifests"
-KUBERNETES_VERSION = "1.31.0"
 
 SECRETS = {
     "rke2-join-token": "K10-k8s-validate-join-token",

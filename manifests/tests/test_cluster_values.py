@@ -4,7 +4,7 @@ endpoints: the cluster values ConfigMap and the Longhorn UI Ingress.
 Renders a server config with a DNS zone (and the Longhorn UI login) with the real binary
 (target/debug/canarie-agent) and checks the output against the other side of each contract:
 the ConfigMap against the example in docs/fleet-bundles.md (which the bundle tests hold the
-bundles to), both objects against the Kubernetes 1.31 schemas, and the Ingress against the
+bundles to), both objects against the Kubernetes schemas of the pinned RKE2, and the Ingress against the
 ClusterIssuers, the monitoring bundle's Ingress annotations and the Longhorn HelmChart.
 """
 
@@ -15,16 +15,17 @@ import os
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from bundlelib import BUNDLES_DIR, REPO, load_yaml, manifest_objects
+from bundlelib import BUNDLES_DIR, KUBERNETES_VERSION, REF, REPO, load_json, load_yaml, manifest_objects, strict_schema
 
 BIN = REPO / "target" / "debug" / "canarie-agent"
 MANIFESTS_DIR = "var/lib/rancher/rke2/server/manifests"
-KUBERNETES_VERSION = "1.31.0"
 ZONE = "canarie.example.com"  # the zone of the docs' example
+MIDDLEWARE_API = "traefik.io/v1alpha1"
 
 from test_bundles_values import cluster_values_example  # noqa: E402  (one parser of the docs)
 
@@ -79,16 +80,24 @@ def test_no_public_longhorn_ui_without_its_login(tmp_path):
 @pytest.mark.parametrize("name", ["canarie-cluster-values.yaml", "canarie-longhorn-ui.yaml"])
 def test_objects_validate_against_kubernetes(public, name):
     for obj in public[name]:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        if obj["apiVersion"] == MIDDLEWARE_API:
+            schema = load_json(REF / "crds" / "traefik" / "middleware.traefik.io.v1alpha1.schema.json")
+            jsonschema.Draft7Validator(strict_schema(schema)).validate(obj)
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
 def test_longhorn_ui_ingress(public):
-    (ing,) = public["canarie-longhorn-ui.yaml"]
+    middleware, ing = public["canarie-longhorn-ui.yaml"]
     host = f"longhorn.{ZONE}"
+    # Basic auth by a Traefik Middleware beside the agent's htpasswd Secret (its only key).
+    assert (middleware["apiVersion"], middleware["kind"]) == (MIDDLEWARE_API, "Middleware")
+    assert middleware["metadata"]["namespace"] == ing["metadata"]["namespace"]
+    assert middleware["spec"]["basicAuth"]["secret"] == "longhorn-ui-auth"
     annotations = ing["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/auth-type"] == "basic"
-    assert annotations["nginx.ingress.kubernetes.io/auth-secret"] == "longhorn-ui-auth"
-    assert ing["spec"]["ingressClassName"] == "nginx"
+    mw = middleware["metadata"]
+    assert annotations["traefik.ingress.kubernetes.io/router.middlewares"] == f"{mw['namespace']}-{mw['name']}@kubernetescrd"
+    assert ing["spec"]["ingressClassName"] == "traefik"
     assert [r["host"] for r in ing["spec"]["rules"]] == [host]
     assert ing["spec"]["tls"] == [{"hosts": [host], "secretName": "longhorn-ui-tls"}]
     (path,) = ing["spec"]["rules"][0]["http"]["paths"]
@@ -101,9 +110,9 @@ def test_longhorn_ui_ingress(public):
 def test_both_public_endpoints_share_issuer_and_dns_policy(public):
     """Grafana's Ingress comes from the monitoring bundle's values, the Longhorn UI's from
     the agent: the same issuer (one that exists) and external-dns settings for both."""
-    (ing,) = public["canarie-longhorn-ui.yaml"]
+    _, ing = public["canarie-longhorn-ui.yaml"]
     grafana = load_yaml(BUNDLES_DIR / "monitoring" / "values.yaml")["grafana"]["ingress"]
-    shared = {k: v for k, v in ing["metadata"]["annotations"].items() if not k.startswith("nginx.")}
+    shared = {k: v for k, v in ing["metadata"]["annotations"].items() if not k.startswith("traefik.")}
     assert shared == grafana["annotations"]
     assert grafana["ingressClassName"] == ing["spec"]["ingressClassName"]
     issuers = {obj["metadata"]["name"] for _, obj in manifest_objects(BUNDLES_DIR / "cert-manager-issuers")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
+from bundlelib import deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
 REF = REPO / "reference"
@@ -32,20 +35,30 @@ PSA = "etc/rancher/rke2/canarie-pss.yaml"
 # The seeded file on the node -> its values file in helm-values/.
 VALUES_FILE = {
     "rke2-cilium-config.yaml": "cilium.yaml",
+    "rke2-traefik-config.yaml": "traefik.yaml",
     "canarie-longhorn.yaml": "longhorn.yaml",
-    "canarie-ingress-nginx.yaml": "ingress-nginx.yaml",
     "canarie-fleet-crd.yaml": "fleet-crd.yaml",
     "canarie-fleet.yaml": "fleet.yaml",
 }
 
-FLEET_VERSION = "0.13.15"  # reference/fleet/*.v0.13.15.yaml
+FLEET_VERSION = "0.16.1"  # reference/fleet/*.v0.16.1.yaml
 # HelmChart spec.chart -> (pinned version, the pinned chart's values.yaml or None when the
 # reference has no values file for it).
 CHARTS = {
-    "longhorn": ("1.7.2", REF / "charts/longhorn/longhorn-1.7.2.values.yaml"),
-    "ingress-nginx": ("4.15.1", REF / "charts/ingress-nginx/ingress-nginx-4.15.1.values.yaml"),
+    "longhorn": ("1.12.1", REF / "charts/longhorn/longhorn-1.12.1.values.yaml"),
     "fleet": (FLEET_VERSION, REF / f"fleet/fleet-chart-values.v{FLEET_VERSION}.yaml"),
     "fleet-crd": (FLEET_VERSION, None),
+}
+# The charts RKE2 bundles (HelmChartConfig name -> reference values.yaml), at the versions of
+# the pinned RKE2 release (reference/rke2/chart_versions-<tag>.yaml; test_lifecycle.py).
+BUNDLED = {
+    "rke2-cilium": REF / "charts/cilium/rke2-cilium-1.19.601.values.yaml",
+    "rke2-traefik": REF / "charts/traefik/rke2-traefik-40.1.009.values.yaml",
+}
+# Charts whose values.schema.json Helm validates the coalesced values against.
+VALUES_SCHEMAS = {
+    "fleet": REF / f"fleet/fleet-chart-values.schema.v{FLEET_VERSION}.json",
+    "rke2-cilium": REF / "charts/cilium/rke2-cilium-1.19.601.values.schema.json",
 }
 
 SCHEMAS = {
@@ -151,7 +164,9 @@ def test_server_and_agent_settings(out):
     server = yaml.safe_load((out["server"] / CONFIG).read_text())
     assert server["cni"] == "cilium"
     assert server["disable-kube-proxy"] is True
-    assert server["disable"] == ["rke2-ingress-nginx"]
+    # RKE2's Traefik; the agent's ingress-nginx AddOn of older clusters is uninstalled.
+    assert server["ingress-controller"] == ["traefik"]
+    assert server["disable"] == ["canarie-ingress-nginx"]
     assert server["tls-san"] == ["cp-01", "api.canarie.example.com", "20.30.40.50"]
     assert "node.longhorn.io/create-default-disk=true" in server["node-label"]
     assert server["pod-security-admission-config-file"] == "/" + PSA
@@ -248,8 +263,10 @@ def test_values_content_is_the_values_file_and_set_values_are_strings(out):
         # cluster.longhorn_data_path's default, the default data_disk.mount_point
         "defaultSettings.defaultDataPath": "/var/lib/longhorn",
     }
-    nginx = docs["canarie-ingress-nginx.yaml"]["spec"]["set"]
-    assert nginx == {"controller.extraArgs.publish-status-address": "20.30.40.50"}
+    traefik = docs["rke2-traefik-config.yaml"]["spec"]
+    # The load balancer's public IP is every Ingress's status address (external-dns follows).
+    assert traefik["values"] == {"providers": {"kubernetesIngress": {"ingressEndpoint": {"ip": "20.30.40.50"}}}}
+    assert "set" not in traefik, "a HelmChartConfig has no set"
 
 
 def test_cilium_values_match_the_chart_schema_and_the_kpr_docs(out):
@@ -260,7 +277,7 @@ def test_cilium_values_match_the_chart_schema_and_the_kpr_docs(out):
         "kube-system",
     )
     values = yaml.safe_load(doc["spec"]["valuesContent"])
-    jsonschema.Draft7Validator(load_json(REF / "charts/cilium/rke2-cilium-1.18.401.values.schema.json")).validate(values)
+    jsonschema.Draft7Validator(load_json(VALUES_SCHEMAS["rke2-cilium"])).validate(values)
     # The template accepts only true/false (the schema also lets "strict" through).
     assert values["kubeProxyReplacement"] in (True, "true")
     docs_example = yaml.safe_load(
@@ -290,24 +307,68 @@ def exists_in(reference, path: tuple[str, ...]) -> bool:
 
 def test_chart_values_use_only_keys_of_the_pinned_chart(out):
     for name, doc in manifests(out["server"]).items():
-        if doc["kind"] != "HelmChart":
+        spec = doc.get("spec") or {}
+        if doc["kind"] == "HelmChart":
+            chart = spec["chart"]
+            version, reference_file = CHARTS[chart]
+            assert spec["version"] == version, f"{name}: chart version {spec['version']} is not the pinned {version}"
+        elif doc["kind"] == "HelmChartConfig":
+            chart = doc["metadata"]["name"]
+            reference_file = BUNDLED[chart]
+        else:
             continue
-        spec = doc["spec"]
-        version, reference_file = CHARTS[spec["chart"]]
-        assert spec["version"] == version, f"{name}: chart version {spec['version']} is not the pinned {version}"
         values = yaml.safe_load(spec["valuesContent"]) or {}
-        paths = list(value_paths(values)) + [tuple(k.split(".")) for k in spec.get("set", {})]
+        paths = list(value_paths(values)) + list(value_paths(spec.get("values") or {}))
+        paths += [tuple(k.split(".")) for k in spec.get("set", {})]
         if reference_file is None:
             assert not paths, f"{name}: no pinned values.yaml to check {paths} against"
             continue
         reference = yaml.safe_load(reference_file.read_text())
         for path in paths:
             assert exists_in(reference, path), f"{name}: {'.'.join(path)} is not a key of {reference_file.name}"
+        schema = VALUES_SCHEMAS.get(chart)
+        if schema:
+            # Helm validates the chart defaults coalesced with ours.
+            merged = deep_merge(reference, values)
+            merged = deep_merge(merged, spec.get("values") or {})
+            for key, value in spec.get("set", {}).items():
+                merged = deep_merge(merged, nested(key, value))
+            jsonschema.Draft7Validator(load_json(schema)).validate(merged)
+
+
+def nested(dotted: str, value) -> dict:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def test_key_check_catches_a_misspelt_traefik_key():
+    reference = yaml.safe_load(BUNDLED["rke2-traefik"].read_text())
+    assert exists_in(reference, ("providers", "kubernetesIngress", "ingressEndpoint", "ip"))
+    assert not exists_in(reference, ("providers", "kubernetesIngress", "ingressEndpoint", "address"))
+
+
+def test_traefik_runs_on_the_workers_bound_to_80_and_443(out):
+    """The load balancer sends 80/443 to the workers (infra-tofu lb rules, pool "workers");
+    Traefik must listen there, and only there."""
+    values = yaml.safe_load(manifests(out["server"])["rke2-traefik-config.yaml"]["spec"]["valuesContent"])
+    merged = deep_merge(yaml.safe_load(BUNDLED["rke2-traefik"].read_text()), values)
+    assert merged["deployment"]["kind"] == "DaemonSet"
+    assert (merged["ports"]["web"]["hostPort"], merged["ports"]["websecure"]["hostPort"]) == (80, 443)
+    assert merged["hostNetwork"] is False
+    (term,) = merged["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}
+    assert merged["providers"]["kubernetesIngress"]["publishedService"]["enabled"] is False
+    lb = (REPO / "infra-tofu" / "locals.tf").read_text()
+    for port in (80, 443):
+        assert re.search(rf'= {{ pool = "workers", port = {port} }}', lb), f"the load balancer no longer sends {port} to the workers"
 
 
 def test_pinned_versions_are_the_reference_charts():
-    for chart, file in (("longhorn", "charts/longhorn/longhorn-1.7.2.Chart.yaml"), ("ingress-nginx", "charts/ingress-nginx/ingress-nginx-4.15.1.Chart.yaml")):
-        assert yaml.safe_load((REF / file).read_text())["version"] == CHARTS[chart][0]
+    assert yaml.safe_load((REF / "charts/longhorn/longhorn-1.12.1.Chart.yaml").read_text())["version"] == CHARTS["longhorn"][0]
+    for chart, values in BUNDLED.items():
+        version = values.name.removeprefix(f"{chart}-").removesuffix(".values.yaml")
+        assert yaml.safe_load(values.with_name(f"{chart}-{version}.Chart.yaml").read_text())["version"] == version
 
 
 def test_gitrepo_lists_exactly_the_bundle_directories(out):

@@ -80,7 +80,7 @@ pub struct ClusterConfig {
     /// Extra subject alternative names for the API server certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_san: Vec<String>,
-    /// The load balancer's public IPv4 address (ingress-nginx publishes it as the status address).
+    /// The load balancer's public IPv4 address (Traefik publishes it as the Ingresses' status address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
     /// How many nodes carry a Longhorn data disk; sizes Longhorn's replica count (servers).

@@ -1,11 +1,18 @@
-//! Facts about the host: kernel and BTF for Cilium, CPU and memory, free space for RKE2.
+//! Facts about the host: the RKE2 release installed, kernel and BTF for Cilium, CPU and
+//! memory, free space for RKE2.
 
 use super::{Options, Outcome};
 use crate::paths::Root;
+use crate::rke2::RKE2_VERSION;
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
-/// Cilium 1.18 (bundled with RKE2 v1.31.14) needs Linux 5.10 or later.
+/// Where RKE2's install script puts the binary: /usr/local/bin, or /opt/rke2/bin where
+/// /usr/local is read-only.
+const RKE2_BINARIES: &[&str] = &["/usr/local/bin/rke2", "/opt/rke2/bin/rke2"];
+
+/// Cilium 1.18 and later need Linux 5.10 or later (RKE2 v1.36.3 bundles Cilium 1.19).
 const MIN_KERNEL: (u32, u32) = (5, 10);
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 /// RKE2's minimum: 2 CPUs and 4 GB of memory (a 4 GB VM shows a little less).
@@ -17,6 +24,77 @@ const RKE2_DATA_DIR: &str = "/var/lib/rancher";
 const WARN_FREE_PERCENT: u64 = 15;
 const FAIL_FREE_PERCENT: u64 = 10;
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// `rke2-version`: the RKE2 release on the node next to the one this agent renders for.
+pub(super) async fn rke2_version(opts: &Options) -> (Outcome, ()) {
+    let Some(binary) = RKE2_BINARIES
+        .iter()
+        .map(|p| opts.cx.root.join(p))
+        .find(|p| p.is_file())
+    else {
+        return (
+            Outcome::fail(
+                format!("no rke2 binary ({})", RKE2_BINARIES.join(", ")),
+                format!("the VM image must contain RKE2 {RKE2_VERSION} (docs/image.md)"),
+            ),
+            (),
+        );
+    };
+    let output = tokio::process::Command::new(&binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let found = match &output {
+        Ok(o) if o.status.success() => parse_rke2_version(&String::from_utf8_lossy(&o.stdout)),
+        _ => None,
+    };
+    let Some(found) = found else {
+        let why = match output {
+            Ok(o) => format!("it exited with {}", o.status),
+            Err(e) => e.to_string(),
+        };
+        return (
+            Outcome::warn(
+                format!("cannot read the version of {}: {why}", binary.display()),
+                format!(
+                    "run `{} --version`; this agent is built for RKE2 {RKE2_VERSION}",
+                    binary.display()
+                ),
+            ),
+            (),
+        );
+    };
+    (judge_rke2_version(&found, RKE2_VERSION), ())
+}
+
+/// The version in `rke2 --version`'s first line: `rke2 version v1.36.3+rke2r1 (c4f306e6)`.
+fn parse_rke2_version(output: &str) -> Option<String> {
+    let mut words = output.lines().next()?.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("rke2"), Some("version"), Some(v)) if v.starts_with('v') => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+fn judge_rke2_version(found: &str, built_for: &str) -> Outcome {
+    if found == built_for {
+        return Outcome::ok(format!("RKE2 {found}, the release this agent is built for"));
+    }
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    let finding = format!("RKE2 {found} on the node; this agent is built for RKE2 {built_for}");
+    let hint = if minor(found) == minor(built_for) {
+        format!(
+            "another patch of the same line: usually harmless, but the agent's files were checked against {built_for};              bake the image with {built_for} (docs/image.md) or update the agent"
+        )
+    } else {
+        format!(
+            "another minor release: RKE2's flags and its bundled charts (Cilium, Traefik) differ from the ones the              agent's files were checked against; use an image with RKE2 {built_for} (docs/image.md, docs/lifecycle.md)"
+        )
+    };
+    Outcome::warn(finding, hint)
+}
 
 /// `kernel`: version and BTF.
 pub(super) async fn kernel(opts: &Options) -> (Outcome, ()) {
@@ -39,7 +117,7 @@ fn judge_kernel(release: &str, btf: bool) -> Outcome {
                 MIN_KERNEL.0, MIN_KERNEL.1
             ),
             format!(
-                "Cilium (RKE2 v1.31) needs Linux {}.{} or later: use a newer image (Debian 12, Ubuntu 22.04 or later)",
+                "Cilium (bundled with RKE2) needs Linux {}.{} or later: use a newer image (Debian 12, Ubuntu 22.04 or later)",
                 MIN_KERNEL.0, MIN_KERNEL.1
             ),
         );
@@ -168,6 +246,28 @@ fn nearest_existing(root: &Root, node_path: &str) -> (PathBuf, PathBuf) {
 mod tests {
     use super::*;
     use crate::doctor::Status;
+
+    #[test]
+    fn rke2_version_is_read_and_compared_with_the_build() {
+        assert_eq!(
+            parse_rke2_version("rke2 version v1.36.3+rke2r1 (c4f306e6)\ngo version go1.26.5\n"),
+            Some("v1.36.3+rke2r1".into())
+        );
+        assert_eq!(parse_rke2_version("rke2: command not found"), None);
+        assert_eq!(parse_rke2_version(""), None);
+        let same = judge_rke2_version(RKE2_VERSION, RKE2_VERSION);
+        assert_eq!(same.status, Status::Ok);
+        assert!(same.finding.contains(RKE2_VERSION));
+        let patch = judge_rke2_version("v1.36.1+rke2r1", "v1.36.3+rke2r1");
+        assert_eq!(patch.status, Status::Warn);
+        assert!(
+            patch.finding.contains("v1.36.1+rke2r1") && patch.finding.contains("v1.36.3+rke2r1")
+        );
+        assert!(patch.hint.unwrap().contains("same line"));
+        let minor = judge_rke2_version("v1.31.14+rke2r2", "v1.36.3+rke2r1");
+        assert_eq!(minor.status, Status::Warn);
+        assert!(minor.hint.unwrap().contains("another minor release"));
+    }
 
     #[test]
     fn kernel_versions_and_btf() {

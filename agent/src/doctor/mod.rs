@@ -70,6 +70,7 @@ pub const RKE2_UNIT: Spec = node_spec("rke2-unit", "RKE2 service running");
 pub const RKE2_JOURNAL: Spec = node_spec("rke2-journal", "RKE2 errors in the journal");
 pub const SERVER_REACHABLE: Spec = node_spec("server-reachable", "Server reachable");
 pub const TIME_SYNC: Spec = spec("time-sync", "Clock synchronized");
+pub const RKE2_RELEASE: Spec = spec("rke2-version", "RKE2 release as built for");
 pub const KERNEL: Spec = spec("kernel", "Kernel ready for Cilium");
 pub const RESOURCES: Spec = spec("resources", "CPU and memory");
 pub const DISK_SPACE: Spec = spec("disk-space", "Free space for RKE2");
@@ -92,6 +93,7 @@ pub const CHECKS: &[Spec] = &[
     RKE2_JOURNAL,
     SERVER_REACHABLE,
     TIME_SYNC,
+    RKE2_RELEASE,
     KERNEL,
     RESOURCES,
     DISK_SPACE,
@@ -385,14 +387,16 @@ async fn node_checks(
     (checks, node)
 }
 
-/// Facts about the host that need no config: clock, kernel, resources, last run.
+/// Facts about the host that need no config: clock, RKE2 release, kernel, resources, last
+/// run.
 async fn host_checks(opts: &Options, budget: &Budget, state: Option<&NodeState>) -> Vec<Check> {
-    let (time, kernel, resources, space) = tokio::join!(
+    let (time, rke2, kernel, resources, space) = tokio::join!(
         budget.run(&TIME_SYNC, clock::time_sync(opts)),
+        budget.run(&RKE2_RELEASE, host::rke2_version(opts)),
         budget.run(&KERNEL, host::kernel(opts)),
         budget.run(&RESOURCES, host::resources()),
         budget.run(&DISK_SPACE, host::disk_space(opts)),
     );
     let last_run = instant(&LAST_RUN, runs::last_run(opts, state));
-    vec![time.0, kernel.0, resources.0, space.0, last_run]
+    vec![time.0, rke2.0, kernel.0, resources.0, space.0, last_run]
 }

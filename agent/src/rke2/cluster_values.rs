@@ -6,9 +6,9 @@
 //!   server: without a DNS zone the `external-dns.yaml` key is left out, so external-dns
 //!   stays in error instead of managing every zone its credentials reach, while the
 //!   monitoring bundle still deploys with Grafana's Ingress off.
-//! - Ingress `longhorn-system/longhorn-ui`: Longhorn is seeded here, not by Fleet, and its
-//!   host is per cluster, so the agent writes its Ingress too, from
-//!   `longhorn-ui-ingress.yaml`. Only with a DNS zone *and* the UI's basic-auth login
+//! - Ingress `longhorn-system/longhorn-ui` and its basic-auth Traefik Middleware: Longhorn is
+//!   seeded here, not by Fleet, and its host is per cluster, so the agent writes its Ingress
+//!   too, from `longhorn-ui.yaml`. Only with a DNS zone *and* the UI's basic-auth login
 //!   (`cluster_secrets.longhorn_ui_auth`): the UI has no login of its own.
 
 use super::secrets::{LONGHORN_NAMESPACE, LONGHORN_UI_AUTH_SECRET};
@@ -16,6 +16,7 @@ use super::{yaml, Effect, RenderedFile, MANIFEST_MODE};
 use crate::config::NodeConfig;
 use crate::paths::RKE2_MANIFESTS_DIR;
 use anyhow::{bail, Context, Result};
+use serde::Deserialize as _;
 use serde_yaml_ng::{Mapping, Value};
 use std::path::Path;
 
@@ -30,7 +31,7 @@ pub const DEFAULT_CLUSTER_NAME: &str = "canarie";
 pub const GRAFANA_HOST_LABEL: &str = "grafana";
 pub const LONGHORN_HOST_LABEL: &str = "longhorn";
 
-const LONGHORN_UI_SOURCE: &str = include_str!("longhorn-ui-ingress.yaml");
+const LONGHORN_UI_SOURCE: &str = include_str!("longhorn-ui.yaml");
 
 /// `<label>.<zone>`.
 pub fn public_host(label: &str, zone: &str) -> String {
@@ -87,7 +88,7 @@ fn cluster_values(config: &NodeConfig) -> Result<RenderedFile> {
     ]);
     manifest(
         CLUSTER_VALUES_FILE,
-        &doc,
+        &[doc],
         "the node config (cluster.dns_zone, cluster.name); read by the Fleet bundles' helm.valuesFrom",
     )
 }
@@ -126,31 +127,47 @@ fn grafana_values(zone: Option<&str>) -> Value {
 
 fn longhorn_ui(zone: &str) -> Result<RenderedFile> {
     let host = public_host(LONGHORN_HOST_LABEL, zone);
-    let mut doc: Value = serde_yaml_ng::from_str(LONGHORN_UI_SOURCE)
-        .context("longhorn-ui-ingress.yaml is not YAML")?;
-    let root = doc
-        .as_mapping_mut()
-        .context("longhorn-ui-ingress.yaml must hold one object")?;
-    let metadata = root
-        .get_mut("metadata")
-        .and_then(Value::as_mapping_mut)
-        .context("longhorn-ui-ingress.yaml has no metadata")?;
-    if metadata.get("namespace").and_then(Value::as_str) != Some(LONGHORN_NAMESPACE) {
-        bail!("longhorn-ui-ingress.yaml must be in namespace {LONGHORN_NAMESPACE}, with its auth Secret");
+    let mut docs = serde_yaml_ng::Deserializer::from_str(LONGHORN_UI_SOURCE)
+        .map(Value::deserialize)
+        .collect::<Result<Vec<Value>, _>>()
+        .context("longhorn-ui.yaml is not YAML")?;
+    let [middleware, ingress] = docs.as_mut_slice() else {
+        bail!("longhorn-ui.yaml must hold two objects: the Middleware, then the Ingress");
+    };
+    let (kind, name) = object_in_longhorn_ns(middleware)?;
+    if kind != "Middleware" {
+        bail!("longhorn-ui.yaml: the first object must be the Middleware, not a {kind}");
     }
-    let annotations = metadata
-        .get_mut("annotations")
+    // Traefik's name for a Middleware of the Kubernetes CRD provider.
+    let reference = format!("{LONGHORN_NAMESPACE}-{name}@kubernetescrd");
+    let basic_auth = middleware
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("basicAuth"))
         .and_then(Value::as_mapping_mut)
-        .context("longhorn-ui-ingress.yaml has no annotations")?;
+        .context("longhorn-ui.yaml: the Middleware has no spec.basicAuth")?;
+    insert_new(basic_auth, "secret", LONGHORN_UI_AUTH_SECRET.into())?;
+
+    let (kind, _) = object_in_longhorn_ns(ingress)?;
+    if kind != "Ingress" {
+        bail!("longhorn-ui.yaml: the second object must be the Ingress, not a {kind}");
+    }
+    let root = ingress
+        .as_mapping_mut()
+        .context("longhorn-ui.yaml: the Ingress must be a mapping")?;
+    let annotations = root
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_mapping_mut)
+        .context("longhorn-ui.yaml: the Ingress has no annotations")?;
     insert_new(
         annotations,
-        "nginx.ingress.kubernetes.io/auth-secret",
-        LONGHORN_UI_AUTH_SECRET.into(),
+        "traefik.ingress.kubernetes.io/router.middlewares",
+        reference.into(),
     )?;
     let spec = root
         .get_mut("spec")
         .and_then(Value::as_mapping_mut)
-        .context("longhorn-ui-ingress.yaml has no spec")?;
+        .context("longhorn-ui.yaml: the Ingress has no spec")?;
     insert_new(
         spec,
         "tls",
@@ -187,9 +204,23 @@ fn longhorn_ui(zone: &str) -> Result<RenderedFile> {
     )?;
     manifest(
         LONGHORN_UI_FILE,
-        &doc,
-        "agent/src/rke2/longhorn-ui-ingress.yaml and cluster.dns_zone",
+        &docs,
+        "agent/src/rke2/longhorn-ui.yaml and cluster.dns_zone",
     )
+}
+
+/// Kind and name of an object of longhorn-ui.yaml, which must live beside the auth Secret
+/// and the UI's Service (a Middleware can only read Secrets of its own namespace).
+fn object_in_longhorn_ns(doc: &Value) -> Result<(String, String)> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let kind = text(doc.get("kind")).context("longhorn-ui.yaml: an object has no kind")?;
+    let metadata = doc.get("metadata");
+    let name = text(metadata.and_then(|m| m.get("name")))
+        .with_context(|| format!("longhorn-ui.yaml: the {kind} has no name"))?;
+    if text(metadata.and_then(|m| m.get("namespace"))).as_deref() != Some(LONGHORN_NAMESPACE) {
+        bail!("longhorn-ui.yaml: the {kind} must be in namespace {LONGHORN_NAMESPACE}, with the auth Secret");
+    }
+    Ok((kind, name))
 }
 
 fn mapping<const N: usize>(entries: [(&str, Value); N]) -> Value {
@@ -213,8 +244,12 @@ fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
-fn manifest(file: &str, doc: &Value, sources: &str) -> Result<RenderedFile> {
-    let body = yaml::to_string(doc)?;
+fn manifest(file: &str, docs: &[Value], sources: &str) -> Result<RenderedFile> {
+    let body = docs
+        .iter()
+        .map(yaml::to_string)
+        .collect::<Result<Vec<_>>>()?
+        .join("---\n");
     Ok(RenderedFile {
         path: Path::new(RKE2_MANIFESTS_DIR).join(file),
         contents: format!(
@@ -302,13 +337,21 @@ mod tests {
         let files = render(&c).unwrap();
         assert_eq!(files.len(), 2);
         assert!(files[1].path.ends_with(LONGHORN_UI_FILE));
-        let ing = parsed(&files[1]);
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_slice(&files[1].contents)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+        let [mw, ing] = docs.as_slice() else {
+            panic!("two objects: {docs:?}")
+        };
+        assert_eq!(mw["kind"], "Middleware");
+        assert_eq!(mw["spec"]["basicAuth"]["secret"], LONGHORN_UI_AUTH_SECRET);
+        assert_eq!(mw["metadata"]["namespace"], LONGHORN_NAMESPACE);
         assert_eq!(ing["kind"], "Ingress");
+        assert_eq!(ing["spec"]["ingressClassName"], "traefik");
         let ann = &ing["metadata"]["annotations"];
-        assert_eq!(ann["nginx.ingress.kubernetes.io/auth-type"], "basic");
         assert_eq!(
-            ann["nginx.ingress.kubernetes.io/auth-secret"],
-            LONGHORN_UI_AUTH_SECRET
+            ann["traefik.ingress.kubernetes.io/router.middlewares"],
+            "longhorn-system-longhorn-ui-auth@kubernetescrd"
         );
         assert_eq!(ann["cert-manager.io/cluster-issuer"], "letsencrypt-prod");
         assert_eq!(ing["spec"]["rules"][0]["host"], "longhorn.k8s.example.com");

@@ -4,8 +4,10 @@
 //! namespace, policy), `helm-values/<chart>.yaml` holds the chart values, and the node config
 //! holds what differs per cluster. All three meet here: the seed is parsed, its
 //! `spec.valuesContent` becomes the values file's text unchanged, and per-cluster values go in
-//! through `spec.set` (strings) or the GitRepo's fields. A seed that already defines a field
-//! filled here is refused, so no value can end up in two places.
+//! through a HelmChart's `spec.set` (strings), a HelmChartConfig's `spec.values` (it has no
+//! `set`; helm-controller gives `values` precedence over `valuesContent`) or the GitRepo's
+//! fields. A seed that already defines a field filled here is refused, so no value can end up
+//! in two places.
 
 use super::{yaml, RenderedFile, MANIFEST_MODE};
 use crate::config::{GitRepoConfig, NodeConfig};
@@ -22,7 +24,7 @@ mod generated {
 /// by build.rs when the agent was built.
 pub const FLEET_BUNDLE_PATHS: &[&str] = generated::FLEET_BUNDLE_PATHS;
 
-/// One seeded object: its source, its values file, and its per-cluster `set` entries.
+/// One seeded object: its source, its values file, and its per-cluster values.
 struct Seed {
     /// Both the source's name under manifests/seed/ and the file name on the node (RKE2
     /// names the AddOn after it).
@@ -30,11 +32,13 @@ struct Seed {
     source: &'static str,
     /// The values file's name under helm-values/ and its text.
     values: (&'static str, &'static str),
-    set: fn(&NodeConfig) -> Vec<(&'static str, String)>,
+    /// Per-cluster values by dotted key: `spec.set` of a HelmChart, `spec.values` of a
+    /// HelmChartConfig.
+    per_cluster: fn(&NodeConfig) -> Vec<(&'static str, String)>,
 }
 
 macro_rules! seed {
-    ($file:literal, $values:literal, $set:expr) => {
+    ($file:literal, $values:literal, $per_cluster:expr) => {
         Seed {
             file: $file,
             source: include_str!(concat!(
@@ -50,7 +54,7 @@ macro_rules! seed {
                     $values
                 )),
             ),
-            set: $set,
+            per_cluster: $per_cluster,
         }
     };
 }
@@ -58,12 +62,8 @@ macro_rules! seed {
 /// In the order they are written. The CNI config first: it is needed before anything runs.
 const SEEDS: &[Seed] = &[
     seed!("rke2-cilium-config.yaml", "cilium.yaml", |_| Vec::new()),
+    seed!("rke2-traefik-config.yaml", "traefik.yaml", traefik_values),
     seed!("canarie-longhorn.yaml", "longhorn.yaml", longhorn_set),
-    seed!(
-        "canarie-ingress-nginx.yaml",
-        "ingress-nginx.yaml",
-        ingress_nginx_set
-    ),
     seed!("canarie-fleet-crd.yaml", "fleet-crd.yaml", |_| Vec::new()),
     seed!("canarie-fleet.yaml", "fleet.yaml", |_| Vec::new()),
 ];
@@ -101,10 +101,11 @@ fn longhorn_set(config: &NodeConfig) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn ingress_nginx_set(config: &NodeConfig) -> Vec<(&'static str, String)> {
+fn traefik_values(config: &NodeConfig) -> Vec<(&'static str, String)> {
     match &config.cluster.public_ip {
-        // Without it the controller reports the nodes' addresses on Ingresses.
-        Some(ip) => vec![("controller.extraArgs.publish-status-address", ip.clone())],
+        // The status address of every Ingress: external-dns publishes hosts from it. Without
+        // it Ingresses carry no address.
+        Some(ip) => vec![("providers.kubernetesIngress.ingressEndpoint.ip", ip.clone())],
         None => Vec::new(),
     }
 }
@@ -141,22 +142,40 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
 
 fn helm_object(seed: &Seed, config: &NodeConfig) -> Result<Value> {
     let mut doc = parse(seed.source)?;
+    let is_config = doc.get("kind").and_then(Value::as_str) == Some("HelmChartConfig");
     let spec = spec_of(&mut doc)?;
     insert_new(spec, "valuesContent", seed.values.1.into())?;
-    let sets = (seed.set)(config);
-    if !sets.is_empty() {
-        let set = match spec
-            .entry("set".into())
-            .or_insert_with(|| Value::Mapping(Mapping::new()))
-        {
-            Value::Mapping(m) => m,
-            _ => bail!("spec.set must be a mapping"),
-        };
-        for (key, value) in sets {
-            insert_new(set, key, value.into())?;
+    let values = (seed.per_cluster)(config);
+    if !values.is_empty() {
+        if is_config {
+            let root = mapping_at(spec, "values")?;
+            for (key, value) in values {
+                let (parents, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+                let mut map = &mut *root;
+                for part in parents.split('.').filter(|p| !p.is_empty()) {
+                    map = mapping_at(map, part)?;
+                }
+                insert_new(map, leaf, value.into())?;
+            }
+        } else {
+            let set = mapping_at(spec, "set")?;
+            for (key, value) in values {
+                insert_new(set, key, value.into())?;
+            }
         }
     }
     Ok(doc)
+}
+
+/// The mapping under `key`, created when missing.
+fn mapping_at<'m>(map: &'m mut Mapping, key: &str) -> Result<&'m mut Mapping> {
+    match map
+        .entry(key.into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()))
+    {
+        Value::Mapping(m) => Ok(m),
+        _ => bail!("{key} must be a mapping"),
+    }
 }
 
 pub(super) fn gitrepo(repo: &GitRepoConfig, paths: &[&str]) -> Result<Value> {
@@ -186,13 +205,7 @@ fn parse(source: &str) -> Result<Value> {
 
 fn spec_of(doc: &mut Value) -> Result<&mut Mapping> {
     let root = doc.as_mapping_mut().context("the seed must be a mapping")?;
-    match root
-        .entry("spec".into())
-        .or_insert_with(|| Value::Mapping(Mapping::new()))
-    {
-        Value::Mapping(m) => Ok(m),
-        _ => bail!("spec must be a mapping"),
-    }
+    mapping_at(root, "spec")
 }
 
 fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {

@@ -28,6 +28,12 @@ use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 
+/// The RKE2 release this agent renders for: its flag list (config keys), its bundled charts
+/// (rke2-cilium, rke2-traefik values) and its helm-controller (manifest fields). The VM
+/// image should carry this release; `doctor` warns when the node's differs. Pinned here only
+/// (docs/lifecycle.md; the Vagrantfile and the tests check against it).
+pub const RKE2_VERSION: &str = "v1.36.3+rke2r1";
+
 /// The Pod Security Admission config (servers), named so it never collides with the
 /// rke2-pss.yaml RKE2 writes when no config is given.
 pub const PSA_CONFIG: &str = "/etc/rancher/rke2/canarie-pss.yaml";

@@ -16,6 +16,12 @@ use serde_yaml_ng::{Mapping, Value};
 /// A string, quoted in the file: YAML 1.1 would read a plain 0600 as the octal number 384.
 pub const WRITE_KUBECONFIG_MODE: &str = "0600";
 
+/// RKE2's ingress controller (docs/rke2-and-manifests.md, "Ingress").
+const INGRESS_CONTROLLER: &str = "traefik";
+
+/// The AddOn of the ingress-nginx HelmChart the agent seeded before RKE2 v1.36.
+const RETIRED_INGRESS_ADDON: &str = "canarie-ingress-nginx";
+
 /// Every key this module may write on a server, in file order.
 pub const SERVER_KEYS: &[&str] = &[
     "server",
@@ -24,6 +30,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "node-taint",
     "cni",
     "disable-kube-proxy",
+    "ingress-controller",
     "disable",
     "tls-san",
     "write-kubeconfig-mode",
@@ -61,10 +68,13 @@ pub(super) fn config_yaml(config: &NodeConfig, facts: &NodeFacts) -> Result<Stri
     if config.role == Role::Server {
         put("cni", "cilium".into());
         put("disable-kube-proxy", true.into());
-        // This cluster brings its own ingress-nginx (a HelmChart seeded below); RKE2's would
-        // fight it for host ports 80/443 and IngressClass nginx. `ingress-controller: none`
-        // would do too, but only from v1.31.8; `disable` works on every v1.31.
-        put("disable", strings(&["rke2-ingress-nginx"]));
+        // RKE2's built-in Traefik, configured by the seeded rke2-traefik HelmChartConfig. Said
+        // explicitly: left unset, RKE2 v1.36 keeps ingress-nginx on a cluster that has it.
+        put("ingress-controller", strings(&[INGRESS_CONTROLLER]));
+        // Clusters built before Traefik have the agent's own ingress-nginx AddOn (the
+        // canarie-ingress-nginx.yaml manifest): a disabled AddOn is uninstalled by RKE2 and
+        // its file deleted, which frees ports 80/443 for Traefik. Nothing on a new cluster.
+        put("disable", strings(&[RETIRED_INGRESS_ADDON]));
         if !config.cluster.tls_san.is_empty() {
             put("tls-san", strings(&config.cluster.tls_san));
         }

@@ -31,11 +31,11 @@ use std::path::{Path, PathBuf};
 /// Secrets are only for root to read, like every file RKE2 reads.
 const SECRET_MODE: u32 = 0o600;
 
-/// The Secret ingress-nginx reads the Longhorn UI's htpasswd from.
+/// The Secret Traefik's basic-auth Middleware reads the Longhorn UI's htpasswd from.
 pub const LONGHORN_UI_AUTH_SECRET: &str = "longhorn-ui-auth";
 pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
 
-/// bcrypt cost of the Longhorn UI's htpasswd entry. nginx verifies the hash on every
+/// bcrypt cost of the Longhorn UI's htpasswd entry. Traefik verifies the hash on every
 /// request, so the cost is paid per request: 10 (about 1k rounds, tens of milliseconds) is
 /// htpasswd's range rather than a login form's 12+. The password itself is random
 /// (OpenTofu's random_password), which is what makes it strong.
@@ -216,7 +216,8 @@ fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
         SecretKind::LonghornUiAuth => {
             let login = cs.longhorn_ui_auth.as_ref().with_context(missing)?;
             let line = htpasswd_line(&login.username, value, &f.secret, &f.value.version)?;
-            // ingress-nginx's basic auth reads an htpasswd file from key `auth`.
+            // Traefik's basicAuth reads the htpasswd lines of the Secret's only key (it
+            // refuses a Secret with more than one); `auth` is the name htpasswd tools use.
             SecretBody {
                 name: LONGHORN_UI_AUTH_SECRET.into(),
                 kind: "Opaque",
@@ -290,7 +291,7 @@ fn htpasswd_line(
             }
             other => anyhow::anyhow!("bcrypt failed: {other}"),
         })?;
-    // $2y$ is what `htpasswd -B` writes; ingress-nginx's nginx (Alpine, musl crypt) reads it.
+    // $2y$ is what `htpasswd -B` writes; Traefik (Go's bcrypt) reads it.
     let mut line = Zeroizing::new(String::with_capacity(username.len() + 62));
     line.push_str(username);
     line.push(':');

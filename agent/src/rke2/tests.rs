@@ -128,8 +128,13 @@ fn servers_get_the_cluster_settings_and_agents_only_agent_keys() {
     assert_eq!(s["cni"], Value::from("cilium"));
     assert_eq!(s["disable-kube-proxy"], Value::from(true));
     assert_eq!(
+        s["ingress-controller"],
+        serde_yaml_ng::from_str::<Value>("[traefik]").unwrap()
+    );
+    // The agent's own ingress-nginx AddOn of clusters built before Traefik is uninstalled.
+    assert_eq!(
         s["disable"],
-        serde_yaml_ng::from_str::<Value>("[rke2-ingress-nginx]").unwrap()
+        serde_yaml_ng::from_str::<Value>("[canarie-ingress-nginx]").unwrap()
     );
     assert_eq!(
         s["tls-san"],
@@ -244,7 +249,7 @@ fn rendering_twice_gives_identical_bytes() {
 }
 
 #[test]
-fn a_new_public_ip_changes_only_the_ingress_nginx_manifest() {
+fn a_new_public_ip_changes_only_the_traefik_config() {
     let before = files(&server(), &MOUNTED);
     let moved = with_json(SERVER_JSON, |v| {
         v["cluster"]["public_ip"] = "20.30.40.99".into()
@@ -262,23 +267,25 @@ fn a_new_public_ip_changes_only_the_ingress_nginx_manifest() {
     assert_eq!(
         changed,
         [format!(
-            "{}/canarie-ingress-nginx.yaml",
+            "{}/rke2-traefik-config.yaml",
             crate::paths::RKE2_MANIFESTS_DIR
         )]
     );
-    let nginx = manifest(&moved, "canarie-ingress-nginx.yaml");
+    let traefik = manifest(&moved, "rke2-traefik-config.yaml");
+    // A HelmChartConfig has no `set`: the address goes in the structured values.
     assert_eq!(
-        nginx["spec"]["set"]["controller.extraArgs.publish-status-address"],
+        traefik["spec"]["values"]["providers"]["kubernetesIngress"]["ingressEndpoint"]["ip"],
         Value::from("20.30.40.99")
     );
+    assert!(traefik["spec"].get("set").is_none());
     // The tls-san list is the operator's: it is not derived from the public IP.
     assert_eq!(before[RKE2_CONFIG], after[RKE2_CONFIG]);
 
     let none = with_json(SERVER_JSON, |v| {
         v["cluster"].as_object_mut().unwrap().remove("public_ip");
     });
-    assert!(manifest(&none, "canarie-ingress-nginx.yaml")["spec"]
-        .get("set")
+    assert!(manifest(&none, "rke2-traefik-config.yaml")["spec"]
+        .get("values")
         .is_none());
 }
 
@@ -365,8 +372,8 @@ fn values_content_is_exactly_the_values_file() {
             include_str!("../../../helm-values/longhorn.yaml"),
         ),
         (
-            "canarie-ingress-nginx.yaml",
-            include_str!("../../../helm-values/ingress-nginx.yaml"),
+            "rke2-traefik-config.yaml",
+            include_str!("../../../helm-values/traefik.yaml"),
         ),
         (
             "canarie-fleet-crd.yaml",
@@ -391,6 +398,19 @@ fn values_content_is_exactly_the_values_file() {
         (Some("HelmChartConfig"), Some("rke2-cilium"))
     );
     assert_eq!(cilium["metadata"]["namespace"], Value::from("kube-system"));
+    let traefik = manifest(&server(), "rke2-traefik-config.yaml");
+    assert_eq!(
+        (
+            traefik["kind"].as_str(),
+            traefik["metadata"]["name"].as_str(),
+            traefik["metadata"]["namespace"].as_str()
+        ),
+        (
+            Some("HelmChartConfig"),
+            Some("rke2-traefik"),
+            Some("kube-system")
+        )
+    );
 }
 
 #[test]
