@@ -181,6 +181,21 @@ def pinned_charts():
 
 
 @functools.lru_cache(maxsize=None)
+def rke2_bundled_charts() -> dict[str, str]:
+    """Chart name -> version of the charts the pinned RKE2 release installs itself
+    (reference/rke2/chart_versions-<tag>.yaml)."""
+    charts = load_yaml(REF / "rke2" / f"chart_versions-{rke2_version()}.yaml")["charts"]
+    return {c["filename"].rsplit("/", 1)[1].removesuffix(".yaml"): str(c["version"]) for c in charts}
+
+
+def rke2_chart_reference(name: str, suffix: str = "values.yaml") -> Path:
+    """reference/charts/<dir>/<name>-<version>.<suffix> of a chart RKE2 bundles, at the
+    version of the pinned release (rke2-traefik -> charts/traefik/rke2-traefik-40.1.009...)."""
+    version = rke2_bundled_charts()[name]
+    return REF / "charts" / name.removeprefix("rke2-") / f"{name}-{version}.{suffix}"
+
+
+@functools.lru_cache(maxsize=None)
 def lifecycle_facts():
     return load_yaml(REF / "lifecycle" / "lifecycle-facts.yaml")
 
@@ -239,7 +254,9 @@ def chart_defaults(chart: str) -> dict:
     base = REF / "charts" / chart
     defaults = load_yaml(base / f"{chart}-{version}.values.yaml") or {}
     if chart == "kube-prometheus-stack":
-        sub = load_yaml(base / "grafana-12.11.1.values.yaml") or {}
+        # subcharts.grafana reads "<version> from <repo> (...)" in the pin file.
+        grafana = str(chart_pin(chart)["subcharts"]["grafana"]).split()[0]
+        sub = load_yaml(base / f"grafana-{grafana}.values.yaml") or {}
         defaults = dict(defaults)
         defaults["grafana"] = deep_merge(sub, defaults.get("grafana") or {})
     return defaults

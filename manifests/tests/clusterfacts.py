@@ -111,13 +111,14 @@ class Source:
 
 def seed_values(file: str) -> tuple[str | None, dict, dict]:
     """(chart, our values, chart defaults) of a seeded manifest. The values file and the
-    reference chart are the ones the seed tests pin (test_seed_manifests)."""
-    from test_seed_manifests import CHARTS, VALUES_FILE
+    reference chart are the ones the seed tests pin (test_seed_manifests): a HelmChart's
+    pinned chart, or for a HelmChartConfig the chart of that name in the pinned RKE2 release."""
+    from test_seed_manifests import BUNDLED, CHARTS, VALUES_FILE
 
     doc = seed_doc(file)
     chart = doc["spec"].get("chart") or doc["metadata"]["name"]
     ours = (load_yaml(HELM_VALUES_DIR / VALUES_FILE[file]) or {}) if file in VALUES_FILE else {}
-    reference = CHARTS.get(chart, (None, None))[1]
+    reference = BUNDLED[chart] if doc["kind"] == "HelmChartConfig" else CHARTS.get(chart, (None, None))[1]
     defaults = (load_yaml(reference) or {}) if reference else {}
     return chart, ours, defaults
 
@@ -161,7 +162,7 @@ def get_path(values, dotted: str):
 
 
 def switch_is_on(value, kinds: list[str]) -> bool:
-    """A switch gives host access when true, when a volume list holds a hostPath volume,
+    """A switch gives host access when true or a port number, when a volume list holds a hostPath volume,
     when a capabilities list adds one beyond baseline's, or when any other list or map is
     non-empty."""
     if value is MISSING or value is None:
@@ -174,6 +175,8 @@ def switch_is_on(value, kinds: list[str]) -> bool:
         return bool(value)
     if isinstance(value, dict):
         return bool(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value != 0  # a port number (hostPort: 80); null or 0 binds nothing
     return value is True
 
 
@@ -263,7 +266,7 @@ GUARDED_SEGMENTS = HOST_KEYS | {
 
 
 def host_related_paths(values, prefix: tuple[str, ...] = ()) -> set[str]:
-    """The host-related values of a chart: HOST_KEYS leaves, hostPort.enabled,
+    """The host-related values of a chart: HOST_KEYS leaves, hostPort (a number or .enabled),
     capabilities.add lists and volume lists holding a hostPath volume."""
     found: set[str] = set()
     if isinstance(values, dict):
@@ -273,6 +276,8 @@ def host_related_paths(values, prefix: tuple[str, ...] = ()) -> set[str]:
                 found.add(".".join(here))
             elif key == "hostPort" and isinstance(value, dict) and "enabled" in value:
                 found.add(".".join(here + ("enabled",)))
+            elif key == "hostPort" and not isinstance(value, (dict, list)):
+                found.add(".".join(here))  # a port number, or null for none
             elif key == "add" and prefix[-1:] == ("capabilities",) and isinstance(value, list):
                 found.add(".".join(here))
             elif isinstance(value, list) and any(isinstance(v, dict) and "hostPath" in v for v in value):

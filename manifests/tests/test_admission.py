@@ -150,3 +150,16 @@ def test_a_capability_beyond_baselines_list_is_caught_and_baselines_own_are_not(
     values["grafana"]["initChownData"]["securityContext"]["capabilities"]["add"] = ["CHOWN", "SYS_ADMIN"]
     (problem,) = needs_problems("monitoring-stack", values)
     assert "turns on capabilities" in problem
+
+
+def test_traefik_in_the_host_network_or_without_host_ports_is_caught():
+    """RKE2's Traefik binds 80/443 on the workers through hostPort, in its own network
+    namespace; the values are the bundled chart's defaults with helm-values/traefik.yaml."""
+    src = source_of("ingress-controller")
+    assert (src.chart, src.namespace) == ("rke2-traefik", "kube-system")
+    values = deep_merge(src.values, {"hostNetwork": True})
+    (problem,) = needs_problems("ingress-controller", values)
+    assert "hostNetwork turns on hostNetwork" in problem
+    values = deep_merge(src.values, {"ports": {"web": {"hostPort": None}, "websecure": {"hostPort": None}}})
+    (problem,) = needs_problems("ingress-controller", values)
+    assert "declares hostPort, but no value turns it on" in problem

@@ -18,6 +18,7 @@ from bundlelib import (
     helm_options,
     kubernetes_minor,
     load_yaml,
+    rke2_bundled_charts,
     rke2_version,
     shipped_bundle_dirs,
 )
@@ -66,11 +67,8 @@ def pins() -> dict[str, dict[str, str]]:
     add(found, "rke2", standin.group(1), "vm-tests/guest/usr/local/bin/rke2")
     add(found, "kubernetes", kubernetes_minor(), "derived from the RKE2 pin")
     # The charts RKE2 installs itself: the versions of the pinned release.
-    bundled = load_yaml(REF / "rke2" / f"chart_versions-{rke2}.yaml")["charts"]
-    for chart in bundled:
-        name = chart["filename"].rsplit("/", 1)[1].removesuffix(".yaml")
-        if name in ("rke2-cilium", "rke2-traefik"):
-            add(found, name, chart["version"], f"reference/rke2/chart_versions-{rke2}.yaml")
+    for name in ("rke2-cilium", "rke2-traefik"):
+        add(found, name, rke2_bundled_charts()[name], f"reference/rke2/chart_versions-{rke2}.yaml")
     for seed in sorted((REPO / "manifests" / "seed").glob("*.yaml")):
         doc = load_yaml(seed)
         if doc.get("kind") == "HelmChart":

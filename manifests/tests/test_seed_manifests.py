@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from bundlelib import deep_merge
+from bundlelib import deep_merge, rke2_chart_reference
 
 REPO = Path(__file__).resolve().parents[2]
 REF = REPO / "reference"
@@ -42,21 +42,24 @@ VALUES_FILE = {
 }
 
 FLEET_VERSION = "0.16.1"  # reference/fleet/*.v0.16.1.yaml
+LONGHORN_VERSION = "1.12.1"  # reference/charts/longhorn/longhorn-1.12.1.*
 # HelmChart spec.chart -> (pinned version, the pinned chart's values.yaml or None when the
 # reference has no values file for it).
 CHARTS = {
-    "longhorn": ("1.12.1", REF / "charts/longhorn/longhorn-1.12.1.values.yaml"),
+    "longhorn": (LONGHORN_VERSION, REF / f"charts/longhorn/longhorn-{LONGHORN_VERSION}.values.yaml"),
     "fleet": (FLEET_VERSION, REF / f"fleet/fleet-chart-values.v{FLEET_VERSION}.yaml"),
     "fleet-crd": (FLEET_VERSION, None),
 }
 # The charts RKE2 bundles (HelmChartConfig name -> reference values.yaml), at the versions of
 # the pinned RKE2 release (reference/rke2/chart_versions-<tag>.yaml; test_lifecycle.py).
-BUNDLED = {
-    "rke2-cilium": REF / "charts/cilium/rke2-cilium-1.19.601.values.yaml",
-    "rke2-traefik": REF / "charts/traefik/rke2-traefik-40.1.009.values.yaml",
-}
+BUNDLED = {name: rke2_chart_reference(name) for name in ("rke2-cilium", "rke2-traefik")}
 # Charts whose values.schema.json Helm validates the coalesced values against.
 VALUES_SCHEMAS = {
+    "fleet": REF / f"fleet/fleet-chart-values.schema.v{FLEET_VERSION}.json",
+    "rke2-cilium": rke2_chart_reference("rke2-cilium", "values.schema.json"),
+}
+
+SCHEMAS = {
     "fleet": REF / f"fleet/fleet-chart-values.schema.v{FLEET_VERSION}.json",
     "rke2-cilium": REF / "charts/cilium/rke2-cilium-1.19.601.values.schema.json",
 }
@@ -365,7 +368,7 @@ def test_traefik_runs_on_the_workers_bound_to_80_and_443(out):
 
 
 def test_pinned_versions_are_the_reference_charts():
-    assert yaml.safe_load((REF / "charts/longhorn/longhorn-1.12.1.Chart.yaml").read_text())["version"] == CHARTS["longhorn"][0]
+    assert yaml.safe_load((REF / f"charts/longhorn/longhorn-{LONGHORN_VERSION}.Chart.yaml").read_text())["version"] == CHARTS["longhorn"][0]
     for chart, values in BUNDLED.items():
         version = values.name.removeprefix(f"{chart}-").removesuffix(".values.yaml")
         assert yaml.safe_load(values.with_name(f"{chart}-{version}.Chart.yaml").read_text())["version"] == version
