@@ -140,10 +140,17 @@ def test_a_namespace_no_seeded_chart_creates_is_seeded_with_its_secret(seeded):
         assert [(d["kind"], d["metadata"]["name"]) for d in before] == expected, file
 
 
+# Traefik's basicAuth Middleware reads the htpasswd lines of the only key of a Secret that is
+# not of type kubernetes.io/basic-auth, whatever its name, and refuses a Secret with any other
+# number of keys (traefik pkg/provider/kubernetes/crd, loadAuthCredentials: "must be single
+# element exactly").
+SOLE_KEY = "<the Secret's only key>"
+
+
 def consumers(manifests: Path) -> dict[str, tuple[str, str, dict[str, str]]]:
     """Who reads a seeded Secret -> (namespace, Secret name, {what: key}), from each
     consumer's own file. The keys third-party software reads are its documented contract:
-    Grafana's userKey/passwordKey, ingress-nginx's basic auth (key `auth`), Fleet's HTTPS
+    Grafana's userKey/passwordKey, Traefik's basic auth (SOLE_KEY), Fleet's HTTPS
     credentials (kubernetes.io/basic-auth: username, password), external-dns's mounted items."""
     out = {}
 
@@ -160,9 +167,13 @@ def consumers(manifests: Path) -> dict[str, tuple[str, str, dict[str, str]]]:
     assert item["path"] == "azure.json", "the Azure provider reads /etc/kubernetes/azure.json"
     out["external-dns"] = (ns, volume["secret"]["secretName"], {"azure.json": item["key"]})
 
-    (ingress,) = docs_of(manifests / "canarie-longhorn-ui.yaml")
-    name = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-secret"]
-    out["longhorn-ui"] = (ingress["metadata"]["namespace"], name, {"htpasswd": "auth"})
+    # The Ingress runs through the Middleware, whose basicAuth reads the Secret.
+    middleware, ingress = docs_of(manifests / "canarie-longhorn-ui.yaml")
+    assert (middleware["kind"], ingress["kind"]) == ("Middleware", "Ingress")
+    ns, name = middleware["metadata"]["namespace"], middleware["metadata"]["name"]
+    routed = ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert routed == f"{ns}-{name}@kubernetescrd", f"the Longhorn UI Ingress does not use the Middleware {ns}/{name}"
+    out["longhorn-ui"] = (ns, middleware["spec"]["basicAuth"]["secret"], {"htpasswd": SOLE_KEY})
 
     (gitrepo,) = docs_of(manifests / "canarie-gitrepo.yaml")
     out["gitrepo"] = (gitrepo["metadata"]["namespace"], gitrepo["spec"]["clientSecretName"], {"user": "username", "password": "password"})
@@ -176,6 +187,21 @@ def seeded_data(manifests: Path) -> dict[tuple[str, str], dict[str, str]]:
     }
 
 
+def seeded_types(manifests: Path) -> dict[tuple[str, str], str]:
+    return {(s["metadata"]["namespace"], s["metadata"]["name"]): s.get("type", "Opaque") for _, s in seeded_secrets(manifests).values()}
+
+
+def resolve(keys: dict[str, str], data: dict[str, str], kind: str) -> dict[str, str]:
+    """The consumer's keys with SOLE_KEY replaced by the Secret's only key; a Secret that a
+    SOLE_KEY reader would refuse (more or fewer keys, or of type basic-auth) fails here."""
+    if SOLE_KEY not in keys.values():
+        return keys
+    assert kind != "kubernetes.io/basic-auth", "Traefik reads username/password, not htpasswd lines, from a basic-auth Secret"
+    assert len(data) == 1, f"Traefik refuses a basicAuth Secret with {len(data)} keys ({sorted(data)}): it needs exactly one"
+    (only,) = data
+    return {what: only if key == SOLE_KEY else key for what, key in keys.items()}
+
+
 def test_each_seeded_secret_is_exactly_what_its_consumer_reads(seeded):
     manifests, _ = seeded
     data = seeded_data(manifests)
@@ -184,7 +210,9 @@ def test_each_seeded_secret_is_exactly_what_its_consumer_reads(seeded):
         f"seeded but read by nobody: {sorted(set(data) - set(readers))}; "
         f"read but not seeded: {sorted(set(readers) - set(data))}"
     )
+    types = seeded_types(manifests)
     for ref, (who, keys) in readers.items():
+        keys = resolve(keys, data[ref], types[ref])
         assert set(keys.values()) == set(data[ref]), f"{who} reads {sorted(keys.values())} from {ref}, the agent writes {sorted(data[ref])}"
 
 
@@ -192,8 +220,11 @@ def test_consumers_get_what_they_read(seeded):
     manifests, _ = seeded
     data = seeded_data(manifests)
 
+    types = seeded_types(manifests)
+
     def read(who):
         ns, name, keys = consumers(manifests)[who]
+        keys = resolve(keys, data[(ns, name)], types[(ns, name)])
         return {what: data[(ns, name)][key] for what, key in keys.items()}
 
     secrets = CONFIG["cluster_secrets"]
@@ -209,3 +240,13 @@ def test_consumers_get_what_they_read(seeded):
         "aadClientId": dns["client_id"],
         "aadClientSecret": SECRETS[dns["secret"]],
     }
+
+
+def test_a_second_key_in_the_longhorn_ui_secret_is_caught():
+    """Traefik refuses the Middleware's Secret unless it holds exactly one key, and then
+    builds no route: the UI answers 404 instead of asking for the login."""
+    assert resolve({"htpasswd": SOLE_KEY}, {"auth": "admin:$2y$..."}, "Opaque") == {"htpasswd": "auth"}
+    with pytest.raises(AssertionError, match="exactly one"):
+        resolve({"htpasswd": SOLE_KEY}, {"auth": "admin:$2y$...", "users": "admin:$2y$..."}, "Opaque")
+    with pytest.raises(AssertionError, match="basic-auth"):
+        resolve({"htpasswd": SOLE_KEY}, {"auth": "admin:$2y$..."}, "kubernetes.io/basic-auth")
