@@ -191,7 +191,7 @@ def test_public_urls_output_names_the_hosts_the_agent_publishes(example_eval, ex
     manifests = rendered_manifests(result)
     (values,) = manifests["canarie-cluster-values.yaml"]
     grafana = yaml.safe_load(values["data"]["kube-prometheus-stack.yaml"])["grafana"]
-    (longhorn_ui,) = manifests["canarie-longhorn-ui.yaml"]
+    (longhorn_ui,) = [d for d in manifests["canarie-longhorn-ui.yaml"] if d["kind"] == "Ingress"]
     assert urls == {
         "grafana": grafana["grafana.ini"]["server"]["root_url"],
         "longhorn": f"https://{longhorn_ui['spec']['rules'][0]['host']}/",
