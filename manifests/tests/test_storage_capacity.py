@@ -33,7 +33,7 @@ GIB = 1024**3
 # Where each pinned chart keeps the volumes it claims: a name, when the component is on,
 # the size, and how many claims of that size it makes. Components of a chart that never
 # claim a volume have no entry; charts without any entry claim none (cert-manager,
-# external-dns, kyverno, ingress-nginx, fleet, longhorn itself). `covers` are the value
+# external-dns, kyverno, rke2-traefik, rke2-cilium, fleet, longhorn itself). `covers` are the value
 # paths the entry owns: any key of ours about storage must be under one (or in
 # NOT_VOLUMES), so a new volume cannot be switched on without being counted.
 
