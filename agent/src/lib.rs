@@ -13,4 +13,5 @@ pub mod fsutil;
 pub mod paths;
 pub mod reconcile;
 pub mod rke2;
+pub mod subprocess;
 pub mod systemd;

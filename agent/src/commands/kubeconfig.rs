@@ -15,11 +15,11 @@
 
 use crate::cli::exit;
 use crate::fsutil::{self, WriteOutcome};
+use crate::subprocess::Program;
 use anyhow::{bail, Context, Result};
 use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 /// Where RKE2 writes the admin kubeconfig on a server.
 pub const REMOTE_KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
@@ -117,12 +117,10 @@ fn destination_host(destination: &str) -> Result<&str> {
 /// terminal; only the file comes back on its standard output.
 fn fetch(args: &KubeconfigArgs) -> Result<Zeroizing<Vec<u8>>> {
     let port = args.ssh_port.to_string();
-    let output = Command::new(&args.ssh)
+    let output = Program::new(&args.ssh)
         .args(["-p", &port, "--", &args.destination])
         .args(["sudo", "-n", "cat", REMOTE_KUBECONFIG])
-        .stdin(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .stdout(Stdio::piped())
+        .interactive()
         .output()
         .with_context(|| format!("running {}", args.ssh.display()))?;
     let stdout = Zeroizing::new(output.stdout);

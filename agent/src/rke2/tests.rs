@@ -6,10 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 const SERVER_JSON: &str = include_str!("../../../examples/server.json");
 const AGENT_JSON: &str = include_str!("../../../examples/agent.json");
-const FLAGS_JSON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../reference/rke2/flags.json"
-);
+const FLAGS_JSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../reference/rke2/flags.json");
 
 fn server() -> NodeConfig {
     config::parse(SERVER_JSON.as_bytes()).expect("examples/server.json is valid")
