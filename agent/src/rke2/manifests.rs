@@ -68,6 +68,9 @@ const SEEDS: &[Seed] = &[
     seed!("canarie-fleet.yaml", "fleet.yaml", |_| Vec::new()),
 ];
 
+/// Where the seeded manifests' sources are explained.
+const GUIDE: &str = "docs/rke2-and-manifests.md";
+
 const GITREPO_FILE: &str = "canarie-gitrepo.yaml";
 const GITREPO_SOURCE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -122,6 +125,7 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
                 "manifests/seed/{} and helm-values/{}",
                 seed.file, seed.values.0
             ),
+            GUIDE,
         )?);
     }
     if let Some(repo) = &config.cluster.git_repo {
@@ -133,6 +137,7 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
                 GITREPO_FILE,
                 &doc,
                 &format!("manifests/seed/{GITREPO_FILE} and the node config"),
+                GUIDE,
             )?);
         }
     }
@@ -195,19 +200,28 @@ fn spec_of(doc: &mut Value) -> Result<&mut Mapping> {
     }
 }
 
-fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
+/// Fills in `key`, refusing a source (a seed, a template) that already sets it: a value
+/// lives in one place.
+pub(super) fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
     if map.contains_key(key) {
-        bail!("{key} is filled in by canarie-agent and must not be set in the seed (a value lives in one place)");
+        bail!("{key} is filled in by canarie-agent and must not be set in the source (a value lives in one place)");
     }
     map.insert(key.into(), value);
     Ok(())
 }
 
-fn manifest(file: &str, doc: &Value, sources: &str) -> Result<RenderedFile> {
+/// The manifest file `file` holding `doc`, with a header naming its `sources` and the page
+/// (`guide`) that says how to change them.
+pub(super) fn manifest(
+    file: &str,
+    doc: &Value,
+    sources: &str,
+    guide: &str,
+) -> Result<RenderedFile> {
     let body = yaml::to_string(doc)?;
     let contents = format!(
         "# Written by canarie-agent from {sources}.\n\
-         # Changes made here are overwritten: change the sources (docs/rke2-and-manifests.md).\n\
+         # Changes made here are overwritten: change the sources ({guide}).\n\
          {body}"
     );
     Ok(RenderedFile {
