@@ -10,6 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod doctor;
 pub mod fsutil;
+pub mod nodefile;
 pub mod paths;
 pub mod reconcile;
 pub mod rke2;

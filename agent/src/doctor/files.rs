@@ -5,8 +5,9 @@
 use super::{Budget, Options, Outcome, JOIN_TOKEN_FILE, RKE2_CONFIG, RKE2_MANIFESTS};
 use crate::config::{NodeConfig, Role};
 use crate::doctor::Check;
+use crate::nodefile::RenderedFile;
 use crate::paths::{Root, RKE2_CONFIG as RKE2_CONFIG_PATH, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
-use crate::rke2::{self, NodeFacts, RenderedFile};
+use crate::rke2::{self, NodeFacts};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! What a step would change (plan) or did change (bootstrap).
 
-use crate::fsutil;
+use crate::nodefile::{self, Drift};
 use crate::paths::Root;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
 
@@ -66,14 +66,10 @@ pub fn file_change(
     contents: &[u8],
     mode: u32,
 ) -> Result<Option<Change>> {
-    let host_path = root.join(path);
-    if fsutil::is_current(&host_path, contents, mode)? {
-        return Ok(None);
-    }
-    let action = if host_path.exists() {
-        Action::Update
-    } else {
-        Action::Create
+    let action = match nodefile::drift(root, path, contents, mode)? {
+        Drift::Current => return Ok(None),
+        Drift::Missing => Action::Create,
+        Drift::Differs => Action::Update,
     };
     Ok(Some(Change {
         step,
@@ -84,33 +80,21 @@ pub fn file_change(
 }
 
 /// The change removing the node file `path` (under `root`): `None` when there is no file
-/// there. Only for files the calling step owns by name and the config no longer renders; a
-/// directory of that name is not the agent's and is left alone.
+/// there. Only for files the calling step owns by name and the config no longer renders
+/// (removed with [`nodefile::remove`]); a directory of that name is not the agent's and is
+/// left alone.
 pub fn removal(
     step: &'static str,
     root: &Root,
     path: &Path,
     detail: &str,
 ) -> Result<Option<Change>> {
-    let host_path = root.join(path);
-    match std::fs::symlink_metadata(&host_path) {
-        Ok(meta) if meta.is_dir() => Ok(None),
-        Ok(_) => Ok(Some(Change {
-            step,
-            action: Action::Remove,
-            target: path.display().to_string(),
-            detail: detail.to_string(),
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading metadata of {}", host_path.display())),
-    }
-}
-
-/// Removes the node file `path` (under `root`) that a [`removal`] planned.
-pub fn remove(root: &Root, path: &Path) -> Result<()> {
-    fsutil::remove_if_exists(&root.join(path))
-        .with_context(|| format!("removing {} (no longer in the node config)", path.display()))?;
-    Ok(())
+    Ok(nodefile::present(root, path)?.then(|| Change {
+        step,
+        action: Action::Remove,
+        target: path.display().to_string(),
+        detail: detail.to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -129,7 +113,7 @@ mod tests {
         let change = removal("s", &root, path, "gone").unwrap().unwrap();
         assert_eq!(change.action, Action::Remove);
         assert_eq!(change.to_string(), "remove   /etc/x/owned.yaml (gone)");
-        remove(&root, path).unwrap();
+        nodefile::remove(&root, path).unwrap();
         assert!(!root.join(path).exists());
         assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
         // A directory under an owned name is someone else's.

@@ -13,8 +13,9 @@ pub use report::RunReport;
 pub use step::Mode;
 
 use crate::azure::{ImdsClient, KeyVaultClient, RetryPolicy};
+use crate::nodefile::{Effect, RenderedFile};
 use crate::paths::{Root, RKE2_MANIFESTS_DIR};
-use crate::rke2::{self, Effect, NodeFacts};
+use crate::rke2::{self, NodeFacts};
 use anyhow::Result;
 use state::NodeState;
 use std::path::PathBuf;
@@ -215,7 +216,7 @@ struct Converged<'a> {
 
 /// What RKE2 reads at start, as a digest: the files whose change restarts it, and the join
 /// token's version (the token itself never goes into the node state, not even hashed).
-fn rke2_inputs_digest(files: &[rke2::RenderedFile], token_version: Option<&str>) -> String {
+fn rke2_inputs_digest(files: &[RenderedFile], token_version: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for file in files.iter().filter(|f| f.effect == Effect::RestartRke2) {

@@ -13,8 +13,9 @@
 
 use super::manifests::{insert_new, manifest};
 use super::secrets::{LONGHORN_NAMESPACE, LONGHORN_UI_AUTH_SECRET};
-use super::{yaml, RenderedFile};
+use super::yaml;
 use crate::config::NodeConfig;
+use crate::nodefile::RenderedFile;
 use anyhow::{bail, Context, Result};
 use serde_yaml_ng::{Mapping, Value};
 

@@ -7,8 +7,9 @@
 //! through `spec.set` (strings) or the GitRepo's fields. A seed that already defines a field
 //! filled here is refused, so no value can end up in two places.
 
-use super::{yaml, RenderedFile, MANIFEST_MODE};
+use super::{yaml, MANIFEST_MODE};
 use crate::config::{GitRepoConfig, NodeConfig};
+use crate::nodefile::{Effect, RenderedFile};
 use crate::paths::RKE2_MANIFESTS_DIR;
 use anyhow::{bail, Context, Result};
 use serde_yaml_ng::{Mapping, Value};
@@ -228,6 +229,6 @@ pub(super) fn manifest(
         path: Path::new(RKE2_MANIFESTS_DIR).join(file),
         contents: contents.into_bytes(),
         mode: MANIFEST_MODE,
-        effect: super::Effect::AppliedByRke2,
+        effect: Effect::AppliedByRke2,
     })
 }

@@ -17,9 +17,10 @@
 //! creates (monitoring, external-dns) is written together with its Namespace, so it does not
 //! wait for Fleet; `fleet-local` is Fleet's and `longhorn-system` the Longhorn chart's.
 
-use super::{yaml, Effect, SecretFile};
+use super::yaml;
 use crate::azure::SecretValue;
 use crate::config::NodeConfig;
+use crate::nodefile::{Effect, SecretFile};
 use crate::paths::RKE2_MANIFESTS_DIR;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -232,12 +233,12 @@ fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
             }
         }
     };
-    Ok(SecretFile {
-        path: f.kind.node_path(),
-        contents: secret_manifest(f, &body),
-        mode: SECRET_MODE,
-        effect: Effect::AppliedByRke2,
-    })
+    Ok(SecretFile::new(
+        f.kind.node_path(),
+        secret_manifest(f, &body),
+        SECRET_MODE,
+        Effect::AppliedByRke2,
+    ))
 }
 
 /// external-dns's Azure provider config (`/etc/kubernetes/azure.json`): a service principal.

@@ -1,5 +1,7 @@
 use super::*;
 use crate::config::{self, NodeConfig};
+use crate::fsutil::WriteOutcome;
+use crate::paths::Root;
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

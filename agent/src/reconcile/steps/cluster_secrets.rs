@@ -16,11 +16,12 @@
 
 use crate::azure::VAULT_RESOURCE;
 use crate::config::NodeConfig;
+use crate::nodefile::{self, SecretFile};
 use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
+use crate::rke2;
 use crate::rke2::secrets::{DeclaredSecret, FetchedSecret, SecretKind};
-use crate::rke2::{self, SecretFile};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,7 +157,7 @@ impl Step for ClusterSecretsStep<'_> {
             file.write(&self.cx.root)?;
         }
         for path in &self.unwanted {
-            change::remove(&self.cx.root, path)?;
+            nodefile::remove(&self.cx.root, path)?;
         }
         Ok(self.planned.clone())
     }

@@ -7,10 +7,10 @@
 //! is found even when the node state is lost, and a file the agent never names (an operator's
 //! manifest or drop-in beside ours) is never touched.
 
+use crate::nodefile::{self, Effect, OwnedFile, RenderedFile};
 use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
-use crate::rke2::{Effect, OwnedFile, RenderedFile};
 use anyhow::Result;
 use std::path::Path;
 
@@ -104,7 +104,7 @@ impl Step for FilesStep<'_> {
             file.write(&self.cx.root)?;
         }
         for file in &self.unwanted {
-            change::remove(&self.cx.root, &file.path)?;
+            nodefile::remove(&self.cx.root, &file.path)?;
         }
         Ok(self.planned.clone())
     }

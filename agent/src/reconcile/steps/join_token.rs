@@ -2,12 +2,13 @@
 //! that converged before, an unreachable IMDS or Key Vault keeps the token file it has.
 
 use crate::config::JoinTokenConfig;
+use crate::nodefile::SecretFile;
 use crate::paths::RKE2_TOKEN_DROPIN;
 use crate::reconcile::change::{file_change, Change};
 use crate::reconcile::inputs;
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
-use crate::rke2::{self, SecretFile};
+use crate::rke2;
 use anyhow::{Context as _, Result};
 
 pub const NAME: &str = "join-token";
