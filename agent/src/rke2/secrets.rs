@@ -18,7 +18,6 @@
 //! wait for Fleet; `fleet-local` is Fleet's and `longhorn-system` the Longhorn chart's.
 
 use super::yaml;
-use crate::azure::SecretValue;
 use crate::config::NodeConfig;
 use crate::nodefile::{Effect, SecretFile};
 use crate::paths::RKE2_MANIFESTS_DIR;
@@ -135,13 +134,16 @@ pub fn declared(config: &NodeConfig) -> Vec<DeclaredSecret<'_>> {
         .collect()
 }
 
-/// A value read from Key Vault for one declared secret.
+/// A value read from Key Vault for one declared secret (by the reconciler: rendering never
+/// talks to Azure).
 #[derive(Debug)]
 pub struct FetchedSecret {
     pub kind: SecretKind,
     /// The Key Vault secret's name (for messages and the file header).
     pub secret: String,
-    pub value: SecretValue,
+    pub value: SecretString,
+    /// The Key Vault secret's version id.
+    pub version: String,
 }
 
 /// One Secret manifest per fetched secret, in the order given.
@@ -171,7 +173,7 @@ struct SecretBody {
 }
 
 fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
-    let value = f.value.value.expose_secret();
+    let value = f.value.expose_secret();
     if value.is_empty() {
         bail!("the secret is empty: set it in Key Vault (infra-tofu stores it)");
     }
@@ -216,7 +218,7 @@ fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
         }
         SecretKind::LonghornUiAuth => {
             let login = cs.longhorn_ui_auth.as_ref().with_context(missing)?;
-            let line = htpasswd_line(&login.username, value, &f.secret, &f.value.version)?;
+            let line = htpasswd_line(&login.username, value, &f.secret, &f.version)?;
             // ingress-nginx's basic auth reads an htpasswd file from key `auth`.
             SecretBody {
                 name: LONGHORN_UI_AUTH_SECRET.into(),
@@ -368,10 +370,8 @@ mod tests {
         FetchedSecret {
             kind,
             secret: format!("{kind:?}"),
-            value: SecretValue {
-                value: SecretString::from(value),
-                version: version.into(),
-            },
+            value: SecretString::from(value),
+            version: version.into(),
         }
     }
 

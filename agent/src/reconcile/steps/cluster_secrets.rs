@@ -90,7 +90,8 @@ impl<'a> ClusterSecretsStep<'a> {
             fetched.push(FetchedSecret {
                 kind: d.kind,
                 secret: d.secret.to_string(),
-                value,
+                value: value.value,
+                version: value.version,
             });
         }
         Ok(fetched)
