@@ -2,7 +2,7 @@
 //! fallbacks), the managed-identity token and the join token secret in Key Vault.
 
 use super::{Loaded, Options, Outcome, Secrets};
-use crate::azure::{AccessToken, VAULT_RESOURCE};
+use crate::azure::{AccessToken, StatusError, VaultCause, VaultRefusal, VAULT_RESOURCE};
 use crate::config::{self, JoinTokenConfig};
 use crate::paths::RKE2_TOKEN_DROPIN;
 use crate::reconcile::inputs::{self, InvalidConfig};
@@ -272,7 +272,7 @@ pub(super) async fn identity(
         }
         Err(e) => {
             let text = format!("{e:#}");
-            let hint = if text.contains("Identity not found") {
+            let hint = if StatusError::find(&e).is_some_and(StatusError::identity_not_found) {
                 match &jt.identity {
                     None => "enable the VM's system-assigned identity (infra-tofu: identity { type = \"SystemAssigned\" }), or set join_token.identity to a user-assigned identity attached to the VM".to_string(),
                     Some(_) => "attach that user-assigned identity to the VM, or fix join_token.identity in the node config (client_id / object_id / msi_res_id)".to_string(),
@@ -310,11 +310,16 @@ pub(super) async fn key_vault(
     {
         Ok(secret) => secret,
         Err(e) => {
-            let text = format!("{e:#}");
+            let refusal = VaultRefusal::find(&e);
             return (
                 Outcome::fail(
-                    vault_finding(&text, jt),
-                    vault_hint(&text, &jt.vault, &jt.secret, "join_token.secret"),
+                    vault_finding(&e),
+                    vault_hint(
+                        refusal.map(|r| r.cause),
+                        &jt.vault,
+                        &jt.secret,
+                        "join_token.secret",
+                    ),
                 ),
                 (),
             );
@@ -386,33 +391,33 @@ pub(super) async fn key_vault(
 
 /// A refusal in one line: status, Azure's codes and message, without the client's own
 /// advice (the hint gives doctor's). Anything else is the whole error chain.
-fn vault_finding(error: &str, jt: &JoinTokenConfig) -> String {
-    match (error.find("HTTP "), error.rfind("): ")) {
-        (Some(start), Some(end)) if error.contains("refused secret") && end > start => format!(
+fn vault_finding(error: &anyhow::Error) -> String {
+    match VaultRefusal::find(error) {
+        Some(r) => format!(
             "vault {} refused secret {}: {}",
-            jt.vault,
-            jt.secret,
-            &error[start..=end]
+            r.vault,
+            r.secret,
+            r.summary()
         ),
-        _ => error.to_string(),
+        None => format!("{error:#}"),
     }
 }
 
-/// What to do about a Key Vault refusal of `secret` in `vault` (named by the config field
-/// `entry`), from the status and Azure's error code in `error`.
-pub(super) fn vault_hint(error: &str, vault: &str, secret: &str, entry: &str) -> String {
-    if error.contains("ForbiddenByRbac") {
-        format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply")
-    } else if error.contains("SecretDisabled") {
-        format!("enable the secret: `az keyvault secret set-attributes --vault-name {vault} --name {secret} --enabled true`")
-    } else if error.contains("HTTP 403") {
-        format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get")
-    } else if error.contains("HTTP 404") {
-        format!("create secret {secret} in vault {vault} (infra-tofu keyvault.tf stores it), or fix {entry} / join_token.vault in the node config")
-    } else if error.contains("HTTP 401") {
-        format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity")
-    } else {
-        format!("check DNS and outbound HTTPS (443) to {vault}.vault.azure.net: NSG rules, a firewall, private-endpoint DNS")
+/// What to do about a failed read of `secret` in `vault` (named by the config field
+/// `entry`): by Key Vault's refusal, or, when it did not refuse, about the way to it.
+pub(super) fn vault_hint(
+    refusal: Option<VaultCause>,
+    vault: &str,
+    secret: &str,
+    entry: &str,
+) -> String {
+    match refusal {
+        Some(VaultCause::NoRole) => format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply"),
+        Some(VaultCause::SecretDisabled) => format!("enable the secret: `az keyvault secret set-attributes --vault-name {vault} --name {secret} --enabled true`"),
+        Some(VaultCause::Denied) => format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get"),
+        Some(VaultCause::NotFound) => format!("create secret {secret} in vault {vault} (infra-tofu keyvault.tf stores it), or fix {entry} / join_token.vault in the node config"),
+        Some(VaultCause::TokenRejected) => format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity"),
+        None => format!("check DNS and outbound HTTPS (443) to {vault}.vault.azure.net: NSG rules, a firewall, private-endpoint DNS"),
     }
 }
 
@@ -463,29 +468,44 @@ mod tests {
         assert_eq!(proxy(env(&[])).status, Status::Ok);
     }
 
-    fn jt() -> JoinTokenConfig {
-        serde_json::from_value(serde_json::json!({"vault": "kv-x", "secret": "join"})).unwrap()
-    }
-
     #[test]
     fn a_refusal_is_one_line_without_the_clients_advice() {
-        let jt = jt();
-        let chain = "Key Vault read of secret \"join\" in vault \"kv-x\" failed: Key Vault \"kv-x\" refused secret \"join\": HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).): still denied after 0s: grant it";
+        let refusal = VaultRefusal {
+            vault: "kv-x".into(),
+            secret: "join".into(),
+            status: 403,
+            codes: vec!["Forbidden".into(), "ForbiddenByRbac".into()],
+            message: "Caller is not authorized (really).".into(),
+            cause: VaultCause::NoRole,
+            advice: "still denied after 0s: grant it".into(),
+        };
+        let chain = anyhow::Error::new(refusal)
+            .context("Key Vault read of secret \"join\" in vault \"kv-x\" failed");
         assert_eq!(
-            vault_finding(chain, &jt),
+            vault_finding(&chain),
             "vault kv-x refused secret join: HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).)"
         );
-        assert_eq!(vault_finding("timed out", &jt), "timed out");
+        assert_eq!(vault_finding(&anyhow::anyhow!("timed out")), "timed out");
     }
 
     #[test]
     fn vault_hints_follow_the_azure_error_code() {
-        let hint = |error| vault_hint(error, "kv-x", "join", "join_token.secret");
-        assert!(hint("HTTP 403 Forbidden/ForbiddenByRbac (x)")
+        let hint = |status: u16, codes: &[&str]| {
+            vault_hint(
+                VaultCause::of(status, codes),
+                "kv-x",
+                "join",
+                "join_token.secret",
+            )
+        };
+        assert!(hint(403, &["Forbidden", "ForbiddenByRbac"])
             .contains("'Key Vault Secrets User' role on vault kv-x"));
-        assert!(hint("HTTP 403 Forbidden/SecretDisabled").contains("--enabled true"));
-        assert!(hint("HTTP 404 SecretNotFound").contains("create secret join"));
-        assert!(hint("HTTP 401 Unauthorized").contains("tenant"));
-        assert!(hint("connection refused").contains("kv-x.vault.azure.net"));
+        assert!(hint(403, &["Forbidden", "SecretDisabled"]).contains("--enabled true"));
+        assert!(hint(404, &["SecretNotFound"]).contains("create secret join"));
+        assert!(hint(401, &["Unauthorized"]).contains("tenant"));
+        // No refusal (connection refused): the way to the vault.
+        assert!(
+            vault_hint(None, "kv-x", "join", "join_token.secret").contains("kv-x.vault.azure.net")
+        );
     }
 }

@@ -10,7 +10,7 @@ use super::{
     RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
 };
 use crate::reconcile::report::exit_code as codes;
-use crate::reconcile::state::{self, NodeState, RunRecord, STATE_FILE};
+use crate::reconcile::state::{self, NodeState, RunRecord, StepRecord, STATE_FILE};
 use crate::reconcile::STEP_NAMES;
 use std::time::SystemTime;
 
@@ -62,33 +62,9 @@ fn exit_code(step: &str) -> Option<i32> {
     STEP_NAMES.contains(&step).then(|| codes::for_step(step))
 }
 
-/// The config entry, secret and vault a failed `cluster-secrets` run names in its error
-/// (`reading cluster_secrets.X (secret "S" in vault "V"): …`).
-#[derive(Debug, PartialEq, Eq)]
-struct NamedSecret<'a> {
-    entry: &'a str,
-    secret: &'a str,
-    vault: &'a str,
-}
-
-fn named_secret(error: &str) -> Option<NamedSecret<'_>> {
-    let quoted_after = |marker: &str| {
-        let rest = &error[error.find(marker)? + marker.len()..];
-        rest.split('"').next()
-    };
-    let at = error.find("cluster_secrets.")?;
-    let entry = error[at..]
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .next()?;
-    Some(NamedSecret {
-        entry,
-        secret: quoted_after("secret \"")?,
-        vault: quoted_after("vault \"")?,
-    })
-}
-
-/// What to do about a failed `step`, from the run's recorded error.
-fn failure_hint(step: &str, error: &str) -> String {
+/// What to do about the failed step `failed`, from what the run recorded of it.
+fn failure_hint(failed: &StepRecord) -> String {
+    let step = failed.name.as_str();
     let restart = "after fixing the cause, `systemctl restart canarie-agent`";
     let log = format!("the step's log: `journalctl -u canarie-agent -b F_STEP={step}`");
     let Some(help) = step_help(step) else {
@@ -101,21 +77,19 @@ fn failure_hint(step: &str, error: &str) -> String {
         if checks.len() == 1 { "" } else { "s" },
         checks.join(", ")
     );
-    if step == "cluster-secrets" {
-        if let Some(named) = named_secret(error) {
-            hint = format!(
-                "Key Vault secret {} ({}) in vault {}: {}; {hint}",
-                named.secret,
-                named.entry,
-                named.vault,
-                cloud::vault_hint(
-                    error,
-                    named.vault,
-                    named.secret,
-                    &format!("{}.secret", named.entry)
-                ),
-            );
-        }
+    if let Some(named) = &failed.secret {
+        hint = format!(
+            "Key Vault secret {} ({}) in vault {}: {}; {hint}",
+            named.secret,
+            named.entry,
+            named.vault,
+            cloud::vault_hint(
+                named.cause(),
+                &named.vault,
+                &named.secret,
+                &format!("{}.secret", named.entry)
+            ),
+        );
     }
     hint
 }
@@ -182,7 +156,7 @@ fn judge(run: &RunRecord) -> Outcome {
             format!("at {when}{took}{code}: {error}")
         };
         let hint = match failed {
-            Some(_) => failure_hint(step, error),
+            Some(failed) => failure_hint(failed),
             None => "the failing checks above name the cause; after fixing it, `systemctl restart canarie-agent`; the run's log: `journalctl -u canarie-agent -b`".into(),
         };
         return Outcome::fail(finding, hint).with_details(details);
@@ -234,7 +208,6 @@ mod tests {
     use super::*;
     use crate::doctor::{Status, CHECKS};
     use crate::reconcile::report::exit_code as code;
-    use crate::reconcile::state::StepRecord;
 
     /// A run that failed in `step` with the failure line bootstrap records.
     fn failed_in(step: &str, cause: &str) -> RunRecord {
@@ -251,6 +224,7 @@ mod tests {
                 outcome: "failed".into(),
                 changes: 0,
                 duration_ms: 12,
+                secret: None,
             }],
         }
     }
@@ -302,16 +276,43 @@ mod tests {
 
     #[test]
     fn a_cluster_secret_refusal_names_the_secret_and_the_fix() {
-        let missing = "reading cluster_secrets.grafana_admin (secret \"grafana-admin\" in vault \"kv-c\"): Key Vault read of secret \"grafana-admin\" in vault \"kv-c\" failed: Key Vault \"kv-c\" refused secret \"grafana-admin\": HTTP 404 Not Found/SecretNotFound (A secret with (name/id) grafana-admin was not found in this key vault.): create it";
+        use crate::azure::{VaultCause, VaultRefusal};
+        use crate::reconcile::inputs::SecretRead;
+        use crate::reconcile::state::SecretFailure;
+        // The error chain the step ends with, and the run recorded from it.
+        let failed = |status: u16, codes: &[&str]| {
+            let refusal = VaultRefusal {
+                vault: "kv-c".into(),
+                secret: "grafana-admin".into(),
+                status,
+                codes: codes.iter().map(|c| c.to_string()).collect(),
+                message: "A secret with (name/id) grafana-admin was not found in this key vault."
+                    .into(),
+                cause: VaultCause::of(status, codes).unwrap(),
+                advice: "create it".into(),
+            };
+            let err = anyhow::Error::new(refusal)
+                .context("Key Vault read of secret \"grafana-admin\" in vault \"kv-c\" failed")
+                .context(SecretRead {
+                    entry: "cluster_secrets.grafana_admin".into(),
+                    secret: "grafana-admin".into(),
+                    vault: "kv-c".into(),
+                });
+            let mut run = failed_in("cluster-secrets", &format!("{err:#}"));
+            run.steps[0].secret = SecretFailure::of(&err);
+            run
+        };
+        let missing = failed(404, &["Not Found", "SecretNotFound"]);
+        let named = missing.steps[0].secret.as_ref().unwrap();
         assert_eq!(
-            named_secret(missing),
-            Some(NamedSecret {
-                entry: "cluster_secrets.grafana_admin",
-                secret: "grafana-admin",
-                vault: "kv-c"
-            })
+            (
+                named.entry.as_str(),
+                named.secret.as_str(),
+                named.vault.as_str()
+            ),
+            ("cluster_secrets.grafana_admin", "grafana-admin", "kv-c")
         );
-        let hint = judge(&failed_in("cluster-secrets", missing)).hint.unwrap();
+        let hint = judge(&missing).hint.unwrap();
         assert!(hint.starts_with("Key Vault secret grafana-admin (cluster_secrets.grafana_admin) in vault kv-c: create secret grafana-admin in vault kv-c"), "{hint}");
         assert!(
             hint.contains("fix cluster_secrets.grafana_admin.secret"),
@@ -319,13 +320,8 @@ mod tests {
         );
         assert!(hint.contains("see checks identity, key-vault"), "{hint}");
 
-        let forbidden = missing.replace(
-            "HTTP 404 Not Found/SecretNotFound",
-            "HTTP 403 Forbidden/ForbiddenByRbac",
-        );
-        let hint = judge(&failed_in("cluster-secrets", &forbidden))
-            .hint
-            .unwrap();
+        let forbidden = failed(403, &["Forbidden", "ForbiddenByRbac"]);
+        let hint = judge(&forbidden).hint.unwrap();
         assert!(
             hint.contains("'Key Vault Secrets User' role on vault kv-c"),
             "{hint}"

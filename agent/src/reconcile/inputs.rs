@@ -12,6 +12,19 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct InvalidConfig(pub String);
 
+/// A failed read of the Key Vault secret that config entry `entry` names: the context the
+/// step adds, which the run's record keeps for doctor (see [`SecretFailure`]).
+///
+/// [`SecretFailure`]: crate::reconcile::state::SecretFailure
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("reading {entry} (secret {secret:?} in vault {vault:?})")]
+pub struct SecretRead {
+    /// The node config entry (`cluster_secrets.grafana_admin`).
+    pub entry: String,
+    pub secret: String,
+    pub vault: String,
+}
+
 /// Reads the node config from `file` when given, else from IMDS userData.
 pub async fn load_config(
     file: Option<&Path>,

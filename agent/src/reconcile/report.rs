@@ -1,7 +1,7 @@
 //! The report of one run: what each step found or did, for the terminal, `--json`, the
 //! exit code and the node state.
 
-use super::state::{self, RunRecord, StepRecord};
+use super::state::{self, RunRecord, SecretFailure, StepRecord};
 use super::step::{Mode, Outcome, StepReport};
 use serde::Serialize;
 
@@ -169,6 +169,7 @@ impl RunReport {
                     outcome: s.outcome.as_str().to_string(),
                     changes: s.changes.len(),
                     duration_ms: s.duration_ms,
+                    secret: s.failure.as_ref().and_then(SecretFailure::of),
                 })
                 .collect(),
         }

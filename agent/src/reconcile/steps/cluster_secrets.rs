@@ -18,6 +18,7 @@ use crate::azure::VAULT_RESOURCE;
 use crate::config::NodeConfig;
 use crate::nodefile::{self, SecretFile};
 use crate::reconcile::change::{self, file_change, Change};
+use crate::reconcile::inputs::SecretRead;
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
 use crate::rke2;
@@ -71,13 +72,10 @@ impl<'a> ClusterSecretsStep<'a> {
             let value = vault
                 .get_secret(&jt.vault, d.secret, &token, rbac_window)
                 .await
-                .with_context(|| {
-                    format!(
-                        "reading {} (secret {:?} in vault {:?})",
-                        d.kind.config_path(),
-                        d.secret,
-                        jt.vault
-                    )
+                .with_context(|| SecretRead {
+                    entry: d.kind.config_path().to_string(),
+                    secret: d.secret.to_string(),
+                    vault: jt.vault.clone(),
                 })?;
             tracing::info!(
                 entry = d.kind.config_path(),
