@@ -1,16 +1,15 @@
 //! Checks that talk to Azure: IMDS, the proxy environment, the node config (userData or its
 //! fallbacks), the managed-identity token and the join token secret in Key Vault.
 
-use super::{Loaded, Options, Outcome, Secrets};
+use super::{Options, Outcome, Secrets};
 use crate::azure::{AccessToken, StatusError, VaultCause, VaultRefusal, VAULT_RESOURCE};
-use crate::config::{self, JoinTokenConfig};
+use crate::config::{self, ConfigSource, JoinTokenConfig};
 use crate::paths::RKE2_TOKEN_DROPIN;
-use crate::reconcile::inputs::{self, InvalidConfig};
-use crate::reconcile::state::{self, NodeState, LAST_CONFIG_FILE};
+use crate::reconcile::inputs::{self, ConfigSources, LoadedConfig, NoConfig};
+use crate::reconcile::state::NodeState;
 use crate::rke2;
 use secrecy::SecretString;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The address every Azure VM reaches IMDS at.
@@ -27,32 +26,11 @@ pub const PROXY_VARS: &[&str] = &[
 /// The variables listing what is reached without a proxy.
 pub const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
 
-/// Where the node config came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// `--config FILE`.
-    File(PathBuf),
-    ImdsUserData,
-    /// `/var/lib/canarie-agent/last-config.json`, because IMDS did not answer.
-    LastConverged,
-}
-
-impl Source {
-    /// The stable id in the JSON report (`node.config_source`).
-    pub(crate) fn id(&self) -> &'static str {
-        match self {
-            Source::File(_) => "file",
-            Source::ImdsUserData => "imds_user_data",
-            Source::LastConverged => "last_converged",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Source::File(path) => format!("file {}", path.display()),
-            Source::ImdsUserData => "IMDS userData".into(),
-            Source::LastConverged => format!("the last converged copy {LAST_CONFIG_FILE}"),
-        }
+/// How doctor names where the node config came from.
+fn describe(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::LastConverged(path) => format!("the last converged copy {}", path.display()),
+        other => other.to_string(),
     }
 }
 
@@ -140,69 +118,70 @@ pub(super) async fn config(
     opts: &Options,
     imds_up: bool,
     state: Option<&NodeState>,
-) -> (Outcome, Option<Loaded>) {
+) -> (Outcome, Option<LoadedConfig>) {
     let file = opts.cx.config_file.as_deref();
-    let loaded = if file.is_some() || imds_up {
-        let imds = match opts.cx.imds(false) {
-            Ok(c) => c,
+    let imds = if file.is_some() || imds_up {
+        match opts.cx.imds(false) {
+            Ok(c) => Some(c),
             Err(e) => return (Outcome::fail(format!("{e:#}"), IMDS_HINT), None),
-        };
-        match inputs::load_config(file, &imds).await {
-            Ok((config, _)) => Ok(Loaded {
-                config,
-                source: match file {
-                    Some(path) => Source::File(path.to_path_buf()),
-                    None => Source::ImdsUserData,
-                },
-            }),
-            Err(e) if e.downcast_ref::<InvalidConfig>().is_some() || file.is_some() => {
-                let hint = match file {
-                    Some(path) => format!(
-                        "fix the file (`canarie-agent config validate {}` names the field); docs/configuration.md lists every field",
-                        path.display()
-                    ),
-                    None => "fix the VM's user_data (infra-tofu) and `systemctl restart canarie-agent`; check a file first with `canarie-agent config validate FILE`".into(),
-                };
-                return (Outcome::fail(format!("{e:#}"), hint), None);
-            }
-            Err(e) => Err(format!("userData could not be read ({e:#})")),
         }
     } else {
-        Err("IMDS is unreachable (see check imds)".to_string())
+        None
+    };
+    let loaded = inputs::load_config(ConfigSources {
+        file,
+        imds: imds.as_ref(),
+        last_converged: Some(&opts.cx.root),
+    })
+    .await;
+    // Why userData was not used, when it was not.
+    let why = |imds_error: &Option<anyhow::Error>| match imds_error {
+        Some(e) => format!("userData could not be read ({e:#})"),
+        None => "IMDS is unreachable (see check imds)".to_string(),
     };
     let loaded = match loaded {
         Ok(loaded) => loaded,
-        Err(why) => match state::load_last_config(&opts.cx.root) {
-            Ok((config, _)) => {
-                let loaded = Loaded {
-                    config,
-                    source: Source::LastConverged,
-                };
-                let finding = format!(
-                    "{why}; using {}: {}",
-                    loaded.source.describe(),
-                    summary(&loaded.config)
-                );
+        Err(e) => {
+            if let Some(none) = e.downcast_ref::<NoConfig>() {
                 return (
-                    Outcome::warn(
-                        finding,
-                        "the node can restart RKE2 from its local state, but changes to user_data are not seen until IMDS answers again",
+                    Outcome::fail(
+                        format!(
+                            "no node config: {}, and this node has no last converged copy",
+                            why(&none.imds_error)
+                        ),
+                        "make IMDS reachable (see check imds), or pass the config with --config FILE",
                     ),
-                    Some(loaded),
+                    None,
                 );
             }
-            Err(_) => return (
-                Outcome::fail(
-                    format!("no node config: {why}, and this node has no last converged copy"),
-                    "make IMDS reachable (see check imds), or pass the config with --config FILE",
+            let hint = match file {
+                Some(path) => format!(
+                    "fix the file (`canarie-agent config validate {}` names the field); docs/configuration.md lists every field",
+                    path.display()
                 ),
-                None,
-            ),
-        },
+                None => "fix the VM's user_data (infra-tofu) and `systemctl restart canarie-agent`; check a file first with `canarie-agent config validate FILE`".into(),
+            };
+            return (Outcome::fail(format!("{e:#}"), hint), None);
+        }
     };
+    if matches!(loaded.source, ConfigSource::LastConverged(_)) {
+        let finding = format!(
+            "{}; using {}: {}",
+            why(&loaded.imds_error),
+            describe(&loaded.source),
+            summary(&loaded.config)
+        );
+        return (
+            Outcome::warn(
+                finding,
+                "the node can restart RKE2 from its local state, but changes to user_data are not seen until IMDS answers again",
+            ),
+            Some(loaded),
+        );
+    }
     let mut finding = format!(
         "valid, from {}: {}",
-        loaded.source.describe(),
+        describe(&loaded.source),
         summary(&loaded.config)
     );
     let digest = config::digest(&loaded.config);

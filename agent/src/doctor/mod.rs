@@ -19,7 +19,6 @@ pub use net::API_SERVER_PORT;
 pub use report::{Check, NodeInfo, Report, Status, Summary, CHECK_FIELDS, FORMAT_VERSION};
 
 use crate::azure::RetryPolicy;
-use crate::config::NodeConfig;
 use crate::reconcile::state::NodeState;
 use crate::reconcile::Context;
 use anyhow::{Context as _, Result};
@@ -276,12 +275,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, work))
         .await
         .context("a doctor check panicked")
-}
-
-/// The node config the checks after `config` work from.
-pub(crate) struct Loaded {
-    pub config: NodeConfig,
-    pub source: cloud::Source,
 }
 
 /// Runs every check and returns the report (secrets scrubbed). Never fails: a check that

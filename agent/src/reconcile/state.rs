@@ -176,7 +176,10 @@ pub fn load_last_config(root: &Root) -> Result<(NodeConfig, ConfigSource)> {
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = crate::config::parse(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is invalid at {e}", path.display()))?;
-    Ok((config, ConfigSource::File(PathBuf::from(LAST_CONFIG_FILE))))
+    Ok((
+        config,
+        ConfigSource::LastConverged(PathBuf::from(LAST_CONFIG_FILE)),
+    ))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {

@@ -3,11 +3,11 @@
 
 use crate::config::{self, ConfigSource, NodeConfig};
 use crate::reconcile::change::{Action, Change};
-use crate::reconcile::inputs;
-use crate::reconcile::state::{self, NodeState};
+use crate::reconcile::inputs::{self, ConfigSources};
+use crate::reconcile::state::NodeState;
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 pub struct ConfigStep<'a> {
     cx: &'a Context,
@@ -35,27 +35,20 @@ impl Step for ConfigStep<'_> {
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
-        let imds = self.cx.imds(self.state.has_converged())?;
-        let loaded = match inputs::load_config(self.cx.config_file.as_deref(), &imds).await {
-            Ok(loaded) => loaded,
-            // A bad config is never papered over with an old one: the operator must see it.
-            Err(e)
-                if self.cx.config_file.is_none()
-                    && self.state.has_converged()
-                    && e.downcast_ref::<inputs::InvalidConfig>().is_none() =>
-            {
-                let fallback = state::load_last_config(&self.cx.root).with_context(|| {
-                    format!(
-                        "IMDS is unreachable ({e:#}) and the last converged config cannot be read"
-                    )
-                })?;
-                self.warning = Some(format!(
-                    "IMDS unreachable, using the last converged node config: {e:#}"
-                ));
-                fallback
-            }
-            Err(e) => return Err(e),
-        };
+        let may_fall_back = self.state.has_converged();
+        let imds = self.cx.imds(may_fall_back)?;
+        let loaded = inputs::load_config(ConfigSources {
+            file: self.cx.config_file.as_deref(),
+            imds: Some(&imds),
+            last_converged: may_fall_back.then_some(&self.cx.root),
+        })
+        .await?;
+        if let Some(e) = &loaded.imds_error {
+            self.warning = Some(format!(
+                "IMDS unreachable, using the last converged node config: {e:#}"
+            ));
+        }
+        let loaded = (loaded.config, loaded.source);
         let digest = config::digest(&loaded.0);
         let changes = if self.state.config_digest.as_deref() == Some(digest.as_str()) {
             Vec::new()
