@@ -1,13 +1,14 @@
-//! Where the desired state comes from: the node config (a file or IMDS userData) and the
-//! join token (Key Vault through the managed identity).
+//! Where the desired state comes from: the node config (a file, IMDS userData or the last
+//! converged copy) and the secrets (Key Vault through the managed identity, one token per run).
 
-use super::state;
-use crate::azure::{ImdsClient, KeyVaultClient, SecretValue, VAULT_RESOURCE};
+use super::{state, Context};
+use crate::azure::{AccessToken, ImdsClient, KeyVaultClient, SecretValue, VAULT_RESOURCE};
 use crate::config::{self, ConfigSource, JoinTokenConfig, NodeConfig};
 use crate::paths::Root;
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Mutex, OnceCell};
 
 /// The node config was read but is not valid: the operator must fix it; no fallback applies.
 #[derive(Debug, thiserror::Error)]
@@ -104,37 +105,103 @@ pub async fn load_config(sources: ConfigSources<'_>) -> Result<LoadedConfig> {
     }
 }
 
-/// Gets a managed-identity token and reads the join token secret with it.
-pub async fn fetch_join_token(
-    imds: &ImdsClient,
-    vault: &KeyVaultClient,
-    jt: &JoinTokenConfig,
-) -> Result<SecretValue> {
-    let token = imds
-        .token(VAULT_RESOURCE, jt.identity.as_ref())
-        .await
-        .context("getting a managed-identity token for Key Vault")?;
-    tracing::info!(
-        expires_on = token.expires_on,
-        "managed-identity token obtained"
-    );
-    let secret = vault
-        .get_secret(
-            &jt.vault,
-            &jt.secret,
-            &token,
-            Duration::from_secs(jt.rbac_wait_seconds),
-        )
-        .await
-        .context("reading the RKE2 join token from Key Vault")?;
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "the join token secret {:?} in vault {:?} is empty: set it (infra-tofu stores a random_password there)",
-        jt.secret,
-        jt.vault
-    );
-    tracing::info!(vault = %jt.vault, secret = %jt.secret, version = %secret.version, length = secret.len(), "join token read");
-    Ok(secret)
+/// A cached token is used while it stays valid for at least this long.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+/// Key Vault as one run reads it: the clients built once, and one managed-identity token
+/// for every read (the join token and each cluster secret), asked for by the first read and
+/// kept while it is valid. Nothing is fetched until a step reads.
+pub struct KeyVault<'a> {
+    cx: &'a Context,
+    jt: &'a JoinTokenConfig,
+    /// The node converged before: the short deadlines of a boot that may fall back.
+    may_fall_back: bool,
+    clients: OnceCell<(ImdsClient, KeyVaultClient)>,
+    token: Mutex<Option<AccessToken>>,
+}
+
+impl<'a> KeyVault<'a> {
+    /// Reads with the identity and vault of `jt` (the join token's, which the cluster
+    /// secrets share).
+    pub fn new(cx: &'a Context, jt: &'a JoinTokenConfig, may_fall_back: bool) -> Self {
+        KeyVault {
+            cx,
+            jt,
+            may_fall_back,
+            clients: OnceCell::new(),
+            token: Mutex::new(None),
+        }
+    }
+
+    async fn clients(&self) -> Result<&(ImdsClient, KeyVaultClient)> {
+        self.clients
+            .get_or_try_init(|| async {
+                Ok((
+                    self.cx.imds(self.may_fall_back)?,
+                    self.cx.vault(self.may_fall_back)?,
+                ))
+            })
+            .await
+    }
+
+    /// The run's managed-identity token for Key Vault: IMDS is asked once, and again only
+    /// when the token is about to expire (or an earlier attempt failed).
+    pub async fn token(&self) -> Result<AccessToken> {
+        let mut cached = self.token.lock().await;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| t.expires_on > now + TOKEN_MARGIN.as_secs())
+        {
+            return Ok(token.clone());
+        }
+        let (imds, _) = self.clients().await?;
+        let token = imds
+            .token(VAULT_RESOURCE, self.jt.identity.as_ref())
+            .await
+            .context("getting a managed-identity token for Key Vault")?;
+        tracing::info!(
+            expires_on = token.expires_on,
+            "managed-identity token obtained"
+        );
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Reads `secret` from the vault with the run's token.
+    pub async fn read(&self, secret: &str) -> Result<SecretValue> {
+        let token = self.token().await?;
+        let (_, vault) = self.clients().await?;
+        vault
+            .get_secret(
+                &self.jt.vault,
+                secret,
+                &token,
+                Duration::from_secs(self.jt.rbac_wait_seconds),
+            )
+            .await
+    }
+
+    /// The RKE2 join token (`join_token.secret`), which must not be empty.
+    pub async fn join_token(&self) -> Result<SecretValue> {
+        let jt = self.jt;
+        // A token failure reads as such, not as a failed read of the secret.
+        self.token().await?;
+        let secret = self
+            .read(&jt.secret)
+            .await
+            .context("reading the RKE2 join token from Key Vault")?;
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "the join token secret {:?} in vault {:?} is empty: set it (infra-tofu stores a random_password there)",
+            jt.secret,
+            jt.vault
+        );
+        tracing::info!(vault = %jt.vault, secret = %jt.secret, version = %secret.version, length = secret.len(), "join token read");
+        Ok(secret)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::nodefile::{Effect, RenderedFile};
 use crate::paths::{Root, RKE2_MANIFESTS_DIR};
 use crate::rke2::{self, NodeFacts};
 use anyhow::Result;
+use inputs::KeyVault;
 use state::NodeState;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,8 +114,10 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     report.role = Some(config.role.to_string());
     report.node_name = config.node_name.clone();
 
+    // One managed-identity token for the run's Key Vault reads.
+    let vault = KeyVault::new(cx, &config.join_token, state.has_converged());
     // The token fetch does not wait for the disk, nor the disk for Azure.
-    let mut token_step = JoinTokenStep::new(cx, &config.join_token, state.has_converged());
+    let mut token_step = JoinTokenStep::new(cx, &vault, state.has_converged());
     let disk_wait = (mode == Mode::Plan).then_some(Duration::ZERO);
     let mut disk_step = DataDiskStep::new(cx, config.data_disk.as_ref(), disk_wait);
     let (token_report, disk_report) = tokio::join!(
@@ -158,7 +161,7 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));
     }
     // Secrets are applied by RKE2 like the other manifests: no restart follows from them.
-    let mut secrets_step = ClusterSecretsStep::new(cx, &config, state.has_converged());
+    let mut secrets_step = ClusterSecretsStep::new(cx, &config, &vault, state.has_converged());
     report.push(run_step(&mut secrets_step, mode).await);
     if report.failed() {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));

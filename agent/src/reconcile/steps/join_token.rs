@@ -1,11 +1,10 @@
 //! Step `join-token`: the RKE2 join token from Key Vault into its 0600 drop-in. On a node
 //! that converged before, an unreachable IMDS or Key Vault keeps the token file it has.
 
-use crate::config::JoinTokenConfig;
 use crate::nodefile::SecretFile;
 use crate::paths::RKE2_TOKEN_DROPIN;
 use crate::reconcile::change::{file_change, Change};
-use crate::reconcile::inputs;
+use crate::reconcile::inputs::KeyVault;
 use crate::reconcile::step::Step;
 use crate::reconcile::Context;
 use crate::rke2;
@@ -15,7 +14,7 @@ pub const NAME: &str = "join-token";
 
 pub struct JoinTokenStep<'a> {
     cx: &'a Context,
-    jt: &'a JoinTokenConfig,
+    vault: &'a KeyVault<'a>,
     may_fall_back: bool,
     file: Option<SecretFile>,
     /// The version of the secret that was read.
@@ -27,10 +26,10 @@ pub struct JoinTokenStep<'a> {
 impl<'a> JoinTokenStep<'a> {
     /// `may_fall_back`: the node converged before, so its token file may be kept when
     /// Azure cannot be reached.
-    pub fn new(cx: &'a Context, jt: &'a JoinTokenConfig, may_fall_back: bool) -> Self {
+    pub fn new(cx: &'a Context, vault: &'a KeyVault<'a>, may_fall_back: bool) -> Self {
         JoinTokenStep {
             cx,
-            jt,
+            vault,
             may_fall_back,
             file: None,
             version: None,
@@ -46,13 +45,7 @@ impl Step for JoinTokenStep<'_> {
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
-        let fetched = async {
-            let imds = self.cx.imds(self.may_fall_back)?;
-            let vault = self.cx.vault(self.may_fall_back)?;
-            inputs::fetch_join_token(&imds, &vault, self.jt).await
-        }
-        .await;
-        let secret = match fetched {
+        let secret = match self.vault.join_token().await {
             Ok(secret) => secret,
             Err(e) if self.may_fall_back && self.cx.root.join(RKE2_TOKEN_DROPIN).exists() => {
                 self.warning = Some(format!("keeping the existing join token file: {e:#}"));
