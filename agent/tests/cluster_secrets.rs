@@ -210,10 +210,7 @@ async fn bootstrap_seeds_each_secret_as_a_valid_0600_manifest_and_nowhere_else()
         .flat_map(|c| sb.sim.statuses(&format!("/secrets/{}", c.kv)))
         .collect();
     assert_eq!(reads, vec![200; 2 * CASES.len()]);
-    assert_eq!(
-        sb.sim.statuses("/metadata/identity/oauth2/token").len(),
-        2
-    );
+    assert_eq!(sb.sim.statuses("/metadata/identity/oauth2/token").len(), 2);
 
     // Converged: nothing is rewritten, RKE2 is not restarted.
     assert_no_values(&sb.assert_rerun_changes_nothing().await);

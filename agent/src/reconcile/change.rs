@@ -1,5 +1,6 @@
 //! What a step would change (plan) or did change (bootstrap).
 
+use super::steps::StepId;
 use crate::nodefile::{self, Drift};
 use crate::paths::Root;
 use anyhow::Result;
@@ -41,7 +42,7 @@ impl std::fmt::Display for Action {
 /// One change to the node, named by step and target (a path, a device, a unit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    pub step: &'static str,
+    pub step: StepId,
     pub action: Action,
     pub target: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -60,7 +61,7 @@ impl std::fmt::Display for Change {
 
 /// The change needed to make the node file `path` (under `root`) hold `contents` with `mode`.
 pub fn file_change(
-    step: &'static str,
+    step: StepId,
     root: &Root,
     path: &Path,
     contents: &[u8],
@@ -83,12 +84,7 @@ pub fn file_change(
 /// there. Only for files the calling step owns by name and the config no longer renders
 /// (removed with [`nodefile::remove`]); a directory of that name is not the agent's and is
 /// left alone.
-pub fn removal(
-    step: &'static str,
-    root: &Root,
-    path: &Path,
-    detail: &str,
-) -> Result<Option<Change>> {
+pub fn removal(step: StepId, root: &Root, path: &Path, detail: &str) -> Result<Option<Change>> {
     Ok(nodefile::present(root, path)?.then(|| Change {
         step,
         action: Action::Remove,
@@ -107,18 +103,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
         let path = Path::new("/etc/x/owned.yaml");
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
         fs::create_dir_all(root.join("/etc/x")).unwrap();
         fs::write(root.join(path), b"a").unwrap();
-        let change = removal("s", &root, path, "gone").unwrap().unwrap();
+        let change = removal(StepId::Rke2Config, &root, path, "gone")
+            .unwrap()
+            .unwrap();
         assert_eq!(change.action, Action::Remove);
         assert_eq!(change.to_string(), "remove   /etc/x/owned.yaml (gone)");
         nodefile::remove(&root, path).unwrap();
         assert!(!root.join(path).exists());
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
         // A directory under an owned name is someone else's.
         fs::create_dir(root.join(path)).unwrap();
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod steps;
 pub use change::{Action, Change};
 pub use report::RunReport;
 pub use step::Mode;
+pub use steps::{StepId, STEP_NAMES};
 
 use crate::azure::{ImdsClient, KeyVaultClient, RetryPolicy};
 use crate::nodefile::{Effect, RenderedFile};
@@ -85,17 +86,6 @@ impl Context {
     }
 }
 
-/// Step names, in order (the report and the node state use them).
-pub const STEP_NAMES: &[&str] = &[
-    "config",
-    "join-token",
-    "data-disk",
-    "rke2-config",
-    "server-manifests",
-    "cluster-secrets",
-    "start-rke2",
-];
-
 /// Runs every step in `mode`. Only a failure to start at all is an `Err`; step failures are
 /// in the report.
 pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
@@ -137,7 +127,7 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     let rendered = match rke2::render(&config, &facts) {
         Ok(files) => files,
         Err(e) => {
-            report.push(StepReport::from_error("rke2-config", e));
+            report.push(StepReport::from_error(StepId::Rke2Config, e));
             return Ok(finish(cx, mode, report, &state, None, started, started_at));
         }
     };
@@ -153,9 +143,11 @@ pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
         .clone()
         .or_else(|| state.join_token_version.clone());
     let rke2_inputs = rke2_inputs_digest(&config_files, token_version.as_deref());
-    let mut config_files_step = FilesStep::new("rke2-config", cx, config_files, owned_config_files);
+    let mut config_files_step =
+        FilesStep::new(StepId::Rke2Config, cx, config_files, owned_config_files);
     report.push(run_step(&mut config_files_step, mode).await);
-    let mut manifests_step = FilesStep::new("server-manifests", cx, manifests, owned_manifests);
+    let mut manifests_step =
+        FilesStep::new(StepId::ServerManifests, cx, manifests, owned_manifests);
     report.push(run_step(&mut manifests_step, mode).await);
     if report.failed() {
         return Ok(finish(cx, mode, report, &state, None, started, started_at));
@@ -243,9 +235,9 @@ fn finish(
     started: Instant,
     started_at: String,
 ) -> RunReport {
-    for name in STEP_NAMES {
-        if !report.steps.iter().any(|s| s.name == *name) {
-            report.push(StepReport::not_run(name));
+    for step in StepId::ALL {
+        if !report.steps.iter().any(|s| s.step == step) {
+            report.push(StepReport::not_run(step));
         }
     }
     report.duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);

@@ -1,6 +1,7 @@
 //! The life every concern shares: observe and decide (`plan`), then `apply`, then report.
 
 use super::change::Change;
+use super::steps::StepId;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,8 @@ pub enum Mode {
 /// One concern of the node (config, join token, data disk, …).
 #[allow(async_fn_in_trait)] // steps run on one task, never as trait objects
 pub trait Step {
-    /// Name in logs, reports and the node state.
-    fn name(&self) -> &'static str;
+    /// Which step this is (its row in the step table).
+    fn id(&self) -> StepId;
     /// Observe the node and decide what must change. Read-only.
     async fn plan(&mut self) -> anyhow::Result<Vec<Change>>;
     /// Make the changes `plan` decided; returns what was done. Called only after `plan`.
@@ -54,7 +55,8 @@ impl Outcome {
 /// What one step found or did.
 #[derive(Debug, Serialize)]
 pub struct StepReport {
-    pub name: &'static str,
+    #[serde(rename = "name")]
+    pub step: StepId,
     pub outcome: Outcome,
     pub changes: Vec<Change>,
     pub duration_ms: u64,
@@ -73,9 +75,9 @@ impl StepReport {
     }
 
     /// A step that never ran because an earlier one failed.
-    pub fn not_run(name: &'static str) -> StepReport {
+    pub fn not_run(step: StepId) -> StepReport {
         StepReport {
-            name,
+            step,
             outcome: Outcome::Skipped,
             changes: Vec::new(),
             duration_ms: 0,
@@ -88,7 +90,8 @@ impl StepReport {
 
 /// Runs one step in `mode`, logging its start, decision, duration and outcome.
 pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
-    let name = step.name();
+    let id = step.id();
+    let name = id.name();
     let start = Instant::now();
     tracing::info!(step = name, mode = ?mode, "step started");
     let result = async {
@@ -107,7 +110,7 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
     }
     let report = match result {
         Ok(changes) => StepReport {
-            name,
+            step: id,
             outcome: if step.skipped() {
                 Outcome::Skipped
             } else if changes.is_empty() {
@@ -122,7 +125,7 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
             failure: None,
         },
         Err(e) => StepReport {
-            name,
+            step: id,
             outcome: Outcome::Failed,
             changes: Vec::new(),
             duration_ms: millis(duration),

@@ -19,13 +19,12 @@ use crate::nodefile::{self, SecretFile};
 use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::inputs::{KeyVault, SecretRead};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use crate::rke2;
 use crate::rke2::secrets::{DeclaredSecret, FetchedSecret, SecretKind};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
-
-pub const NAME: &str = "cluster-secrets";
 
 pub struct ClusterSecretsStep<'a> {
     cx: &'a Context,
@@ -98,8 +97,8 @@ impl<'a> ClusterSecretsStep<'a> {
 }
 
 impl Step for ClusterSecretsStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    fn id(&self) -> StepId {
+        StepId::ClusterSecrets
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -115,7 +114,12 @@ impl Step for ClusterSecretsStep<'_> {
                 "{} is no longer in the node config; the Secret stays in the cluster (docs/operations.md)",
                 kind.config_path()
             );
-            if let Some(c) = change::removal(NAME, &self.cx.root, &kind.node_path(), &detail)? {
+            if let Some(c) = change::removal(
+                StepId::ClusterSecrets,
+                &self.cx.root,
+                &kind.node_path(),
+                &detail,
+            )? {
                 self.planned.push(c);
                 self.unwanted.push(kind.node_path());
             }
@@ -139,7 +143,7 @@ impl Step for ClusterSecretsStep<'_> {
         };
         for file in rke2::render_cluster_secrets(self.config, &fetched)? {
             if let Some(change) = file_change(
-                NAME,
+                StepId::ClusterSecrets,
                 &self.cx.root,
                 &file.path,
                 file.expose_contents(),

@@ -6,6 +6,7 @@ use crate::reconcile::change::{Action, Change};
 use crate::reconcile::inputs::{self, ConfigSources};
 use crate::reconcile::state::NodeState;
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::Result;
 
@@ -30,8 +31,8 @@ impl<'a> ConfigStep<'a> {
 }
 
 impl Step for ConfigStep<'_> {
-    fn name(&self) -> &'static str {
-        "config"
+    fn id(&self) -> StepId {
+        StepId::Config
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -54,7 +55,7 @@ impl Step for ConfigStep<'_> {
             Vec::new()
         } else {
             vec![Change {
-                step: "config",
+                step: StepId::Config,
                 action: Action::Record,
                 target: "node config".into(),
                 detail: format!("from {}, digest {}", loaded.1, &digest[..12]),

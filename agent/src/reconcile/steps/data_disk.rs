@@ -5,11 +5,10 @@ use crate::config::DataDiskConfig;
 use crate::disk::{self, DecisionKind, DiskObservation, DiskOutcome};
 use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::{Context as _, Result};
 use std::time::Duration;
-
-pub const NAME: &str = "data-disk";
 
 pub struct DataDiskStep<'a> {
     cx: &'a Context,
@@ -58,7 +57,7 @@ impl<'a> DataDiskStep<'a> {
 
     fn change(&self, action: Action, target: String, detail: String) -> Change {
         Change {
-            step: NAME,
+            step: StepId::DataDisk,
             action,
             target,
             detail,
@@ -67,8 +66,8 @@ impl<'a> DataDiskStep<'a> {
 }
 
 impl Step for DataDiskStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    fn id(&self) -> StepId {
+        StepId::DataDisk
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {

@@ -10,12 +10,13 @@
 use crate::nodefile::{self, Effect, OwnedFile, RenderedFile};
 use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::Result;
 use std::path::Path;
 
 pub struct FilesStep<'a> {
-    name: &'static str,
+    id: StepId,
     cx: &'a Context,
     files: Vec<RenderedFile>,
     owned: Vec<OwnedFile>,
@@ -30,13 +31,13 @@ impl<'a> FilesStep<'a> {
     /// `files`: what the config renders; `owned`: every file this step may write for any
     /// config (a superset of the paths in `files`).
     pub fn new(
-        name: &'static str,
+        id: StepId,
         cx: &'a Context,
         files: Vec<RenderedFile>,
         owned: Vec<OwnedFile>,
     ) -> Self {
         FilesStep {
-            name,
+            id,
             cx,
             files,
             owned,
@@ -68,8 +69,8 @@ fn removal_detail(effect: Effect) -> &'static str {
 }
 
 impl Step for FilesStep<'_> {
-    fn name(&self) -> &'static str {
-        self.name
+    fn id(&self) -> StepId {
+        self.id
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -78,7 +79,7 @@ impl Step for FilesStep<'_> {
         self.unwanted.clear();
         for file in &self.files {
             if let Some(change) = file_change(
-                self.name,
+                self.id,
                 &self.cx.root,
                 &file.path,
                 &file.contents,
@@ -91,7 +92,7 @@ impl Step for FilesStep<'_> {
         let wanted = |path: &Path| self.files.iter().any(|f| f.path == path);
         for owned in self.owned.iter().filter(|o| !wanted(&o.path)) {
             let detail = removal_detail(owned.effect);
-            if let Some(change) = change::removal(self.name, &self.cx.root, &owned.path, detail)? {
+            if let Some(change) = change::removal(self.id, &self.cx.root, &owned.path, detail)? {
                 self.planned.push(change);
                 self.unwanted.push(owned.clone());
             }
@@ -156,7 +157,7 @@ mod tests {
             owned("/d/dropped.conf", Effect::DaemonReload),
             owned("/d/never-written.yaml", Effect::AppliedByRke2),
         ];
-        let mut step = FilesStep::new("t", &cx, files, owned_files);
+        let mut step = FilesStep::new(StepId::Rke2Config, &cx, files, owned_files);
 
         let planned = step.plan().await.unwrap();
         let summary: Vec<_> = planned
@@ -200,7 +201,7 @@ mod tests {
         fs::create_dir_all(cx.root.join("/m")).unwrap();
         fs::write(cx.root.join(path), b"old\n").unwrap();
         let mut step = FilesStep::new(
-            "t",
+            StepId::ServerManifests,
             &cx,
             Vec::new(),
             vec![owned(path, Effect::AppliedByRke2)],

@@ -6,11 +6,10 @@ use crate::paths::RKE2_TOKEN_DROPIN;
 use crate::reconcile::change::{file_change, Change};
 use crate::reconcile::inputs::KeyVault;
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use crate::rke2;
 use anyhow::{Context as _, Result};
-
-pub const NAME: &str = "join-token";
 
 pub struct JoinTokenStep<'a> {
     cx: &'a Context,
@@ -40,8 +39,8 @@ impl<'a> JoinTokenStep<'a> {
 }
 
 impl Step for JoinTokenStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    fn id(&self) -> StepId {
+        StepId::JoinToken
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -56,7 +55,7 @@ impl Step for JoinTokenStep<'_> {
         let file = rke2::render_token_dropin(&secret.value);
         self.version = Some(secret.version.clone());
         self.planned = file_change(
-            NAME,
+            StepId::JoinToken,
             &self.cx.root,
             &file.path,
             file.expose_contents(),
