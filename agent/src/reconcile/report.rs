@@ -4,6 +4,7 @@
 use super::state::{self, RunRecord, SecretFailure, StepRecord};
 use super::step::{Mode, Outcome, StepReport};
 use super::steps::StepId;
+use crate::config::{ConfigSource, NodeConfig};
 use serde::Serialize;
 
 /// Exit codes of `bootstrap` and `plan`: 0 when converged, else the failed step's
@@ -78,6 +79,13 @@ impl RunReport {
             usage: Usage::default(),
             steps: Vec::new(),
         }
+    }
+
+    /// Names the node config the run converges to.
+    pub fn describe_config(&mut self, source: &ConfigSource, config: &NodeConfig) {
+        self.config_source = Some(source.to_string());
+        self.role = Some(config.role.to_string());
+        self.node_name = config.node_name.clone();
     }
 
     pub fn push(&mut self, step: StepReport) {

@@ -15,6 +15,9 @@ pub enum Mode {
 /// One concern of the node (config, join token, data disk, …).
 #[allow(async_fn_in_trait)] // steps run on one task, never as trait objects
 pub trait Step {
+    /// What later steps get from this one (the loaded config, whether the disk is mounted,
+    /// what the written files need to take effect): they never read a step's own fields.
+    type Output;
     /// Which step this is (its row in the step table).
     fn id(&self) -> StepId;
     /// Observe the node and decide what must change. Read-only.
@@ -30,6 +33,8 @@ pub trait Step {
     fn skipped(&self) -> bool {
         false
     }
+    /// The step's output, once it succeeded: what `plan` found (and `apply` did).
+    fn output(self) -> anyhow::Result<Self::Output>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,8 +93,9 @@ impl StepReport {
     }
 }
 
-/// Runs one step in `mode`, logging its start, decision, duration and outcome.
-pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
+/// Runs one step in `mode`, logging its start, decision, duration and outcome. The output is
+/// there when the step succeeded.
+pub async fn run_step<S: Step>(mut step: S, mode: Mode) -> (StepReport, Option<S::Output>) {
     let id = step.id();
     let name = id.name();
     let start = Instant::now();
@@ -108,31 +114,39 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
     if let Some(w) = &warning {
         tracing::warn!(step = name, warning = %w, "step warning");
     }
-    let report = match result {
-        Ok(changes) => StepReport {
-            step: id,
-            outcome: if step.skipped() {
-                Outcome::Skipped
-            } else if changes.is_empty() {
-                Outcome::Unchanged
-            } else {
-                Outcome::Changed
+    let skipped = step.skipped();
+    let result = result.and_then(|changes| Ok((changes, step.output()?)));
+    let (report, output) = match result {
+        Ok((changes, output)) => (
+            StepReport {
+                step: id,
+                outcome: if skipped {
+                    Outcome::Skipped
+                } else if changes.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed
+                },
+                changes,
+                duration_ms: millis(duration),
+                warning,
+                error: None,
+                failure: None,
             },
-            changes,
-            duration_ms: millis(duration),
-            warning,
-            error: None,
-            failure: None,
-        },
-        Err(e) => StepReport {
-            step: id,
-            outcome: Outcome::Failed,
-            changes: Vec::new(),
-            duration_ms: millis(duration),
-            warning,
-            error: Some(format!("{e:#}")),
-            failure: Some(e),
-        },
+            Some(output),
+        ),
+        Err(e) => (
+            StepReport {
+                step: id,
+                outcome: Outcome::Failed,
+                changes: Vec::new(),
+                duration_ms: millis(duration),
+                warning,
+                error: Some(format!("{e:#}")),
+                failure: Some(e),
+            },
+            None,
+        ),
     };
     match &report.error {
         None => tracing::info!(
@@ -146,7 +160,7 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
             tracing::error!(step = name, outcome = "failed", duration_ms = report.duration_ms, error = %e, "step failed")
         }
     }
-    report
+    (report, output)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -55,10 +55,17 @@ pub struct NodeFacts {
     pub data_disk_mounted: bool,
 }
 
-/// Every file the node needs besides the token drop-in, in write order: config.yaml; on
-/// servers the PSA config; the RKE2 unit's data-disk drop-in when the node has a data disk;
-/// on servers the seeded manifests.
+/// Every file the node needs besides the token drop-in, in write order: the config files
+/// ([`render_config_files`]), then the manifests ([`render_manifests`]).
 pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
+    let mut files = render_config_files(config, facts)?;
+    files.extend(render_manifests(config)?);
+    Ok(files)
+}
+
+/// RKE2's config files, in write order: config.yaml; on servers the PSA config; the RKE2
+/// unit's data-disk drop-in when the node has a data disk.
+pub fn render_config_files(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
     let mut files = Vec::new();
     let body = node_config::config_yaml(config, facts).context("rendering config.yaml")?;
     files.push(RenderedFile {
@@ -91,6 +98,13 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
             effect: Effect::DaemonReload,
         });
     }
+    Ok(files)
+}
+
+/// The manifests seeded into RKE2's manifests directory, in write order (servers only:
+/// none for an agent).
+pub fn render_manifests(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
+    let mut files = Vec::new();
     if config.role == Role::Server {
         files.extend(manifests::render(config)?);
         files.extend(cluster_values::render(config)?);
@@ -106,6 +120,13 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
 /// Built from the names the renderers use, not a copy of them, and checked against `render`
 /// by a test, so a new output cannot be forgotten here.
 pub fn owned_files() -> Vec<OwnedFile> {
+    let mut owned = owned_config_files();
+    owned.extend(owned_manifests());
+    owned
+}
+
+/// The files [`render_config_files`] can write.
+pub fn owned_config_files() -> Vec<OwnedFile> {
     let file = |path: PathBuf, effect| OwnedFile { path, effect };
     let mut owned = vec![
         file(RKE2_CONFIG.into(), Effect::RestartRke2),
@@ -114,17 +135,21 @@ pub fn owned_files() -> Vec<OwnedFile> {
     for role in [Role::Server, Role::Agent] {
         owned.push(file(data_disk_dropin_path(role), Effect::DaemonReload));
     }
+    owned
+}
+
+/// The files [`render_manifests`] can write.
+pub fn owned_manifests() -> Vec<OwnedFile> {
     let manifests = manifests::file_names().chain([
         cluster_values::CLUSTER_VALUES_FILE,
         cluster_values::LONGHORN_UI_FILE,
     ]);
-    owned.extend(manifests.map(|name| {
-        file(
-            Path::new(RKE2_MANIFESTS_DIR).join(name),
-            Effect::AppliedByRke2,
-        )
-    }));
-    owned
+    manifests
+        .map(|name| OwnedFile {
+            path: Path::new(RKE2_MANIFESTS_DIR).join(name),
+            effect: Effect::AppliedByRke2,
+        })
+        .collect()
 }
 
 /// The RKE2 unit's drop-in with `RequiresMountsFor=` the data disk.

@@ -97,6 +97,12 @@ impl<'a> ClusterSecretsStep<'a> {
 }
 
 impl Step for ClusterSecretsStep<'_> {
+    type Output = ();
+
+    fn output(self) -> Result<()> {
+        Ok(())
+    }
+
     fn id(&self) -> StepId {
         StepId::ClusterSecrets
     }

@@ -1,19 +1,19 @@
 //! Step `config`: where the desired state comes from. IMDS userData (or `--config FILE`);
 //! when IMDS is unreachable on a node that converged before, the last converged config.
 
-use crate::config::{self, ConfigSource, NodeConfig};
+use crate::config;
 use crate::reconcile::change::{Action, Change};
-use crate::reconcile::inputs::{self, ConfigSources};
+use crate::reconcile::inputs::{self, ConfigSources, LoadedConfig};
 use crate::reconcile::state::NodeState;
 use crate::reconcile::step::Step;
 use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 pub struct ConfigStep<'a> {
     cx: &'a Context,
     state: &'a NodeState,
-    pub loaded: Option<(NodeConfig, ConfigSource)>,
+    loaded: Option<LoadedConfig>,
     planned: Vec<Change>,
     warning: Option<String>,
 }
@@ -49,8 +49,7 @@ impl Step for ConfigStep<'_> {
                 "IMDS unreachable, using the last converged node config: {e:#}"
             ));
         }
-        let loaded = (loaded.config, loaded.source);
-        let digest = config::digest(&loaded.0);
+        let digest = config::digest(&loaded.config);
         let changes = if self.state.config_digest.as_deref() == Some(digest.as_str()) {
             Vec::new()
         } else {
@@ -58,7 +57,7 @@ impl Step for ConfigStep<'_> {
                 step: StepId::Config,
                 action: Action::Record,
                 target: "node config".into(),
-                detail: format!("from {}, digest {}", loaded.1, &digest[..12]),
+                detail: format!("from {}, digest {}", loaded.source, &digest[..12]),
             }]
         };
         self.loaded = Some(loaded);
@@ -74,5 +73,13 @@ impl Step for ConfigStep<'_> {
 
     fn warning(&self) -> Option<String> {
         self.warning.clone()
+    }
+
+    /// The node config the later steps converge to, and where it came from.
+    type Output = LoadedConfig;
+
+    fn output(self) -> Result<LoadedConfig> {
+        self.loaded
+            .context("the config step planned without loading a config")
     }
 }

@@ -13,7 +13,7 @@ use crate::reconcile::step::Step;
 use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::Result;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct FilesStep<'a> {
     id: StepId,
@@ -21,9 +21,9 @@ pub struct FilesStep<'a> {
     files: Vec<RenderedFile>,
     owned: Vec<OwnedFile>,
     /// The files `plan` found out of date.
-    pub stale: Vec<RenderedFile>,
+    stale: Vec<RenderedFile>,
     /// The owned files `plan` found on the node that the config no longer renders.
-    pub unwanted: Vec<OwnedFile>,
+    unwanted: Vec<OwnedFile>,
     planned: Vec<Change>,
 }
 
@@ -50,7 +50,7 @@ impl<'a> FilesStep<'a> {
     /// What the planned writes and removals need to take effect: a removed file needs what a
     /// changed one does (RKE2 must stop reading a removed config file, systemd forget a
     /// removed drop-in).
-    pub fn effects(&self) -> impl Iterator<Item = (&Path, Effect)> + Clone {
+    fn effects(&self) -> impl Iterator<Item = (&Path, Effect)> + Clone {
         let written = self.stale.iter().map(|f| (f.path.as_path(), f.effect));
         let removed = self.unwanted.iter().map(|f| (f.path.as_path(), f.effect));
         written.chain(removed)
@@ -112,6 +112,16 @@ impl Step for FilesStep<'_> {
 
     fn skipped(&self) -> bool {
         self.files.is_empty() && self.unwanted.is_empty()
+    }
+
+    /// Each file written or removed (or, in `plan`, to be), with what it needs to take effect.
+    type Output = Vec<(PathBuf, Effect)>;
+
+    fn output(self) -> Result<Self::Output> {
+        Ok(self
+            .effects()
+            .map(|(path, effect)| (path.to_path_buf(), effect))
+            .collect())
     }
 }
 

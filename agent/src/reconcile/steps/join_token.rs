@@ -11,13 +11,22 @@ use crate::reconcile::Context;
 use crate::rke2;
 use anyhow::{Context as _, Result};
 
+/// What the step leaves for the later ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// The version of the secret that was read; `None` when the token file was kept.
+    pub version: Option<String>,
+    /// The token file is (or, in `plan`, would be) written: RKE2 must restart.
+    pub changed: bool,
+}
+
 pub struct JoinTokenStep<'a> {
     cx: &'a Context,
     vault: &'a KeyVault<'a>,
     may_fall_back: bool,
     file: Option<SecretFile>,
     /// The version of the secret that was read.
-    pub version: Option<String>,
+    version: Option<String>,
     planned: Vec<Change>,
     warning: Option<String>,
 }
@@ -77,5 +86,14 @@ impl Step for JoinTokenStep<'_> {
 
     fn warning(&self) -> Option<String> {
         self.warning.clone()
+    }
+
+    type Output = JoinToken;
+
+    fn output(self) -> Result<JoinToken> {
+        Ok(JoinToken {
+            changed: !self.planned.is_empty(),
+            version: self.version,
+        })
     }
 }

@@ -53,6 +53,12 @@ impl<'a> StartStep<'a> {
 }
 
 impl Step for StartStep<'_> {
+    type Output = ();
+
+    fn output(self) -> Result<()> {
+        Ok(())
+    }
+
     fn id(&self) -> StepId {
         StepId::StartRke2
     }
