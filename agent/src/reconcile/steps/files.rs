@@ -1,9 +1,10 @@
-//! Steps `rke2-config` and `server-manifests`: rendered files written only when their
-//! content or mode differs, and files the agent owns that the config no longer renders
-//! removed.
+//! A step that puts files on the node (`rke2-config`, `server-manifests`, and any step whose
+//! work is files): rendered files written only when their content or mode differs, and files
+//! the agent owns that the config no longer renders removed.
 //!
 //! Ownership is by name, not by recorded state: the step is given every file the agent can
-//! ever write in its directories ([`rke2::owned_files`]), so a file left by an earlier config
+//! ever write in its directories (for RKE2's, [`crate::rke2::owned_config_files`] and
+//! [`crate::rke2::owned_manifests`]), so a file left by an earlier config
 //! is found even when the node state is lost, and a file the agent never names (an operator's
 //! manifest or drop-in beside ours) is never touched.
 
