@@ -14,7 +14,7 @@ use crate::reconcile::StepId;
 use std::time::SystemTime;
 
 /// The checks that examine what `step` needs, most telling first.
-pub(super) fn examined_by(step: StepId) -> &'static [Spec] {
+fn examined_by(step: StepId) -> &'static [Spec] {
     match step {
         StepId::Config => &[CONFIG, IMDS],
         StepId::JoinToken => &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],

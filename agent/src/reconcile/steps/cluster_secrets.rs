@@ -99,10 +99,6 @@ impl<'a> ClusterSecretsStep<'a> {
 impl Step for ClusterSecretsStep<'_> {
     type Output = ();
 
-    fn output(self) -> Result<()> {
-        Ok(())
-    }
-
     fn id(&self) -> StepId {
         StepId::ClusterSecrets
     }
@@ -178,6 +174,10 @@ impl Step for ClusterSecretsStep<'_> {
 
     fn skipped(&self) -> bool {
         self.skipped
+    }
+
+    fn output(self) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -31,6 +31,9 @@ impl<'a> ConfigStep<'a> {
 }
 
 impl Step for ConfigStep<'_> {
+    /// The node config the later steps converge to, and where it came from.
+    type Output = LoadedConfig;
+
     fn id(&self) -> StepId {
         StepId::Config
     }
@@ -74,9 +77,6 @@ impl Step for ConfigStep<'_> {
     fn warning(&self) -> Option<String> {
         self.warning.clone()
     }
-
-    /// The node config the later steps converge to, and where it came from.
-    type Output = LoadedConfig;
 
     fn output(self) -> Result<LoadedConfig> {
         self.loaded

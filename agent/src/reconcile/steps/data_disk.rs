@@ -56,6 +56,8 @@ impl<'a> DataDiskStep<'a> {
 }
 
 impl Step for DataDiskStep<'_> {
+    type Output = DataDisk;
+
     fn id(&self) -> StepId {
         StepId::DataDisk
     }
@@ -126,8 +128,6 @@ impl Step for DataDiskStep<'_> {
     fn skipped(&self) -> bool {
         self.cfg.is_none()
     }
-
-    type Output = DataDisk;
 
     fn output(self) -> Result<DataDisk> {
         let would_mount = self.observed.as_ref().is_some_and(|o| {

@@ -70,6 +70,9 @@ fn removal_detail(effect: Effect) -> &'static str {
 }
 
 impl Step for FilesStep<'_> {
+    /// Each file written or removed (or, in `plan`, to be), with what it needs to take effect.
+    type Output = Vec<(PathBuf, Effect)>;
+
     fn id(&self) -> StepId {
         self.id
     }
@@ -114,9 +117,6 @@ impl Step for FilesStep<'_> {
     fn skipped(&self) -> bool {
         self.files.is_empty() && self.unwanted.is_empty()
     }
-
-    /// Each file written or removed (or, in `plan`, to be), with what it needs to take effect.
-    type Output = Vec<(PathBuf, Effect)>;
 
     fn output(self) -> Result<Self::Output> {
         Ok(self

@@ -48,6 +48,8 @@ impl<'a> JoinTokenStep<'a> {
 }
 
 impl Step for JoinTokenStep<'_> {
+    type Output = JoinToken;
+
     fn id(&self) -> StepId {
         StepId::JoinToken
     }
@@ -87,8 +89,6 @@ impl Step for JoinTokenStep<'_> {
     fn warning(&self) -> Option<String> {
         self.warning.clone()
     }
-
-    type Output = JoinToken;
 
     fn output(self) -> Result<JoinToken> {
         Ok(JoinToken {

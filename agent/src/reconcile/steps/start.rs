@@ -55,10 +55,6 @@ impl<'a> StartStep<'a> {
 impl Step for StartStep<'_> {
     type Output = ();
 
-    fn output(self) -> Result<()> {
-        Ok(())
-    }
-
     fn id(&self) -> StepId {
         StepId::StartRke2
     }
@@ -135,5 +131,9 @@ impl Step for StartStep<'_> {
             }
         }
         Ok(self.planned.clone())
+    }
+
+    fn output(self) -> Result<()> {
+        Ok(())
     }
 }
