@@ -1,7 +1,7 @@
-//! The command-line interface: argument parsing and dispatch. Each command's logic lives
-//! in its module; this file only turns results into output and exit codes.
+//! The command-line interface as clap defines it (also the source of the man page and the
+//! completions, `packaging/gen`), and the exit codes every command shares. Nothing here runs
+//! a command: `commands` does, and `main` ties the two together.
 
-use crate::paths::Root;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -89,27 +89,6 @@ pub struct GlobalArgs {
     pub rke2_start_timeout: u64,
 }
 
-impl GlobalArgs {
-    pub fn root(&self) -> Root {
-        Root::new(self.root.clone())
-    }
-
-    /// The reconciler's context: endpoints, sandbox root and deadlines from these flags.
-    pub fn context(&self) -> crate::reconcile::Context {
-        use std::time::Duration;
-        let mut cx = crate::reconcile::Context::new(self.root(), self.imds_url.clone());
-        cx.vault_url = self.vault_url.clone();
-        cx.ca_file = self.ca_file.clone();
-        cx.config_file = self.config.clone();
-        cx.dbus_address = self.dbus_address.clone();
-        cx.imds_policy.deadline = Duration::from_secs(self.imds_deadline);
-        cx.vault_policy.deadline = Duration::from_secs(self.vault_deadline);
-        cx.fallback_deadline = Duration::from_secs(self.fallback_deadline);
-        cx.rke2_start_timeout = Duration::from_secs(self.rke2_start_timeout);
-        cx
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Converge the node (the systemd unit's ExecStart).
@@ -149,7 +128,7 @@ pub enum Command {
     /// Runs `ssh -p PORT -- DESTINATION sudo -n cat /etc/rancher/rke2/rke2.yaml`, points its
     /// server: at the load balancer (the host of DESTINATION, or --api-server) and writes it
     /// to FILE with mode 0600. The credentials are never printed.
-    Kubeconfig(crate::commands::kubeconfig::KubeconfigArgs),
+    Kubeconfig(KubeconfigArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,19 +160,36 @@ pub struct DiskInspectArgs {
     pub mount_point: PathBuf,
 }
 
-/// Parses the process arguments and runs the command; returns the exit code.
-pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::ERROR
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return code;
-        }
-    };
-    crate::commands::run(cli)
+#[derive(Debug, Clone, Args)]
+pub struct KubeconfigArgs {
+    /// The server over SSH, `USER@HOST` (`tofu output -raw kubeconfig_command` prints the
+    /// whole command for cp-01 through the load balancer).
+    pub destination: String,
+    /// SSH port (the load balancer forwards 2200 to cp-01).
+    #[arg(long, default_value_t = 22)]
+    pub ssh_port: u16,
+    /// Host name or IP address for the `server:` URLs; default: the host of DESTINATION.
+    /// It must be in the API certificate's SANs (the load balancer's IP and api.<zone> are).
+    #[arg(long, value_name = "HOST")]
+    pub api_server: Option<String>,
+    /// Where to write the kubeconfig (mode 0600, replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The ssh program to run.
+    #[arg(long, value_name = "PROGRAM", default_value = "ssh")]
+    pub ssh: PathBuf,
+}
+
+/// Parses the process arguments. A usage error, `--help` or `--version` is printed here
+/// and comes back as the exit code to end with.
+pub fn parse() -> Result<Cli, i32> {
+    Cli::try_parse().map_err(|e| {
+        let code = if e.use_stderr() {
+            exit::ERROR
+        } else {
+            exit::OK
+        };
+        let _ = e.print();
+        code
+    })
 }

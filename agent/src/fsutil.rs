@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What [`write_if_changed`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +39,7 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.canarie-tmp"));
-    // A leftover from a killed run is ours: replace it.
-    let _ = fs::remove_file(&tmp);
+    let tmp = temp_path(path)?;
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -62,10 +56,7 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
             .with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", dir.display()))?;
-        Ok(())
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -90,10 +81,28 @@ pub fn remove_if_exists(path: &Path) -> Result<bool> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
+    sync_dir(dir)?;
+    Ok(true)
+}
+
+/// The temporary name `path` is written under before its rename: hidden, in the same
+/// directory (a rename never crosses filesystems). A leftover from a killed run is ours and
+/// is removed here.
+pub fn temp_path(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.canarie-tmp"));
+    let _ = fs::remove_file(&tmp);
+    Ok(tmp)
+}
+
+/// fsyncs the directory `dir`, so a rename or removal in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))?;
-    Ok(true)
+        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 #[cfg(test)]

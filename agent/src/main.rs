@@ -1,3 +1,7 @@
 fn main() {
-    std::process::exit(canarie_agent::cli::main());
+    let code = match canarie_agent::cli::parse() {
+        Ok(cli) => canarie_agent::commands::run(cli),
+        Err(code) => code,
+    };
+    std::process::exit(code);
 }

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the IMDS and Key Vault clients: client construction, bounded
 //! body reads, and turning a failed response into an [`AttemptError`].
 
+use super::error::StatusError;
 use super::retry::{status_in, AttemptError};
 use anyhow::{Context, Result};
 use std::ops::RangeInclusive;
@@ -139,7 +140,7 @@ pub fn excerpt(body: &[u8]) -> String {
     s
 }
 
-/// Classifies a non-success status by the service's retry list.
+/// A non-success status as a [`StatusError`], classified by the service's retry list.
 pub fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
@@ -147,11 +148,19 @@ pub fn status_error(
     retry_statuses: &[RangeInclusive<u16>],
     what: &str,
 ) -> AttemptError {
-    let error = anyhow::anyhow!(
-        "{what} answered HTTP {}: {}",
-        status.as_u16(),
-        excerpt(body)
-    );
+    let description = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error_description")?
+                .as_str()
+                .map(|d| excerpt(d.as_bytes()))
+        });
+    let error = anyhow::Error::new(StatusError {
+        endpoint: what.to_string(),
+        status: status.as_u16(),
+        description,
+        excerpt: excerpt(body),
+    });
     if status_in(retry_statuses, status.as_u16()) {
         AttemptError::Retry {
             error,

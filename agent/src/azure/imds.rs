@@ -2,6 +2,7 @@
 //! userData, exactly as azure-protocol.md describes (Metadata header, pinned api-versions,
 //! no proxy, no redirects, capped bodies, one retry policy).
 
+use super::error::StatusError;
 use super::http::{self, read_capped, transport_error};
 use super::retry::{retry, AttemptError, RetryPolicy, IMDS_RETRY_STATUSES};
 use super::token::AccessToken;
@@ -147,7 +148,7 @@ impl ImdsClient {
     ) -> AttemptError {
         match err {
             AttemptError::Fatal(e)
-                if format!("{e}").contains("Identity not found")
+                if StatusError::find(&e).is_some_and(StatusError::identity_not_found)
                     && first_attempt.elapsed() < self.identity_grace =>
             {
                 AttemptError::retry(e)

@@ -1,5 +1,6 @@
 //! Key Vault GetSecret over HTTPS with the managed identity's token.
 
+use super::error::{VaultCause, VaultRefusal};
 use super::http::{self, read_capped, transport_error};
 use super::retry::{retry, AttemptError, RetryPolicy, VAULT_RETRY_STATUSES};
 use super::token::{AccessToken, SecretValue};
@@ -194,38 +195,46 @@ impl KeyVaultClient {
             return Ok(body);
         }
         let (codes, message) = parse_error_body(&body);
-        let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
-        let cause = |hint: &str| {
-            anyhow::anyhow!(
-                "Key Vault {vault:?} refused secret {secret:?}: HTTP {} {} ({message}): {hint}",
-                status.as_u16(),
-                codes
-                    .iter()
-                    .copied()
-                    .filter(|c| !c.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-            )
+        let Some(cause) = VaultCause::of(status.as_u16(), &codes) else {
+            return Err(http::status_error(
+                status,
+                &headers,
+                &body,
+                VAULT_RETRY_STATUSES,
+                &format!("Key Vault {vault:?}"),
+            ));
         };
-        Err(match (status.as_u16(), codes.as_slice()) {
-            (403, c) if c.contains(&"ForbiddenByRbac") => {
-                let error = cause("the role assignment may still be propagating");
-                if first_attempt.elapsed() < rbac_window {
-                    AttemptError::retry(error)
-                } else {
-                    AttemptError::Fatal(cause(&format!(
-                        "still denied after {}s: grant the VM's identity 'Key Vault Secrets User' on the vault",
-                        rbac_window.as_secs()
-                    )))
-                }
+        let refusal = |advice: String| {
+            anyhow::Error::new(VaultRefusal {
+                vault: vault.to_string(),
+                secret: secret.to_string(),
+                status: status.as_u16(),
+                codes: codes.iter().filter(|c| !c.is_empty()).cloned().collect(),
+                message: message.clone(),
+                cause,
+                advice,
+            })
+        };
+        Err(match cause {
+            VaultCause::NoRole if first_attempt.elapsed() < rbac_window => {
+                AttemptError::retry(refusal("the role assignment may still be propagating".into()))
             }
-            (403, c) if c.contains(&"SecretDisabled") => {
-                AttemptError::Fatal(cause("the secret is disabled: enable it (az keyvault secret set-attributes --enabled true)"))
-            }
-            (403, _) => AttemptError::Fatal(cause("grant the VM's identity 'Key Vault Secrets User' (or an access policy with get) on the vault")),
-            (404, _) => AttemptError::Fatal(cause("create the secret, or fix the vault or secret name in the node config")),
-            (401, _) => AttemptError::Fatal(cause("the token was not accepted: check the vault's tenant and the identity")),
-            _ => http::status_error(status, &headers, &body, VAULT_RETRY_STATUSES, &format!("Key Vault {vault:?}")),
+            VaultCause::NoRole => AttemptError::Fatal(refusal(format!(
+                "still denied after {}s: grant the VM's identity 'Key Vault Secrets User' on the vault",
+                rbac_window.as_secs()
+            ))),
+            VaultCause::SecretDisabled => AttemptError::Fatal(refusal(
+                "the secret is disabled: enable it (az keyvault secret set-attributes --enabled true)".into(),
+            )),
+            VaultCause::Denied => AttemptError::Fatal(refusal(
+                "grant the VM's identity 'Key Vault Secrets User' (or an access policy with get) on the vault".into(),
+            )),
+            VaultCause::NotFound => AttemptError::Fatal(refusal(
+                "create the secret, or fix the vault or secret name in the node config".into(),
+            )),
+            VaultCause::TokenRejected => AttemptError::Fatal(refusal(
+                "the token was not accepted: check the vault's tenant and the identity".into(),
+            )),
         })
     }
 }

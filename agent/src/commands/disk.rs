@@ -18,7 +18,7 @@ pub fn inspect(global: &GlobalArgs, args: &DiskInspectArgs) -> i32 {
         min_size_gib: args.min_size_gib,
         mount_point: args.mount_point.clone(),
     };
-    let obs = match disk::inspect(&args.device, &opts, &global.root()) {
+    let obs = match disk::inspect(&args.device, &opts, &super::root(global)) {
         Ok(obs) => obs,
         Err(e) => {
             super::report_error(&format!("cannot inspect {}", args.device.display()), &e);

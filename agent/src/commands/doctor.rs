@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use tracing::instrument::WithSubscriber;
 
 pub fn run(global: &GlobalArgs, json: bool) -> i32 {
-    let opts = match Options::new(global.context()) {
+    let opts = match Options::new(super::context(global)) {
         Ok(o) => o,
         Err(e) => {
             super::report_error("doctor cannot run", &e);

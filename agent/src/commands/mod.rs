@@ -4,13 +4,15 @@
 mod config;
 mod disk;
 mod doctor;
-pub mod kubeconfig;
+mod kubeconfig;
 mod logging;
 mod reconcile;
 mod render;
 
-use crate::cli::{Cli, Command, DiskCommand};
-use crate::reconcile::Mode;
+use crate::cli::{Cli, Command, DiskCommand, GlobalArgs};
+use crate::paths::Root;
+use crate::reconcile::{Context, Mode};
+use std::time::Duration;
 
 pub fn run(cli: Cli) -> i32 {
     logging::init();
@@ -37,6 +39,25 @@ pub(crate) fn parse_config(
         eprintln!("canarie-agent: invalid node config from {source}: {e}");
         crate::cli::exit::FAILED
     })
+}
+
+/// The sandbox root of the global flags.
+fn root(global: &GlobalArgs) -> Root {
+    Root::new(global.root.clone())
+}
+
+/// The reconciler's context: endpoints, sandbox root and deadlines from the global flags.
+fn context(global: &GlobalArgs) -> Context {
+    let mut cx = Context::new(root(global), global.imds_url.clone());
+    cx.vault_url = global.vault_url.clone();
+    cx.ca_file = global.ca_file.clone();
+    cx.config_file = global.config.clone();
+    cx.dbus_address = global.dbus_address.clone();
+    cx.imds_policy.deadline = Duration::from_secs(global.imds_deadline);
+    cx.vault_policy.deadline = Duration::from_secs(global.vault_deadline);
+    cx.fallback_deadline = Duration::from_secs(global.fallback_deadline);
+    cx.rke2_start_timeout = Duration::from_secs(global.rke2_start_timeout);
+    cx
 }
 
 /// Prints the one-line error of a failed command: the whole context chain as a sentence.

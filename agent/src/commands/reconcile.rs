@@ -13,7 +13,7 @@ pub fn run(global: &GlobalArgs, mode: Mode, json: bool) -> i32 {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let cx = global.context();
+    let cx = super::context(global);
     let report = match runtime.block_on(reconcile::run(&cx, mode)) {
         Ok(report) => report,
         Err(e) => {

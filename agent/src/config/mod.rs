@@ -55,12 +55,29 @@ pub enum ConfigSource {
     File(std::path::PathBuf),
     Stdin,
     ImdsUserData,
+    /// The copy the node saved when it last converged (this file), used when IMDS does not
+    /// answer.
+    LastConverged(std::path::PathBuf),
+}
+
+impl ConfigSource {
+    /// A stable id (doctor's JSON report: `node.config_source`).
+    pub fn id(&self) -> &'static str {
+        match self {
+            ConfigSource::File(_) => "file",
+            ConfigSource::Stdin => "stdin",
+            ConfigSource::ImdsUserData => "imds_user_data",
+            ConfigSource::LastConverged(_) => "last_converged",
+        }
+    }
 }
 
 impl std::fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConfigSource::File(p) => write!(f, "file {}", p.display()),
+            ConfigSource::File(p) | ConfigSource::LastConverged(p) => {
+                write!(f, "file {}", p.display())
+            }
             ConfigSource::Stdin => f.write_str("standard input"),
             ConfigSource::ImdsUserData => f.write_str("IMDS userData"),
         }

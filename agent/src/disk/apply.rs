@@ -2,21 +2,21 @@
 //! blank, e2fsck -p on our own filesystem, and the mount.
 
 use super::sysfs;
+use crate::subprocess::{last_line, last_line_of, Program};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, MsFlags};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// Formats `device` ext4 with `label`. The caller's probe is the gate: mkfs.ext4 asks
 /// before overwriting only on a TTY, and `-F` would skip even that.
 pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
     tracing::info!(step = "disk", action = "format", device = %device.display(), label, "formatting the blank data disk as ext4");
-    let out = run(Command::new("mkfs.ext4")
-        .arg("-F")
-        .arg("-L")
+    let out = Program::new("mkfs.ext4")
+        .args(["-F", "-L"])
         .arg(label)
-        .arg(device))
-    .with_context(|| format!("running mkfs.ext4 on {}", device.display()))?;
+        .arg(device)
+        .output()
+        .with_context(|| format!("running mkfs.ext4 on {}", device.display()))?;
     if !out.status.success() {
         bail!(
             "mkfs.ext4 -F -L {label} {} failed ({}): {}",
@@ -34,7 +34,10 @@ pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
 /// for a mounted root); 4 and above mean errors left or a failed check.
 pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
     tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the data disk's filesystem (e2fsck -p)");
-    let out = run(Command::new("e2fsck").arg("-p").arg(device))
+    let out = Program::new("e2fsck")
+        .arg("-p")
+        .arg(device)
+        .output()
         .with_context(|| format!("running e2fsck -p on {}", device.display()))?;
     let code = out.status.code().unwrap_or(-1);
     Ok(match code {
@@ -46,7 +49,7 @@ pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
         _ => Some(format!(
             "e2fsck -p found problems on {} it will not fix unattended (exit {code}: {}); not mounting it: run `e2fsck -f {}` by hand",
             device.display(),
-            last_line_of_both(&out.stdout, &out.stderr),
+            last_line_of(&out),
             device.display()
         )),
     })
@@ -83,27 +86,4 @@ pub(crate) fn mount_now(device: &Path, target: &Path) -> Result<()> {
     )
     .with_context(|| format!("mounting {} at {}", device.display(), target.display()))?;
     Ok(())
-}
-
-fn run(cmd: &mut Command) -> std::io::Result<std::process::Output> {
-    cmd.stdin(Stdio::null()).output()
-}
-
-fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(no output)")
-        .trim()
-        .to_string()
-}
-
-fn last_line_of_both(stdout: &[u8], stderr: &[u8]) -> String {
-    let err = last_line(stderr);
-    if err == "(no output)" {
-        last_line(stdout)
-    } else {
-        err
-    }
 }

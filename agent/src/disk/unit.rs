@@ -1,12 +1,12 @@
 //! The persistent mount: a systemd mount unit we own entirely, enabled by its
 //! `local-fs.target.wants` symlink (what `systemctl enable` would create).
 
-use crate::fsutil::{write_if_changed, WriteOutcome};
+use crate::fsutil::{self, write_if_changed, WriteOutcome};
 use crate::paths::Root;
 use anyhow::{Context, Result};
 use std::fs;
 use std::io::ErrorKind;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 /// Where administrator/agent units live.
 pub const SYSTEMD_UNIT_DIR: &str = "/etc/systemd/system";
@@ -112,25 +112,19 @@ fn ensure_symlink(link: &Path, target: &Path) -> Result<bool> {
     }
     let dir = link.parent().context("the link has no parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = link
-        .file_name()
-        .context("the link has no name")?
-        .to_string_lossy();
-    let tmp: PathBuf = dir.join(format!(".{name}.canarie-tmp"));
-    let _ = fs::remove_file(&tmp);
+    let tmp = fsutil::temp_path(link)?;
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     fs::rename(&tmp, link)
         .with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+    fsutil::sync_dir(dir)?;
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn names_match_systemd_escape() {

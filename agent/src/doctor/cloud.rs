@@ -1,16 +1,15 @@
 //! Checks that talk to Azure: IMDS, the proxy environment, the node config (userData or its
 //! fallbacks), the managed-identity token and the join token secret in Key Vault.
 
-use super::{Loaded, Options, Outcome, Secrets};
-use crate::azure::{AccessToken, VAULT_RESOURCE};
-use crate::config::{self, JoinTokenConfig};
+use super::{Options, Outcome, Secrets};
+use crate::azure::{AccessToken, StatusError, VaultCause, VaultRefusal, VAULT_RESOURCE};
+use crate::config::{self, ConfigSource, JoinTokenConfig};
 use crate::paths::RKE2_TOKEN_DROPIN;
-use crate::reconcile::inputs::{self, InvalidConfig};
-use crate::reconcile::state::{self, NodeState, LAST_CONFIG_FILE};
+use crate::reconcile::inputs::{self, ConfigSources, LoadedConfig, NoConfig};
+use crate::reconcile::state::NodeState;
 use crate::rke2;
 use secrecy::SecretString;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The address every Azure VM reaches IMDS at.
@@ -27,32 +26,11 @@ pub const PROXY_VARS: &[&str] = &[
 /// The variables listing what is reached without a proxy.
 pub const NO_PROXY_VARS: &[&str] = &["NO_PROXY", "no_proxy"];
 
-/// Where the node config came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// `--config FILE`.
-    File(PathBuf),
-    ImdsUserData,
-    /// `/var/lib/canarie-agent/last-config.json`, because IMDS did not answer.
-    LastConverged,
-}
-
-impl Source {
-    /// The stable id in the JSON report (`node.config_source`).
-    pub(crate) fn id(&self) -> &'static str {
-        match self {
-            Source::File(_) => "file",
-            Source::ImdsUserData => "imds_user_data",
-            Source::LastConverged => "last_converged",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Source::File(path) => format!("file {}", path.display()),
-            Source::ImdsUserData => "IMDS userData".into(),
-            Source::LastConverged => format!("the last converged copy {LAST_CONFIG_FILE}"),
-        }
+/// How doctor names where the node config came from.
+fn describe(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::LastConverged(path) => format!("the last converged copy {}", path.display()),
+        other => other.to_string(),
     }
 }
 
@@ -140,69 +118,70 @@ pub(super) async fn config(
     opts: &Options,
     imds_up: bool,
     state: Option<&NodeState>,
-) -> (Outcome, Option<Loaded>) {
+) -> (Outcome, Option<LoadedConfig>) {
     let file = opts.cx.config_file.as_deref();
-    let loaded = if file.is_some() || imds_up {
-        let imds = match opts.cx.imds(false) {
-            Ok(c) => c,
+    let imds = if file.is_some() || imds_up {
+        match opts.cx.imds(false) {
+            Ok(c) => Some(c),
             Err(e) => return (Outcome::fail(format!("{e:#}"), IMDS_HINT), None),
-        };
-        match inputs::load_config(file, &imds).await {
-            Ok((config, _)) => Ok(Loaded {
-                config,
-                source: match file {
-                    Some(path) => Source::File(path.to_path_buf()),
-                    None => Source::ImdsUserData,
-                },
-            }),
-            Err(e) if e.downcast_ref::<InvalidConfig>().is_some() || file.is_some() => {
-                let hint = match file {
-                    Some(path) => format!(
-                        "fix the file (`canarie-agent config validate {}` names the field); docs/configuration.md lists every field",
-                        path.display()
-                    ),
-                    None => "fix the VM's user_data (infra-tofu) and `systemctl restart canarie-agent`; check a file first with `canarie-agent config validate FILE`".into(),
-                };
-                return (Outcome::fail(format!("{e:#}"), hint), None);
-            }
-            Err(e) => Err(format!("userData could not be read ({e:#})")),
         }
     } else {
-        Err("IMDS is unreachable (see check imds)".to_string())
+        None
+    };
+    let loaded = inputs::load_config(ConfigSources {
+        file,
+        imds: imds.as_ref(),
+        last_converged: Some(&opts.cx.root),
+    })
+    .await;
+    // Why userData was not used, when it was not.
+    let why = |imds_error: &Option<anyhow::Error>| match imds_error {
+        Some(e) => format!("userData could not be read ({e:#})"),
+        None => "IMDS is unreachable (see check imds)".to_string(),
     };
     let loaded = match loaded {
         Ok(loaded) => loaded,
-        Err(why) => match state::load_last_config(&opts.cx.root) {
-            Ok((config, _)) => {
-                let loaded = Loaded {
-                    config,
-                    source: Source::LastConverged,
-                };
-                let finding = format!(
-                    "{why}; using {}: {}",
-                    loaded.source.describe(),
-                    summary(&loaded.config)
-                );
+        Err(e) => {
+            if let Some(none) = e.downcast_ref::<NoConfig>() {
                 return (
-                    Outcome::warn(
-                        finding,
-                        "the node can restart RKE2 from its local state, but changes to user_data are not seen until IMDS answers again",
+                    Outcome::fail(
+                        format!(
+                            "no node config: {}, and this node has no last converged copy",
+                            why(&none.imds_error)
+                        ),
+                        "make IMDS reachable (see check imds), or pass the config with --config FILE",
                     ),
-                    Some(loaded),
+                    None,
                 );
             }
-            Err(_) => return (
-                Outcome::fail(
-                    format!("no node config: {why}, and this node has no last converged copy"),
-                    "make IMDS reachable (see check imds), or pass the config with --config FILE",
+            let hint = match file {
+                Some(path) => format!(
+                    "fix the file (`canarie-agent config validate {}` names the field); docs/configuration.md lists every field",
+                    path.display()
                 ),
-                None,
-            ),
-        },
+                None => "fix the VM's user_data (infra-tofu) and `systemctl restart canarie-agent`; check a file first with `canarie-agent config validate FILE`".into(),
+            };
+            return (Outcome::fail(format!("{e:#}"), hint), None);
+        }
     };
+    if matches!(loaded.source, ConfigSource::LastConverged(_)) {
+        let finding = format!(
+            "{}; using {}: {}",
+            why(&loaded.imds_error),
+            describe(&loaded.source),
+            summary(&loaded.config)
+        );
+        return (
+            Outcome::warn(
+                finding,
+                "the node can restart RKE2 from its local state, but changes to user_data are not seen until IMDS answers again",
+            ),
+            Some(loaded),
+        );
+    }
     let mut finding = format!(
         "valid, from {}: {}",
-        loaded.source.describe(),
+        describe(&loaded.source),
         summary(&loaded.config)
     );
     let digest = config::digest(&loaded.config);
@@ -272,7 +251,7 @@ pub(super) async fn identity(
         }
         Err(e) => {
             let text = format!("{e:#}");
-            let hint = if text.contains("Identity not found") {
+            let hint = if StatusError::find(&e).is_some_and(StatusError::identity_not_found) {
                 match &jt.identity {
                     None => "enable the VM's system-assigned identity (infra-tofu: identity { type = \"SystemAssigned\" }), or set join_token.identity to a user-assigned identity attached to the VM".to_string(),
                     Some(_) => "attach that user-assigned identity to the VM, or fix join_token.identity in the node config (client_id / object_id / msi_res_id)".to_string(),
@@ -310,11 +289,16 @@ pub(super) async fn key_vault(
     {
         Ok(secret) => secret,
         Err(e) => {
-            let text = format!("{e:#}");
+            let refusal = VaultRefusal::find(&e);
             return (
                 Outcome::fail(
-                    vault_finding(&text, jt),
-                    vault_hint(&text, &jt.vault, &jt.secret, "join_token.secret"),
+                    vault_finding(&e),
+                    vault_hint(
+                        refusal.map(|r| r.cause),
+                        &jt.vault,
+                        &jt.secret,
+                        "join_token.secret",
+                    ),
                 ),
                 (),
             );
@@ -386,33 +370,33 @@ pub(super) async fn key_vault(
 
 /// A refusal in one line: status, Azure's codes and message, without the client's own
 /// advice (the hint gives doctor's). Anything else is the whole error chain.
-fn vault_finding(error: &str, jt: &JoinTokenConfig) -> String {
-    match (error.find("HTTP "), error.rfind("): ")) {
-        (Some(start), Some(end)) if error.contains("refused secret") && end > start => format!(
+fn vault_finding(error: &anyhow::Error) -> String {
+    match VaultRefusal::find(error) {
+        Some(r) => format!(
             "vault {} refused secret {}: {}",
-            jt.vault,
-            jt.secret,
-            &error[start..=end]
+            r.vault,
+            r.secret,
+            r.summary()
         ),
-        _ => error.to_string(),
+        None => format!("{error:#}"),
     }
 }
 
-/// What to do about a Key Vault refusal of `secret` in `vault` (named by the config field
-/// `entry`), from the status and Azure's error code in `error`.
-pub(super) fn vault_hint(error: &str, vault: &str, secret: &str, entry: &str) -> String {
-    if error.contains("ForbiddenByRbac") {
-        format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply")
-    } else if error.contains("SecretDisabled") {
-        format!("enable the secret: `az keyvault secret set-attributes --vault-name {vault} --name {secret} --enabled true`")
-    } else if error.contains("HTTP 403") {
-        format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get")
-    } else if error.contains("HTTP 404") {
-        format!("create secret {secret} in vault {vault} (infra-tofu keyvault.tf stores it), or fix {entry} / join_token.vault in the node config")
-    } else if error.contains("HTTP 401") {
-        format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity")
-    } else {
-        format!("check DNS and outbound HTTPS (443) to {vault}.vault.azure.net: NSG rules, a firewall, private-endpoint DNS")
+/// What to do about a failed read of `secret` in `vault` (named by the config field
+/// `entry`): by Key Vault's refusal, or, when it did not refuse, about the way to it.
+pub(super) fn vault_hint(
+    refusal: Option<VaultCause>,
+    vault: &str,
+    secret: &str,
+    entry: &str,
+) -> String {
+    match refusal {
+        Some(VaultCause::NoRole) => format!("grant the VM's managed identity the 'Key Vault Secrets User' role on vault {vault} (infra-tofu does; check with `az role assignment list --scope <vault id>`); a new assignment takes up to 10 minutes to apply"),
+        Some(VaultCause::SecretDisabled) => format!("enable the secret: `az keyvault secret set-attributes --vault-name {vault} --name {secret} --enabled true`"),
+        Some(VaultCause::Denied) => format!("vault {vault} denies the identity: grant it 'Key Vault Secrets User' (RBAC vaults) or an access policy with secret get"),
+        Some(VaultCause::NotFound) => format!("create secret {secret} in vault {vault} (infra-tofu keyvault.tf stores it), or fix {entry} / join_token.vault in the node config"),
+        Some(VaultCause::TokenRejected) => format!("vault {vault} did not accept the token: the vault must belong to the tenant of the VM's identity"),
+        None => format!("check DNS and outbound HTTPS (443) to {vault}.vault.azure.net: NSG rules, a firewall, private-endpoint DNS"),
     }
 }
 
@@ -463,29 +447,44 @@ mod tests {
         assert_eq!(proxy(env(&[])).status, Status::Ok);
     }
 
-    fn jt() -> JoinTokenConfig {
-        serde_json::from_value(serde_json::json!({"vault": "kv-x", "secret": "join"})).unwrap()
-    }
-
     #[test]
     fn a_refusal_is_one_line_without_the_clients_advice() {
-        let jt = jt();
-        let chain = "Key Vault read of secret \"join\" in vault \"kv-x\" failed: Key Vault \"kv-x\" refused secret \"join\": HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).): still denied after 0s: grant it";
+        let refusal = VaultRefusal {
+            vault: "kv-x".into(),
+            secret: "join".into(),
+            status: 403,
+            codes: vec!["Forbidden".into(), "ForbiddenByRbac".into()],
+            message: "Caller is not authorized (really).".into(),
+            cause: VaultCause::NoRole,
+            advice: "still denied after 0s: grant it".into(),
+        };
+        let chain = anyhow::Error::new(refusal)
+            .context("Key Vault read of secret \"join\" in vault \"kv-x\" failed");
         assert_eq!(
-            vault_finding(chain, &jt),
+            vault_finding(&chain),
             "vault kv-x refused secret join: HTTP 403 Forbidden/ForbiddenByRbac (Caller is not authorized (really).)"
         );
-        assert_eq!(vault_finding("timed out", &jt), "timed out");
+        assert_eq!(vault_finding(&anyhow::anyhow!("timed out")), "timed out");
     }
 
     #[test]
     fn vault_hints_follow_the_azure_error_code() {
-        let hint = |error| vault_hint(error, "kv-x", "join", "join_token.secret");
-        assert!(hint("HTTP 403 Forbidden/ForbiddenByRbac (x)")
+        let hint = |status: u16, codes: &[&str]| {
+            vault_hint(
+                VaultCause::of(status, codes),
+                "kv-x",
+                "join",
+                "join_token.secret",
+            )
+        };
+        assert!(hint(403, &["Forbidden", "ForbiddenByRbac"])
             .contains("'Key Vault Secrets User' role on vault kv-x"));
-        assert!(hint("HTTP 403 Forbidden/SecretDisabled").contains("--enabled true"));
-        assert!(hint("HTTP 404 SecretNotFound").contains("create secret join"));
-        assert!(hint("HTTP 401 Unauthorized").contains("tenant"));
-        assert!(hint("connection refused").contains("kv-x.vault.azure.net"));
+        assert!(hint(403, &["Forbidden", "SecretDisabled"]).contains("--enabled true"));
+        assert!(hint(404, &["SecretNotFound"]).contains("create secret join"));
+        assert!(hint(401, &["Unauthorized"]).contains("tenant"));
+        // No refusal (connection refused): the way to the vault.
+        assert!(
+            vault_hint(None, "kv-x", "join", "join_token.secret").contains("kv-x.vault.azure.net")
+        );
     }
 }

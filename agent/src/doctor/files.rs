@@ -5,8 +5,9 @@
 use super::{Budget, Options, Outcome, JOIN_TOKEN_FILE, RKE2_CONFIG, RKE2_MANIFESTS};
 use crate::config::{NodeConfig, Role};
 use crate::doctor::Check;
+use crate::nodefile::RenderedFile;
 use crate::paths::{Root, RKE2_CONFIG as RKE2_CONFIG_PATH, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
-use crate::rke2::{self, NodeFacts, RenderedFile};
+use crate::rke2::{self, NodeFacts};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -35,16 +36,13 @@ pub(super) async fn checks(opts: &Options, budget: &Budget, config: &NodeConfig)
         ];
     }
     let root = opts.cx.root.clone();
-    let rendered = rke2::render(
-        config,
-        &NodeFacts {
-            data_disk_mounted: super::disk::data_disk_mounted(&root, config),
-        },
-    );
-    let (files, manifests): (Vec<RenderedFile>, Vec<RenderedFile>) = match rendered {
-        Ok(all) => all
-            .into_iter()
-            .partition(|f| !f.path.starts_with(RKE2_MANIFESTS_DIR)),
+    let facts = NodeFacts {
+        data_disk_mounted: super::disk::data_disk_mounted(&root, config),
+    };
+    let rendered = rke2::render_config_files(config, &facts)
+        .and_then(|files| Ok((files, rke2::render_manifests(config)?)));
+    let (files, manifests) = match rendered {
+        Ok(both) => both,
         Err(e) => {
             let broken = Outcome::fail(
                 format!("this agent cannot render the node's files: {e:#}"),

@@ -19,9 +19,8 @@ pub use net::API_SERVER_PORT;
 pub use report::{Check, NodeInfo, Report, Status, Summary, CHECK_FIELDS, FORMAT_VERSION};
 
 use crate::azure::RetryPolicy;
-use crate::config::NodeConfig;
 use crate::reconcile::state::NodeState;
-use crate::reconcile::Context;
+use crate::reconcile::{Context, StepId};
 use anyhow::{Context as _, Result};
 use secrecy::SecretString;
 use std::future::Future;
@@ -57,13 +56,14 @@ const fn node_spec(id: &'static str, title: &'static str) -> Spec {
 
 pub const IMDS: Spec = spec("imds", "IMDS reachable");
 pub const IMDS_PROXY: Spec = spec("imds-proxy", "IMDS not behind a proxy");
-pub const CONFIG: Spec = spec("config", "Node config valid");
+// A check that examines one step's work is named after the step.
+pub const CONFIG: Spec = spec(StepId::Config.name(), "Node config valid");
 pub const IDENTITY: Spec = node_spec("identity", "Managed-identity token");
 pub const KEY_VAULT: Spec = node_spec("key-vault", "Join token readable in Key Vault");
 pub const JOIN_TOKEN_FILE: Spec = node_spec("join-token-file", "Join token file");
-pub const RKE2_CONFIG: Spec = node_spec("rke2-config", "RKE2 config files");
+pub const RKE2_CONFIG: Spec = node_spec(StepId::Rke2Config.name(), "RKE2 config files");
 pub const RKE2_MANIFESTS: Spec = node_spec("rke2-manifests", "Seeded server manifests");
-pub const DATA_DISK: Spec = node_spec("data-disk", "Data disk found and mounted");
+pub const DATA_DISK: Spec = node_spec(StepId::DataDisk.name(), "Data disk found and mounted");
 pub const DATA_DISK_MOUNT: Spec = node_spec("data-disk-mount", "Data disk mount persistent");
 pub const DATA_DISK_SPACE: Spec = node_spec("data-disk-space", "Data disk free space");
 pub const RKE2_UNIT: Spec = node_spec("rke2-unit", "RKE2 service running");
@@ -278,12 +278,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, work))
         .await
         .context("a doctor check panicked")
-}
-
-/// The node config the checks after `config` work from.
-pub(crate) struct Loaded {
-    pub config: NodeConfig,
-    pub source: cloud::Source,
 }
 
 /// Runs every check and returns the report (secrets scrubbed). Never fails: a check that

@@ -1,121 +1,67 @@
 //! `last-run`: the last bootstrap run recorded in the node state. For a failed run: the
 //! step, the exit code the run ended with, and the checks that examine what that step
-//! needs. Steps and exit codes come from the reconciler (`STEP_NAMES`,
-//! `exit_code::for_step`), so they cannot drift from what bootstrap does; a test holds
-//! every step to an explanation.
+//! needs. Steps, exit codes and what each step does come from the reconciler's step table
+//! ([`StepId`]), so they cannot drift from what bootstrap does; which checks examine a step
+//! is doctor's own [`examined_by`], which names every step (the compiler holds it to that).
 
 use super::{cloud, Options, Outcome, Spec};
 use super::{
     CONFIG, DATA_DISK, DATA_DISK_MOUNT, DISK_SPACE, IDENTITY, IMDS, JOIN_TOKEN_FILE, KEY_VAULT,
     RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
 };
-use crate::reconcile::report::exit_code as codes;
-use crate::reconcile::state::{self, NodeState, RunRecord, STATE_FILE};
-use crate::reconcile::STEP_NAMES;
+use crate::reconcile::state::{self, NodeState, RunRecord, StepRecord, STATE_FILE};
+use crate::reconcile::StepId;
 use std::time::SystemTime;
 
-/// How doctor explains a failed step.
-#[derive(Debug, Clone, Copy)]
-struct StepHelp {
-    /// What the step does, so its failure reads as a consequence.
-    does: &'static str,
-    /// The checks that examine what it needs, most telling first.
-    checks: &'static [Spec],
-}
-
-/// The explanation of each of the reconciler's steps (`STEP_NAMES`); `None` for a step this
-/// binary does not know (a state written by another agent version).
-fn step_help(step: &str) -> Option<StepHelp> {
-    let (does, checks): (&'static str, &'static [Spec]) = match step {
-        "config" => ("reads the node config", &[CONFIG, IMDS]),
-        "join-token" => (
-            "reads the join token from Key Vault and writes the token file",
-            &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],
-        ),
-        "data-disk" => (
-            "finds, formats (only when blank) and mounts the data disk",
-            &[DATA_DISK, DATA_DISK_MOUNT],
-        ),
-        "rke2-config" => ("writes RKE2's config files", &[RKE2_CONFIG, DISK_SPACE]),
-        "server-manifests" => (
-            "seeds the server's manifests",
-            &[RKE2_MANIFESTS, DISK_SPACE],
-        ),
+/// The checks that examine what `step` needs, most telling first.
+fn examined_by(step: StepId) -> &'static [Spec] {
+    match step {
+        StepId::Config => &[CONFIG, IMDS],
+        StepId::JoinToken => &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],
+        StepId::DataDisk => &[DATA_DISK, DATA_DISK_MOUNT],
+        StepId::Rke2Config => &[RKE2_CONFIG, DISK_SPACE],
+        StepId::ServerManifests => &[RKE2_MANIFESTS, DISK_SPACE],
         // The same identity and vault as the join token: `key-vault` shows whether the
         // identity may read the vault at all.
-        "cluster-secrets" => (
-            "reads cluster_secrets from Key Vault and seeds them as Secret manifests",
-            &[IDENTITY, KEY_VAULT],
-        ),
-        "start-rke2" => (
-            "starts the RKE2 unit and waits for it",
-            &[RKE2_UNIT, RKE2_JOURNAL],
-        ),
-        _ => return None,
-    };
-    Some(StepHelp { does, checks })
+        StepId::ClusterSecrets => &[IDENTITY, KEY_VAULT],
+        StepId::StartRke2 => &[RKE2_UNIT, RKE2_JOURNAL],
+    }
 }
 
-/// The exit code bootstrap ends with when `step` fails, as the reconciler computes it;
-/// `None` for a step this binary does not know.
+/// The exit code bootstrap ends with when the step named `step` fails; `None` for a step
+/// this binary does not know.
 fn exit_code(step: &str) -> Option<i32> {
-    STEP_NAMES.contains(&step).then(|| codes::for_step(step))
+    StepId::from_name(step).map(StepId::exit_code)
 }
 
-/// The config entry, secret and vault a failed `cluster-secrets` run names in its error
-/// (`reading cluster_secrets.X (secret "S" in vault "V"): …`).
-#[derive(Debug, PartialEq, Eq)]
-struct NamedSecret<'a> {
-    entry: &'a str,
-    secret: &'a str,
-    vault: &'a str,
-}
-
-fn named_secret(error: &str) -> Option<NamedSecret<'_>> {
-    let quoted_after = |marker: &str| {
-        let rest = &error[error.find(marker)? + marker.len()..];
-        rest.split('"').next()
-    };
-    let at = error.find("cluster_secrets.")?;
-    let entry = error[at..]
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .next()?;
-    Some(NamedSecret {
-        entry,
-        secret: quoted_after("secret \"")?,
-        vault: quoted_after("vault \"")?,
-    })
-}
-
-/// What to do about a failed `step`, from the run's recorded error.
-fn failure_hint(step: &str, error: &str) -> String {
+/// What to do about the failed step `failed`, from what the run recorded of it.
+fn failure_hint(failed: &StepRecord) -> String {
+    let name = failed.name.as_str();
     let restart = "after fixing the cause, `systemctl restart canarie-agent`";
-    let log = format!("the step's log: `journalctl -u canarie-agent -b F_STEP={step}`");
-    let Some(help) = step_help(step) else {
-        return format!("this doctor does not know step {step} (a node state written by another agent version?): the failing checks above name the cause; {restart}; {log}");
+    let log = format!("the step's log: `journalctl -u canarie-agent -b F_STEP={name}`");
+    let Some(step) = StepId::from_name(name) else {
+        return format!("this doctor does not know step {name} (a node state written by another agent version?): the failing checks above name the cause; {restart}; {log}");
     };
-    let checks: Vec<&str> = help.checks.iter().map(|s| s.id).collect();
+    let checks: Vec<&str> = examined_by(step).iter().map(|s| s.id).collect();
     let mut hint = format!(
         "step {step} {}: see check{} {} above; {restart}; {log}",
-        help.does,
+        step.info().does,
         if checks.len() == 1 { "" } else { "s" },
         checks.join(", ")
     );
-    if step == "cluster-secrets" {
-        if let Some(named) = named_secret(error) {
-            hint = format!(
-                "Key Vault secret {} ({}) in vault {}: {}; {hint}",
-                named.secret,
-                named.entry,
-                named.vault,
-                cloud::vault_hint(
-                    error,
-                    named.vault,
-                    named.secret,
-                    &format!("{}.secret", named.entry)
-                ),
-            );
-        }
+    if let Some(named) = &failed.secret {
+        hint = format!(
+            "Key Vault secret {} ({}) in vault {}: {}; {hint}",
+            named.secret,
+            named.entry,
+            named.vault,
+            cloud::vault_hint(
+                named.cause(),
+                &named.vault,
+                &named.secret,
+                &format!("{}.secret", named.entry)
+            ),
+        );
     }
     hint
 }
@@ -182,7 +128,7 @@ fn judge(run: &RunRecord) -> Outcome {
             format!("at {when}{took}{code}: {error}")
         };
         let hint = match failed {
-            Some(_) => failure_hint(step, error),
+            Some(failed) => failure_hint(failed),
             None => "the failing checks above name the cause; after fixing it, `systemctl restart canarie-agent`; the run's log: `journalctl -u canarie-agent -b`".into(),
         };
         return Outcome::fail(finding, hint).with_details(details);
@@ -233,8 +179,6 @@ fn ago(rfc3339: &str) -> String {
 mod tests {
     use super::*;
     use crate::doctor::{Status, CHECKS};
-    use crate::reconcile::report::exit_code as code;
-    use crate::reconcile::state::StepRecord;
 
     /// A run that failed in `step` with the failure line bootstrap records.
     fn failed_in(step: &str, cause: &str) -> RunRecord {
@@ -251,6 +195,7 @@ mod tests {
                 outcome: "failed".into(),
                 changes: 0,
                 duration_ms: 12,
+                secret: None,
             }],
         }
     }
@@ -258,20 +203,19 @@ mod tests {
     #[test]
     fn every_step_and_every_exit_code_is_explained() {
         let mut codes = Vec::new();
-        for step in STEP_NAMES {
-            let help =
-                step_help(step).unwrap_or_else(|| panic!("doctor cannot explain step {step}"));
-            assert!(!help.checks.is_empty(), "{step} points at no check");
-            for check in help.checks {
+        for step in StepId::ALL {
+            let checks = examined_by(step);
+            assert!(!checks.is_empty(), "{step} points at no check");
+            for check in checks {
                 assert!(
                     CHECKS.contains(check),
                     "{step}: {} is not a check",
                     check.id
                 );
             }
-            let c = exit_code(step).unwrap();
+            let c = exit_code(step.name()).unwrap();
             codes.push(c);
-            let o = judge(&failed_in(step, "it broke"));
+            let o = judge(&failed_in(step.name(), "it broke"));
             assert_eq!(o.status, Status::Fail);
             assert!(
                 o.finding
@@ -281,37 +225,92 @@ mod tests {
             );
             let hint = o.hint.unwrap();
             assert!(
-                hint.contains(&format!("step {step} {}", help.does)),
+                hint.contains(&format!("step {step} {}", step.info().does)),
                 "{hint}"
             );
-            assert!(hint.contains(help.checks[0].id), "{hint}");
+            assert!(hint.contains(checks[0].id), "{hint}");
             assert!(hint.contains(&format!("F_STEP={step}")), "{hint}");
         }
         // Every failure exit code bootstrap has is reached by a step doctor explains.
-        for &expected in code::STEP_FAILURES {
+        for expected in crate::reconcile::steps::failure_exit_codes() {
             assert!(
                 codes.contains(&expected),
                 "exit code {expected} has no step: {codes:?}"
             );
         }
-        assert_eq!(exit_code("cluster-secrets"), Some(code::CLUSTER_SECRETS));
+        assert_eq!(
+            exit_code("cluster-secrets"),
+            Some(StepId::ClusterSecrets.exit_code())
+        );
         assert_eq!(exit_code("no-such-step"), None);
         let o = judge(&failed_in("no-such-step", "it broke"));
         assert!(o.hint.unwrap().contains("does not know step no-such-step"));
     }
 
+    /// docs/operations.md's step table gives each step's exit code and checks as the step
+    /// table and `examined_by` do.
+    #[test]
+    fn the_operations_guide_lists_each_steps_code_and_checks() {
+        let docs = include_str!("../../../docs/operations.md");
+        for step in StepId::ALL {
+            let prefix = format!("| `{step}` | ");
+            // The check table has rows of the same name; a step's row goes on with its code.
+            let row = docs
+                .lines()
+                .find(|l| {
+                    l.strip_prefix(&prefix)
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for step {step}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[2], step.exit_code().to_string(), "{row}");
+            let checks: Vec<String> = examined_by(step)
+                .iter()
+                .map(|c| format!("`{}`", c.id))
+                .collect();
+            assert_eq!(cells[3], checks.join(", "), "{row}");
+        }
+    }
+
     #[test]
     fn a_cluster_secret_refusal_names_the_secret_and_the_fix() {
-        let missing = "reading cluster_secrets.grafana_admin (secret \"grafana-admin\" in vault \"kv-c\"): Key Vault read of secret \"grafana-admin\" in vault \"kv-c\" failed: Key Vault \"kv-c\" refused secret \"grafana-admin\": HTTP 404 Not Found/SecretNotFound (A secret with (name/id) grafana-admin was not found in this key vault.): create it";
+        use crate::azure::{VaultCause, VaultRefusal};
+        use crate::reconcile::inputs::SecretRead;
+        use crate::reconcile::state::SecretFailure;
+        // The error chain the step ends with, and the run recorded from it.
+        let failed = |status: u16, codes: &[&str]| {
+            let refusal = VaultRefusal {
+                vault: "kv-c".into(),
+                secret: "grafana-admin".into(),
+                status,
+                codes: codes.iter().map(|c| c.to_string()).collect(),
+                message: "A secret with (name/id) grafana-admin was not found in this key vault."
+                    .into(),
+                cause: VaultCause::of(status, codes).unwrap(),
+                advice: "create it".into(),
+            };
+            let err = anyhow::Error::new(refusal)
+                .context("Key Vault read of secret \"grafana-admin\" in vault \"kv-c\" failed")
+                .context(SecretRead {
+                    entry: "cluster_secrets.grafana_admin".into(),
+                    secret: "grafana-admin".into(),
+                    vault: "kv-c".into(),
+                });
+            let mut run = failed_in("cluster-secrets", &format!("{err:#}"));
+            run.steps[0].secret = SecretFailure::of(&err);
+            run
+        };
+        let missing = failed(404, &["Not Found", "SecretNotFound"]);
+        let named = missing.steps[0].secret.as_ref().unwrap();
         assert_eq!(
-            named_secret(missing),
-            Some(NamedSecret {
-                entry: "cluster_secrets.grafana_admin",
-                secret: "grafana-admin",
-                vault: "kv-c"
-            })
+            (
+                named.entry.as_str(),
+                named.secret.as_str(),
+                named.vault.as_str()
+            ),
+            ("cluster_secrets.grafana_admin", "grafana-admin", "kv-c")
         );
-        let hint = judge(&failed_in("cluster-secrets", missing)).hint.unwrap();
+        let hint = judge(&missing).hint.unwrap();
         assert!(hint.starts_with("Key Vault secret grafana-admin (cluster_secrets.grafana_admin) in vault kv-c: create secret grafana-admin in vault kv-c"), "{hint}");
         assert!(
             hint.contains("fix cluster_secrets.grafana_admin.secret"),
@@ -319,13 +318,8 @@ mod tests {
         );
         assert!(hint.contains("see checks identity, key-vault"), "{hint}");
 
-        let forbidden = missing.replace(
-            "HTTP 404 Not Found/SecretNotFound",
-            "HTTP 403 Forbidden/ForbiddenByRbac",
-        );
-        let hint = judge(&failed_in("cluster-secrets", &forbidden))
-            .hint
-            .unwrap();
+        let forbidden = failed(403, &["Forbidden", "ForbiddenByRbac"]);
+        let hint = judge(&forbidden).hint.unwrap();
         assert!(
             hint.contains("'Key Vault Secrets User' role on vault kv-c"),
             "{hint}"

@@ -3,8 +3,8 @@
 
 use super::{Options, Outcome};
 use crate::config::NodeConfig;
+use crate::subprocess::Program;
 use crate::systemd::Systemd;
-use std::process::Stdio;
 
 /// How many recent error lines of RKE2 the journal check shows.
 const JOURNAL_LINES: usize = 10;
@@ -86,11 +86,9 @@ pub(super) async fn rke2_journal(opts: &Options, config: &NodeConfig) -> (Outcom
         );
     }
     let scan = JOURNAL_SCAN.to_string();
-    let output = tokio::process::Command::new("journalctl")
+    let output = Program::new("journalctl")
         .args(["-u", unit, "-b", "-n", &scan, "--no-pager", "-o", "json"])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+        .output_async()
         .await;
     let output = match output {
         Ok(o) => o,

@@ -1,8 +1,9 @@
 //! What a step would change (plan) or did change (bootstrap).
 
-use crate::fsutil;
+use super::steps::StepId;
+use crate::nodefile::{self, Drift};
 use crate::paths::Root;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
 
@@ -41,7 +42,7 @@ impl std::fmt::Display for Action {
 /// One change to the node, named by step and target (a path, a device, a unit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    pub step: &'static str,
+    pub step: StepId,
     pub action: Action,
     pub target: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -60,20 +61,16 @@ impl std::fmt::Display for Change {
 
 /// The change needed to make the node file `path` (under `root`) hold `contents` with `mode`.
 pub fn file_change(
-    step: &'static str,
+    step: StepId,
     root: &Root,
     path: &Path,
     contents: &[u8],
     mode: u32,
 ) -> Result<Option<Change>> {
-    let host_path = root.join(path);
-    if fsutil::is_current(&host_path, contents, mode)? {
-        return Ok(None);
-    }
-    let action = if host_path.exists() {
-        Action::Update
-    } else {
-        Action::Create
+    let action = match nodefile::drift(root, path, contents, mode)? {
+        Drift::Current => return Ok(None),
+        Drift::Missing => Action::Create,
+        Drift::Differs => Action::Update,
     };
     Ok(Some(Change {
         step,
@@ -84,33 +81,16 @@ pub fn file_change(
 }
 
 /// The change removing the node file `path` (under `root`): `None` when there is no file
-/// there. Only for files the calling step owns by name and the config no longer renders; a
-/// directory of that name is not the agent's and is left alone.
-pub fn removal(
-    step: &'static str,
-    root: &Root,
-    path: &Path,
-    detail: &str,
-) -> Result<Option<Change>> {
-    let host_path = root.join(path);
-    match std::fs::symlink_metadata(&host_path) {
-        Ok(meta) if meta.is_dir() => Ok(None),
-        Ok(_) => Ok(Some(Change {
-            step,
-            action: Action::Remove,
-            target: path.display().to_string(),
-            detail: detail.to_string(),
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading metadata of {}", host_path.display())),
-    }
-}
-
-/// Removes the node file `path` (under `root`) that a [`removal`] planned.
-pub fn remove(root: &Root, path: &Path) -> Result<()> {
-    fsutil::remove_if_exists(&root.join(path))
-        .with_context(|| format!("removing {} (no longer in the node config)", path.display()))?;
-    Ok(())
+/// there. Only for files the calling step owns by name and the config no longer renders
+/// (removed with [`nodefile::remove`]); a directory of that name is not the agent's and is
+/// left alone.
+pub fn removal(step: StepId, root: &Root, path: &Path, detail: &str) -> Result<Option<Change>> {
+    Ok(nodefile::present(root, path)?.then(|| Change {
+        step,
+        action: Action::Remove,
+        target: path.display().to_string(),
+        detail: detail.to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -123,18 +103,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
         let path = Path::new("/etc/x/owned.yaml");
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
         fs::create_dir_all(root.join("/etc/x")).unwrap();
         fs::write(root.join(path), b"a").unwrap();
-        let change = removal("s", &root, path, "gone").unwrap().unwrap();
+        let change = removal(StepId::Rke2Config, &root, path, "gone")
+            .unwrap()
+            .unwrap();
         assert_eq!(change.action, Action::Remove);
         assert_eq!(change.to_string(), "remove   /etc/x/owned.yaml (gone)");
-        remove(&root, path).unwrap();
+        nodefile::remove(&root, path).unwrap();
         assert!(!root.join(path).exists());
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
         // A directory under an owned name is someone else's.
         fs::create_dir(root.join(path)).unwrap();
-        assert_eq!(removal("s", &root, path, "gone").unwrap(), None);
+        assert_eq!(
+            removal(StepId::Rke2Config, &root, path, "gone").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -1,53 +1,16 @@
 //! The report of one run: what each step found or did, for the terminal, `--json`, the
 //! exit code and the node state.
 
-use super::state::{self, RunRecord, StepRecord};
+use super::state::{self, RunRecord, SecretFailure, StepRecord};
 use super::step::{Mode, Outcome, StepReport};
+use super::steps::StepId;
+use crate::config::{ConfigSource, NodeConfig};
 use serde::Serialize;
 
-/// Exit codes of `bootstrap` and `plan`, one per failure class (documented in the README).
+/// Exit codes of `bootstrap` and `plan`: 0 when converged, else the failed step's
+/// ([`StepId::exit_code`], documented in the README).
 pub mod exit_code {
     pub const CONVERGED: i32 = 0;
-    pub const CONFIG: i32 = 3;
-    pub const JOIN_TOKEN: i32 = 4;
-    pub const DATA_DISK: i32 = 5;
-    pub const FILES: i32 = 6;
-    pub const START_RKE2: i32 = 7;
-    pub const CLUSTER_SECRETS: i32 = 8;
-    /// Every code a failed step ends a run with (tests loop over it).
-    pub const STEP_FAILURES: &[i32] = &[
-        CONFIG,
-        JOIN_TOKEN,
-        DATA_DISK,
-        FILES,
-        START_RKE2,
-        CLUSTER_SECRETS,
-    ];
-
-    /// The code a run ends with when step `step` fails.
-    pub fn for_step(step: &str) -> i32 {
-        match step {
-            "config" => CONFIG,
-            "join-token" => JOIN_TOKEN,
-            "data-disk" => DATA_DISK,
-            "start-rke2" => START_RKE2,
-            "cluster-secrets" => CLUSTER_SECRETS,
-            _ => FILES,
-        }
-    }
-}
-
-/// What to do when a step fails, in one line.
-fn hint(step: &str) -> &'static str {
-    match step {
-        "config" => "fix the node config (user_data in infra-tofu, or --config FILE) and run again",
-        "join-token" => "check the VM's managed identity, its 'Key Vault Secrets User' role and the secret; `canarie-agent doctor` shows which",
-        "data-disk" => "run `canarie-agent disk inspect DEVICE` to see what is on the disk; nothing was written to it",
-        "rke2-config" | "server-manifests" => "check free space and permissions under /etc/rancher and /var/lib/rancher",
-        "start-rke2" => "see `journalctl -u rke2-server -u rke2-agent` and `canarie-agent doctor`",
-        "cluster-secrets" => "create the named secret in the vault (infra-tofu keyvault.tf) or fix cluster_secrets in the node config; the VM's identity needs 'Key Vault Secrets User' on it",
-        _ => "run `canarie-agent doctor`",
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +81,13 @@ impl RunReport {
         }
     }
 
+    /// Names the node config the run converges to.
+    pub fn describe_config(&mut self, source: &ConfigSource, config: &NodeConfig) {
+        self.config_source = Some(source.to_string());
+        self.role = Some(config.role.to_string());
+        self.node_name = config.node_name.clone();
+    }
+
     pub fn push(&mut self, step: StepReport) {
         self.changes += step.changes.len();
         self.steps.push(step);
@@ -133,7 +103,7 @@ impl RunReport {
 
     pub fn exit_code(&self) -> i32 {
         self.first_failure()
-            .map_or(exit_code::CONVERGED, |s| exit_code::for_step(s.name))
+            .map_or(exit_code::CONVERGED, |s| s.step.exit_code())
     }
 
     /// The one stderr line of a failed run: the step, the cause, what to do.
@@ -142,9 +112,9 @@ impl RunReport {
         Some(format!(
             "{} failed in step {}: {}; {}",
             self.mode,
-            step.name,
+            step.step,
             step.error.as_deref().unwrap_or("unknown error"),
-            hint(step.name)
+            step.step.info().hint
         ))
     }
 
@@ -165,10 +135,11 @@ impl RunReport {
                 .steps
                 .iter()
                 .map(|s| StepRecord {
-                    name: s.name.to_string(),
+                    name: s.step.name().to_string(),
                     outcome: s.outcome.as_str().to_string(),
                     changes: s.changes.len(),
                     duration_ms: s.duration_ms,
+                    secret: s.failure.as_ref().and_then(SecretFailure::of),
                 })
                 .collect(),
         }
@@ -196,7 +167,8 @@ impl RunReport {
             };
             out.push_str(&format!(
                 "{:<17} {what}  ({} ms)\n",
-                step.name, step.duration_ms
+                step.step.name(),
+                step.duration_ms
             ));
             for change in &step.changes {
                 out.push_str(&format!("    {change}\n"));
@@ -222,9 +194,9 @@ impl RunReport {
 
 impl StepReport {
     /// A step that failed before it could run its own life (its inputs could not be built).
-    pub fn from_error(name: &'static str, e: anyhow::Error) -> StepReport {
+    pub fn from_error(step: StepId, e: anyhow::Error) -> StepReport {
         StepReport {
-            name,
+            step,
             outcome: Outcome::Failed,
             changes: Vec::new(),
             duration_ms: 0,
@@ -238,7 +210,6 @@ impl StepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::STEP_NAMES;
 
     /// The README's exit-code table is what a failed step really exits with.
     #[test]
@@ -250,15 +221,16 @@ mod tests {
                 .find(|l| l.starts_with(&format!("| {code} |")))
                 .unwrap_or_else(|| panic!("README has no row for exit code {code}"))
         };
-        for step in STEP_NAMES {
-            let code = exit_code::for_step(step);
-            assert!(exit_code::STEP_FAILURES.contains(&code), "{step}: {code}");
+        let failures = crate::reconcile::steps::failure_exit_codes();
+        for step in StepId::ALL {
+            let code = step.exit_code();
+            assert!(failures.contains(&code), "{step}: {code}");
             assert!(
                 row(code).contains(&format!("`{step}`")),
                 "README's row for exit code {code} does not name step {step}"
             );
         }
-        for &code in exit_code::STEP_FAILURES {
+        for &code in &failures {
             row(code);
         }
     }

@@ -2,6 +2,8 @@
 //! Keyed by the machine's identity, so a VM cloned from a bootstrapped image runs a full
 //! bootstrap instead of trusting a marker that belongs to another machine.
 
+use super::inputs::SecretRead;
+use crate::azure::{VaultCause, VaultRefusal};
 use crate::config::{ConfigSource, NodeConfig};
 use crate::fsutil;
 use crate::paths::{Root, STATE_DIR};
@@ -61,6 +63,45 @@ pub struct StepRecord {
     pub outcome: String,
     pub changes: usize,
     pub duration_ms: u64,
+    /// The Key Vault secret a failed step could not read, when it was reading one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretFailure>,
+}
+
+/// Which secret a failed step could not read and what Key Vault answered, as doctor explains
+/// it later from the node state (by these fields, not by the run's message). Never a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFailure {
+    /// The node config entry naming the secret (`cluster_secrets.grafana_admin`).
+    pub entry: String,
+    pub secret: String,
+    pub vault: String,
+    /// Key Vault's refusal: its HTTP status and error codes (none when it did not refuse:
+    /// it did not answer, or the token could not be had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<String>,
+}
+
+impl SecretFailure {
+    /// The secret read that failed with `err`, if `err` is one.
+    pub fn of(err: &anyhow::Error) -> Option<SecretFailure> {
+        let read = err.downcast_ref::<SecretRead>()?;
+        let refusal = VaultRefusal::find(err);
+        Some(SecretFailure {
+            entry: read.entry.clone(),
+            secret: read.secret.clone(),
+            vault: read.vault.clone(),
+            status: refusal.map(|r| r.status),
+            codes: refusal.map(|r| r.codes.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Why Key Vault refused, when it did.
+    pub fn cause(&self) -> Option<VaultCause> {
+        VaultCause::of(self.status?, &self.codes)
+    }
 }
 
 /// The identity of this machine, as seen under `root`.
@@ -135,7 +176,10 @@ pub fn load_last_config(root: &Root) -> Result<(NodeConfig, ConfigSource)> {
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = crate::config::parse(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is invalid at {e}", path.display()))?;
-    Ok((config, ConfigSource::File(PathBuf::from(LAST_CONFIG_FILE))))
+    Ok((
+        config,
+        ConfigSource::LastConverged(PathBuf::from(LAST_CONFIG_FILE)),
+    ))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {

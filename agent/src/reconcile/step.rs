@@ -1,6 +1,7 @@
 //! The life every concern shares: observe and decide (`plan`), then `apply`, then report.
 
 use super::change::Change;
+use super::steps::StepId;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,11 @@ pub enum Mode {
 /// One concern of the node (config, join token, data disk, …).
 #[allow(async_fn_in_trait)] // steps run on one task, never as trait objects
 pub trait Step {
-    /// Name in logs, reports and the node state.
-    fn name(&self) -> &'static str;
+    /// What later steps get from this one (the loaded config, whether the disk is mounted,
+    /// what the written files need to take effect): they never read a step's own fields.
+    type Output;
+    /// Which step this is (its row in the step table).
+    fn id(&self) -> StepId;
     /// Observe the node and decide what must change. Read-only.
     async fn plan(&mut self) -> anyhow::Result<Vec<Change>>;
     /// Make the changes `plan` decided; returns what was done. Called only after `plan`.
@@ -29,6 +33,8 @@ pub trait Step {
     fn skipped(&self) -> bool {
         false
     }
+    /// The step's output, once it succeeded: what `plan` found (and `apply` did).
+    fn output(self) -> anyhow::Result<Self::Output>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,7 +60,8 @@ impl Outcome {
 /// What one step found or did.
 #[derive(Debug, Serialize)]
 pub struct StepReport {
-    pub name: &'static str,
+    #[serde(rename = "name")]
+    pub step: StepId,
     pub outcome: Outcome,
     pub changes: Vec<Change>,
     pub duration_ms: u64,
@@ -73,9 +80,9 @@ impl StepReport {
     }
 
     /// A step that never ran because an earlier one failed.
-    pub fn not_run(name: &'static str) -> StepReport {
+    pub fn not_run(step: StepId) -> StepReport {
         StepReport {
-            name,
+            step,
             outcome: Outcome::Skipped,
             changes: Vec::new(),
             duration_ms: 0,
@@ -86,9 +93,11 @@ impl StepReport {
     }
 }
 
-/// Runs one step in `mode`, logging its start, decision, duration and outcome.
-pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
-    let name = step.name();
+/// Runs one step in `mode`, logging its start, decision, duration and outcome. The output is
+/// there when the step succeeded.
+pub async fn run_step<S: Step>(mut step: S, mode: Mode) -> (StepReport, Option<S::Output>) {
+    let id = step.id();
+    let name = id.name();
     let start = Instant::now();
     tracing::info!(step = name, mode = ?mode, "step started");
     let result = async {
@@ -105,31 +114,39 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
     if let Some(w) = &warning {
         tracing::warn!(step = name, warning = %w, "step warning");
     }
-    let report = match result {
-        Ok(changes) => StepReport {
-            name,
-            outcome: if step.skipped() {
-                Outcome::Skipped
-            } else if changes.is_empty() {
-                Outcome::Unchanged
-            } else {
-                Outcome::Changed
+    let skipped = step.skipped();
+    let result = result.and_then(|changes| Ok((changes, step.output()?)));
+    let (report, output) = match result {
+        Ok((changes, output)) => (
+            StepReport {
+                step: id,
+                outcome: if skipped {
+                    Outcome::Skipped
+                } else if changes.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed
+                },
+                changes,
+                duration_ms: millis(duration),
+                warning,
+                error: None,
+                failure: None,
             },
-            changes,
-            duration_ms: millis(duration),
-            warning,
-            error: None,
-            failure: None,
-        },
-        Err(e) => StepReport {
-            name,
-            outcome: Outcome::Failed,
-            changes: Vec::new(),
-            duration_ms: millis(duration),
-            warning,
-            error: Some(format!("{e:#}")),
-            failure: Some(e),
-        },
+            Some(output),
+        ),
+        Err(e) => (
+            StepReport {
+                step: id,
+                outcome: Outcome::Failed,
+                changes: Vec::new(),
+                duration_ms: millis(duration),
+                warning,
+                error: Some(format!("{e:#}")),
+                failure: Some(e),
+            },
+            None,
+        ),
     };
     match &report.error {
         None => tracing::info!(
@@ -143,7 +160,7 @@ pub async fn run_step<S: Step>(step: &mut S, mode: Mode) -> StepReport {
             tracing::error!(step = name, outcome = "failed", duration_ms = report.duration_ms, error = %e, "step failed")
         }
     }
-    report
+    (report, output)
 }
 
 fn millis(d: Duration) -> u64 {

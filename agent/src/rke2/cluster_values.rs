@@ -11,14 +11,14 @@
 //!   too, from `longhorn-ui.yaml`. Only with a DNS zone *and* the UI's basic-auth login
 //!   (`cluster_secrets.longhorn_ui_auth`): the UI has no login of its own.
 
+use super::manifests::{insert_new, manifest};
 use super::secrets::{LONGHORN_NAMESPACE, LONGHORN_UI_AUTH_SECRET};
-use super::{yaml, Effect, RenderedFile, MANIFEST_MODE};
+use super::yaml;
 use crate::config::NodeConfig;
-use crate::paths::RKE2_MANIFESTS_DIR;
+use crate::nodefile::RenderedFile;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize as _;
 use serde_yaml_ng::{Mapping, Value};
-use std::path::Path;
 
 pub const CLUSTER_VALUES_FILE: &str = "canarie-cluster-values.yaml";
 pub const CLUSTER_VALUES_CONFIGMAP: &str = "canarie-cluster-values";
@@ -30,6 +30,9 @@ pub const DEFAULT_CLUSTER_NAME: &str = "canarie";
 /// The public hosts are `<label>.<cluster.dns_zone>`.
 pub const GRAFANA_HOST_LABEL: &str = "grafana";
 pub const LONGHORN_HOST_LABEL: &str = "longhorn";
+
+/// Where these files' sources are explained.
+const GUIDE: &str = "docs/day2.md";
 
 const LONGHORN_UI_SOURCE: &str = include_str!("longhorn-ui.yaml");
 
@@ -90,6 +93,7 @@ fn cluster_values(config: &NodeConfig) -> Result<RenderedFile> {
         CLUSTER_VALUES_FILE,
         &[doc],
         "the node config (cluster.dns_zone, cluster.name); read by the Fleet bundles' helm.valuesFrom",
+        GUIDE,
     )
 }
 
@@ -206,6 +210,7 @@ fn longhorn_ui(zone: &str) -> Result<RenderedFile> {
         LONGHORN_UI_FILE,
         &docs,
         "agent/src/rke2/longhorn-ui.yaml and cluster.dns_zone",
+        GUIDE,
     )
 }
 
@@ -234,33 +239,6 @@ fn mapping_vec(entries: Vec<(&str, Value)>) -> Value {
 /// A values document as text: what a ConfigMap key holds.
 fn values_text(values: Value) -> Result<String> {
     yaml::to_string(&values)
-}
-
-fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
-    if map.contains_key(key) {
-        bail!("{key} is filled in by canarie-agent and must not be set in the source (a value lives in one place)");
-    }
-    map.insert(key.into(), value);
-    Ok(())
-}
-
-fn manifest(file: &str, docs: &[Value], sources: &str) -> Result<RenderedFile> {
-    let body = docs
-        .iter()
-        .map(yaml::to_string)
-        .collect::<Result<Vec<_>>>()?
-        .join("---\n");
-    Ok(RenderedFile {
-        path: Path::new(RKE2_MANIFESTS_DIR).join(file),
-        contents: format!(
-            "# Written by canarie-agent from {sources}.\n\
-             # Changes made here are overwritten: change the sources (docs/day2.md).\n\
-             {body}"
-        )
-        .into_bytes(),
-        mode: MANIFEST_MODE,
-        effect: Effect::AppliedByRke2,
-    })
 }
 
 #[cfg(test)]

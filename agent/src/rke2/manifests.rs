@@ -9,8 +9,9 @@
 //! fields. A seed that already defines a field filled here is refused, so no value can end up
 //! in two places.
 
-use super::{yaml, RenderedFile, MANIFEST_MODE};
+use super::{yaml, MANIFEST_MODE};
 use crate::config::{GitRepoConfig, NodeConfig};
+use crate::nodefile::{Effect, RenderedFile};
 use crate::paths::RKE2_MANIFESTS_DIR;
 use anyhow::{bail, Context, Result};
 use serde_yaml_ng::{Mapping, Value};
@@ -68,6 +69,9 @@ const SEEDS: &[Seed] = &[
     seed!("canarie-fleet.yaml", "fleet.yaml", |_| Vec::new()),
 ];
 
+/// Where the seeded manifests' sources are explained.
+const GUIDE: &str = "docs/rke2-and-manifests.md";
+
 const GITREPO_FILE: &str = "canarie-gitrepo.yaml";
 const GITREPO_SOURCE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -118,11 +122,12 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
             .with_context(|| format!("rendering manifests/seed/{}", seed.file))?;
         files.push(manifest(
             seed.file,
-            &doc,
+            std::slice::from_ref(&doc),
             &format!(
                 "manifests/seed/{} and helm-values/{}",
                 seed.file, seed.values.0
             ),
+            GUIDE,
         )?);
     }
     if let Some(repo) = &config.cluster.git_repo {
@@ -132,8 +137,9 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
                 .with_context(|| format!("rendering manifests/seed/{GITREPO_FILE}"))?;
             files.push(manifest(
                 GITREPO_FILE,
-                &doc,
+                std::slice::from_ref(&doc),
                 &format!("manifests/seed/{GITREPO_FILE} and the node config"),
+                GUIDE,
             )?);
         }
     }
@@ -208,25 +214,38 @@ fn spec_of(doc: &mut Value) -> Result<&mut Mapping> {
     mapping_at(root, "spec")
 }
 
-fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
+/// Fills in `key`, refusing a source (a seed, a template) that already sets it: a value
+/// lives in one place.
+pub(super) fn insert_new(map: &mut Mapping, key: &str, value: Value) -> Result<()> {
     if map.contains_key(key) {
-        bail!("{key} is filled in by canarie-agent and must not be set in the seed (a value lives in one place)");
+        bail!("{key} is filled in by canarie-agent and must not be set in the source (a value lives in one place)");
     }
     map.insert(key.into(), value);
     Ok(())
 }
 
-fn manifest(file: &str, doc: &Value, sources: &str) -> Result<RenderedFile> {
-    let body = yaml::to_string(doc)?;
+/// The manifest file `file` holding `doc`, with a header naming its `sources` and the page
+/// (`guide`) that says how to change them.
+pub(super) fn manifest(
+    file: &str,
+    docs: &[Value],
+    sources: &str,
+    guide: &str,
+) -> Result<RenderedFile> {
+    let body = docs
+        .iter()
+        .map(yaml::to_string)
+        .collect::<Result<Vec<_>>>()?
+        .join("---\n");
     let contents = format!(
         "# Written by canarie-agent from {sources}.\n\
-         # Changes made here are overwritten: change the sources (docs/rke2-and-manifests.md).\n\
+         # Changes made here are overwritten: change the sources ({guide}).\n\
          {body}"
     );
     Ok(RenderedFile {
         path: Path::new(RKE2_MANIFESTS_DIR).join(file),
         contents: contents.into_bytes(),
         mode: MANIFEST_MODE,
-        effect: super::Effect::AppliedByRke2,
+        effect: Effect::AppliedByRke2,
     })
 }

@@ -1,11 +1,11 @@
 //! RKE2's config.yaml, drop-ins, the Cilium HelmChartConfig and the seeded manifests.
 //!
 //! Rendering is pure: [`render`] and [`render_token_dropin`] turn the node config (and what
-//! the agent observed about the node) into file contents with their node paths and modes.
-//! Writing is separate ([`RenderedFile::write`], [`SecretFile::write`]) and goes through
-//! [`fsutil::write_if_changed`], so an unchanged file is never rewritten (RKE2's
-//! helm-controller re-applies a manifest whose file changed) and the token file is 0600 from
-//! its first byte. docs/rke2-and-manifests.md lists every file and where each value lives.
+//! the agent observed about the node) into [`crate::nodefile`] files with their node paths,
+//! modes and effects. Writing is the node files' own ([`RenderedFile::write`],
+//! [`SecretFile::write`]), so an unchanged file is never rewritten (RKE2's helm-controller
+//! re-applies a manifest whose file changed) and the token file is 0600 from its first byte.
+//! docs/rke2-and-manifests.md lists every file and where each value lives.
 
 mod cluster_values;
 mod manifests;
@@ -22,10 +22,10 @@ pub use node_config::{AGENT_KEYS, SERVER_KEYS, WRITE_KUBECONFIG_MODE};
 pub use secrets::{declared as declared_cluster_secrets, render_cluster_secrets};
 
 use crate::config::{NodeConfig, Role};
-use crate::fsutil::{self, WriteOutcome};
-use crate::paths::{Root, RKE2_CONFIG, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
+use crate::nodefile::{Effect, OwnedFile, RenderedFile, SecretFile};
+use crate::paths::{RKE2_CONFIG, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
 use anyhow::{Context, Result};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 
 /// The RKE2 release this agent renders for: its flag list (config keys), its bundled charts
@@ -60,90 +60,17 @@ pub struct NodeFacts {
     pub data_disk_mounted: bool,
 }
 
-/// What must happen for a changed file to take effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// RKE2 reads it at start: restart (or first start) the role's RKE2 unit.
-    RestartRke2,
-    /// A systemd unit drop-in: `daemon-reload` before RKE2 is (re)started.
-    DaemonReload,
-    /// RKE2's deploy controller applies it on change; nothing to do.
-    AppliedByRke2,
-}
-
-/// One file as it must be on the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    /// Absolute path on the node (resolve with [`Root::join`]).
-    pub path: PathBuf,
-    pub contents: Vec<u8>,
-    pub mode: u32,
-    pub effect: Effect,
-}
-
-impl RenderedFile {
-    /// True when the file under `root` already has these contents and mode.
-    pub fn is_current(&self, root: &Root) -> Result<bool> {
-        fsutil::is_current(&root.join(&self.path), &self.contents, self.mode)
-    }
-
-    /// Writes the file under `root` unless it is already current.
-    pub fn write(&self, root: &Root) -> Result<WriteOutcome> {
-        fsutil::write_if_changed(&root.join(&self.path), &self.contents, self.mode)
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-}
-
-/// A file the agent may write on some node, and what its removal needs (the same as a change
-/// of it: see [`Effect`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedFile {
-    pub path: PathBuf,
-    pub effect: Effect,
-}
-
-/// A file holding a secret: its contents never appear in `Debug` output and are zeroed when
-/// dropped.
-pub struct SecretFile {
-    pub path: PathBuf,
-    contents: SecretString,
-    pub mode: u32,
-    pub effect: Effect,
-}
-
-impl std::fmt::Debug for SecretFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretFile")
-            .field("path", &self.path)
-            .field("contents", &"[REDACTED]")
-            .field("mode", &format_args!("{:#o}", self.mode))
-            .field("effect", &self.effect)
-            .finish()
-    }
-}
-
-impl SecretFile {
-    /// The contents, for writing. Never log them.
-    pub fn expose_contents(&self) -> &[u8] {
-        self.contents.expose_secret().as_bytes()
-    }
-
-    pub fn is_current(&self, root: &Root) -> Result<bool> {
-        fsutil::is_current(&root.join(&self.path), self.expose_contents(), self.mode)
-    }
-
-    /// Writes the file under `root` unless it is already current; it is created with its
-    /// final mode, so the token is never readable by others, not even briefly.
-    pub fn write(&self, root: &Root) -> Result<WriteOutcome> {
-        fsutil::write_if_changed(&root.join(&self.path), self.expose_contents(), self.mode)
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-}
-
-/// Every file the node needs besides the token drop-in, in write order: config.yaml; on
-/// servers the PSA config; the RKE2 unit's data-disk drop-in when the node has a data disk;
-/// on servers the seeded manifests.
+/// Every file the node needs besides the token drop-in, in write order: the config files
+/// ([`render_config_files`]), then the manifests ([`render_manifests`]).
 pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
+    let mut files = render_config_files(config, facts)?;
+    files.extend(render_manifests(config)?);
+    Ok(files)
+}
+
+/// RKE2's config files, in write order: config.yaml; on servers the PSA config; the RKE2
+/// unit's data-disk drop-in when the node has a data disk.
+pub fn render_config_files(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
     let mut files = Vec::new();
     let body = node_config::config_yaml(config, facts).context("rendering config.yaml")?;
     files.push(RenderedFile {
@@ -176,6 +103,13 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
             effect: Effect::DaemonReload,
         });
     }
+    Ok(files)
+}
+
+/// The manifests seeded into RKE2's manifests directory, in write order (servers only:
+/// none for an agent).
+pub fn render_manifests(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
+    let mut files = Vec::new();
     if config.role == Role::Server {
         files.extend(manifests::render(config)?);
         files.extend(cluster_values::render(config)?);
@@ -191,6 +125,13 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
 /// Built from the names the renderers use, not a copy of them, and checked against `render`
 /// by a test, so a new output cannot be forgotten here.
 pub fn owned_files() -> Vec<OwnedFile> {
+    let mut owned = owned_config_files();
+    owned.extend(owned_manifests());
+    owned
+}
+
+/// The files [`render_config_files`] can write.
+pub fn owned_config_files() -> Vec<OwnedFile> {
     let file = |path: PathBuf, effect| OwnedFile { path, effect };
     let mut owned = vec![
         file(RKE2_CONFIG.into(), Effect::RestartRke2),
@@ -199,17 +140,21 @@ pub fn owned_files() -> Vec<OwnedFile> {
     for role in [Role::Server, Role::Agent] {
         owned.push(file(data_disk_dropin_path(role), Effect::DaemonReload));
     }
+    owned
+}
+
+/// The files [`render_manifests`] can write.
+pub fn owned_manifests() -> Vec<OwnedFile> {
     let manifests = manifests::file_names().chain([
         cluster_values::CLUSTER_VALUES_FILE,
         cluster_values::LONGHORN_UI_FILE,
     ]);
-    owned.extend(manifests.map(|name| {
-        file(
-            Path::new(RKE2_MANIFESTS_DIR).join(name),
-            Effect::AppliedByRke2,
-        )
-    }));
-    owned
+    manifests
+        .map(|name| OwnedFile {
+            path: Path::new(RKE2_MANIFESTS_DIR).join(name),
+            effect: Effect::AppliedByRke2,
+        })
+        .collect()
 }
 
 /// The RKE2 unit's drop-in with `RequiresMountsFor=` the data disk.
@@ -221,12 +166,12 @@ fn data_disk_dropin_path(role: Role) -> PathBuf {
 
 /// The join token drop-in, `/etc/rancher/rke2/config.yaml.d/10-token.yaml` (mode 0600).
 pub fn render_token_dropin(token: &SecretString) -> SecretFile {
-    SecretFile {
-        path: RKE2_TOKEN_DROPIN.into(),
-        contents: node_config::token_yaml(token),
-        mode: TOKEN_MODE,
-        effect: Effect::RestartRke2,
-    }
+    SecretFile::new(
+        RKE2_TOKEN_DROPIN.into(),
+        node_config::token_yaml(token),
+        TOKEN_MODE,
+        Effect::RestartRke2,
+    )
 }
 
 fn with_header(header: &str, body: &str) -> Vec<u8> {

@@ -17,9 +17,9 @@
 //! creates (monitoring, external-dns) is written together with its Namespace, so it does not
 //! wait for Fleet; `fleet-local` is Fleet's and `longhorn-system` the Longhorn chart's.
 
-use super::{yaml, Effect, SecretFile};
-use crate::azure::SecretValue;
+use super::yaml;
 use crate::config::NodeConfig;
+use crate::nodefile::{Effect, SecretFile};
 use crate::paths::RKE2_MANIFESTS_DIR;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -134,13 +134,16 @@ pub fn declared(config: &NodeConfig) -> Vec<DeclaredSecret<'_>> {
         .collect()
 }
 
-/// A value read from Key Vault for one declared secret.
+/// A value read from Key Vault for one declared secret (by the reconciler: rendering never
+/// talks to Azure).
 #[derive(Debug)]
 pub struct FetchedSecret {
     pub kind: SecretKind,
     /// The Key Vault secret's name (for messages and the file header).
     pub secret: String,
-    pub value: SecretValue,
+    pub value: SecretString,
+    /// The Key Vault secret's version id.
+    pub version: String,
 }
 
 /// One Secret manifest per fetched secret, in the order given.
@@ -170,7 +173,7 @@ struct SecretBody {
 }
 
 fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
-    let value = f.value.value.expose_secret();
+    let value = f.value.expose_secret();
     if value.is_empty() {
         bail!("the secret is empty: set it in Key Vault (infra-tofu stores it)");
     }
@@ -215,7 +218,7 @@ fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
         }
         SecretKind::LonghornUiAuth => {
             let login = cs.longhorn_ui_auth.as_ref().with_context(missing)?;
-            let line = htpasswd_line(&login.username, value, &f.secret, &f.value.version)?;
+            let line = htpasswd_line(&login.username, value, &f.secret, &f.version)?;
             // Traefik's basicAuth reads the htpasswd lines of the Secret's only key (it
             // refuses a Secret with more than one); `auth` is the name htpasswd tools use.
             SecretBody {
@@ -233,12 +236,12 @@ fn render_one(config: &NodeConfig, f: &FetchedSecret) -> Result<SecretFile> {
             }
         }
     };
-    Ok(SecretFile {
-        path: f.kind.node_path(),
-        contents: secret_manifest(f, &body),
-        mode: SECRET_MODE,
-        effect: Effect::AppliedByRke2,
-    })
+    Ok(SecretFile::new(
+        f.kind.node_path(),
+        secret_manifest(f, &body),
+        SECRET_MODE,
+        Effect::AppliedByRke2,
+    ))
 }
 
 /// external-dns's Azure provider config (`/etc/kubernetes/azure.json`): a service principal.
@@ -368,10 +371,8 @@ mod tests {
         FetchedSecret {
             kind,
             secret: format!("{kind:?}"),
-            value: SecretValue {
-                value: SecretString::from(value),
-                version: version.into(),
-            },
+            value: SecretString::from(value),
+            version: version.into(),
         }
     }
 

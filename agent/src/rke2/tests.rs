@@ -1,5 +1,7 @@
 use super::*;
 use crate::config::{self, NodeConfig};
+use crate::fsutil::WriteOutcome;
+use crate::paths::Root;
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -688,4 +690,23 @@ fn owned_files_leave_the_token_and_secrets_to_their_steps_and_are_unique() {
     assert!(paths.contains(&PathBuf::from(
         "/var/lib/rancher/rke2/server/manifests/canarie-gitrepo.yaml"
     )));
+}
+
+#[test]
+fn config_files_and_manifests_are_split_by_directory() {
+    let in_manifests = |p: &Path| p.starts_with(crate::paths::RKE2_MANIFESTS_DIR);
+    for config in configs_covering_every_output() {
+        let facts = MOUNTED;
+        assert!(render_config_files(&config, &facts)
+            .unwrap()
+            .iter()
+            .all(|f| !in_manifests(&f.path)));
+        assert!(render_manifests(&config)
+            .unwrap()
+            .iter()
+            .all(|f| in_manifests(&f.path)));
+    }
+    assert!(owned_config_files().iter().all(|f| !in_manifests(&f.path)));
+    assert!(owned_manifests().iter().all(|f| in_manifests(&f.path)));
+    assert!(render_manifests(&agent()).unwrap().is_empty());
 }

@@ -3,7 +3,7 @@
 //! controller applies them. Which secrets exist is the node config's `cluster_secrets`; a
 //! node without any skips the step and never talks to Azure for it.
 //!
-//! One managed-identity token serves every read; each read uses the Key Vault client's retry
+//! The run's one managed-identity token serves every read ([`KeyVault`]); each read uses the Key Vault client's retry
 //! policy (and `join_token.rbac_wait_seconds` for a propagating role assignment). A missing
 //! or empty secret fails the step, naming the config entry, the secret and the vault. On a
 //! node that converged before, an unreachable IMDS or Key Vault keeps the Secret files it
@@ -14,22 +14,22 @@
 //! does not outlive its config entry on the node. Any other file in the directory is not
 //! the step's.
 
-use crate::azure::VAULT_RESOURCE;
 use crate::config::NodeConfig;
+use crate::nodefile::{self, SecretFile};
 use crate::reconcile::change::{self, file_change, Change};
+use crate::reconcile::inputs::{KeyVault, SecretRead};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
+use crate::rke2;
 use crate::rke2::secrets::{DeclaredSecret, FetchedSecret, SecretKind};
-use crate::rke2::{self, SecretFile};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
-use std::time::Duration;
-
-pub const NAME: &str = "cluster-secrets";
 
 pub struct ClusterSecretsStep<'a> {
     cx: &'a Context,
     config: &'a NodeConfig,
+    vault: &'a KeyVault<'a>,
     may_fall_back: bool,
     /// The files `plan` found out of date.
     stale: Vec<SecretFile>,
@@ -43,10 +43,16 @@ pub struct ClusterSecretsStep<'a> {
 impl<'a> ClusterSecretsStep<'a> {
     /// `may_fall_back`: the node converged before, so its Secret files may be kept when
     /// Azure cannot be reached.
-    pub fn new(cx: &'a Context, config: &'a NodeConfig, may_fall_back: bool) -> Self {
+    pub fn new(
+        cx: &'a Context,
+        config: &'a NodeConfig,
+        vault: &'a KeyVault<'a>,
+        may_fall_back: bool,
+    ) -> Self {
         ClusterSecretsStep {
             cx,
             config,
+            vault,
             may_fall_back,
             stale: Vec::new(),
             unwanted: Vec::new(),
@@ -58,25 +64,18 @@ impl<'a> ClusterSecretsStep<'a> {
 
     async fn fetch(&self, declared: &[DeclaredSecret<'_>]) -> Result<Vec<FetchedSecret>> {
         let jt = &self.config.join_token;
-        let imds = self.cx.imds(self.may_fall_back)?;
-        let vault = self.cx.vault(self.may_fall_back)?;
-        let token = imds
-            .token(VAULT_RESOURCE, jt.identity.as_ref())
-            .await
-            .context("getting a managed-identity token for Key Vault")?;
-        let rbac_window = Duration::from_secs(jt.rbac_wait_seconds);
+        // A token failure reads as such, not as a failed read of the first secret.
+        self.vault.token().await?;
         let mut fetched = Vec::with_capacity(declared.len());
         for d in declared {
-            let value = vault
-                .get_secret(&jt.vault, d.secret, &token, rbac_window)
+            let value = self
+                .vault
+                .read(d.secret)
                 .await
-                .with_context(|| {
-                    format!(
-                        "reading {} (secret {:?} in vault {:?})",
-                        d.kind.config_path(),
-                        d.secret,
-                        jt.vault
-                    )
+                .with_context(|| SecretRead {
+                    entry: d.kind.config_path().to_string(),
+                    secret: d.secret.to_string(),
+                    vault: jt.vault.clone(),
                 })?;
             tracing::info!(
                 entry = d.kind.config_path(),
@@ -89,7 +88,8 @@ impl<'a> ClusterSecretsStep<'a> {
             fetched.push(FetchedSecret {
                 kind: d.kind,
                 secret: d.secret.to_string(),
-                value,
+                value: value.value,
+                version: value.version,
             });
         }
         Ok(fetched)
@@ -97,8 +97,10 @@ impl<'a> ClusterSecretsStep<'a> {
 }
 
 impl Step for ClusterSecretsStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    type Output = ();
+
+    fn id(&self) -> StepId {
+        StepId::ClusterSecrets
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -114,7 +116,12 @@ impl Step for ClusterSecretsStep<'_> {
                 "{} is no longer in the node config; the Secret stays in the cluster (docs/operations.md)",
                 kind.config_path()
             );
-            if let Some(c) = change::removal(NAME, &self.cx.root, &kind.node_path(), &detail)? {
+            if let Some(c) = change::removal(
+                StepId::ClusterSecrets,
+                &self.cx.root,
+                &kind.node_path(),
+                &detail,
+            )? {
                 self.planned.push(c);
                 self.unwanted.push(kind.node_path());
             }
@@ -138,7 +145,7 @@ impl Step for ClusterSecretsStep<'_> {
         };
         for file in rke2::render_cluster_secrets(self.config, &fetched)? {
             if let Some(change) = file_change(
-                NAME,
+                StepId::ClusterSecrets,
                 &self.cx.root,
                 &file.path,
                 file.expose_contents(),
@@ -156,7 +163,7 @@ impl Step for ClusterSecretsStep<'_> {
             file.write(&self.cx.root)?;
         }
         for path in &self.unwanted {
-            change::remove(&self.cx.root, path)?;
+            nodefile::remove(&self.cx.root, path)?;
         }
         Ok(self.planned.clone())
     }
@@ -167,6 +174,10 @@ impl Step for ClusterSecretsStep<'_> {
 
     fn skipped(&self) -> bool {
         self.skipped
+    }
+
+    fn output(self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -194,7 +205,8 @@ mod tests {
             fs::create_dir_all(host.parent().unwrap()).unwrap();
             fs::write(host, b"kind: Secret\n").unwrap();
         }
-        let mut step = ClusterSecretsStep::new(&cx, &config, false);
+        let vault = KeyVault::new(&cx, &config.join_token, false);
+        let mut step = ClusterSecretsStep::new(&cx, &config, &vault, false);
         let planned = step.plan().await.unwrap();
         assert_eq!(planned.len(), 1, "{planned:?}");
         assert_eq!(planned[0].action, Action::Remove);

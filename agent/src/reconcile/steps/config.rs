@@ -1,18 +1,19 @@
 //! Step `config`: where the desired state comes from. IMDS userData (or `--config FILE`);
 //! when IMDS is unreachable on a node that converged before, the last converged config.
 
-use crate::config::{self, ConfigSource, NodeConfig};
+use crate::config;
 use crate::reconcile::change::{Action, Change};
-use crate::reconcile::inputs;
-use crate::reconcile::state::{self, NodeState};
+use crate::reconcile::inputs::{self, ConfigSources, LoadedConfig};
+use crate::reconcile::state::NodeState;
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::{Context as _, Result};
 
 pub struct ConfigStep<'a> {
     cx: &'a Context,
     state: &'a NodeState,
-    pub loaded: Option<(NodeConfig, ConfigSource)>,
+    loaded: Option<LoadedConfig>,
     planned: Vec<Change>,
     warning: Option<String>,
 }
@@ -30,41 +31,36 @@ impl<'a> ConfigStep<'a> {
 }
 
 impl Step for ConfigStep<'_> {
-    fn name(&self) -> &'static str {
-        "config"
+    /// The node config the later steps converge to, and where it came from.
+    type Output = LoadedConfig;
+
+    fn id(&self) -> StepId {
+        StepId::Config
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
-        let imds = self.cx.imds(self.state.has_converged())?;
-        let loaded = match inputs::load_config(self.cx.config_file.as_deref(), &imds).await {
-            Ok(loaded) => loaded,
-            // A bad config is never papered over with an old one: the operator must see it.
-            Err(e)
-                if self.cx.config_file.is_none()
-                    && self.state.has_converged()
-                    && e.downcast_ref::<inputs::InvalidConfig>().is_none() =>
-            {
-                let fallback = state::load_last_config(&self.cx.root).with_context(|| {
-                    format!(
-                        "IMDS is unreachable ({e:#}) and the last converged config cannot be read"
-                    )
-                })?;
-                self.warning = Some(format!(
-                    "IMDS unreachable, using the last converged node config: {e:#}"
-                ));
-                fallback
-            }
-            Err(e) => return Err(e),
-        };
-        let digest = config::digest(&loaded.0);
+        let may_fall_back = self.state.has_converged();
+        let imds = self.cx.imds(may_fall_back)?;
+        let loaded = inputs::load_config(ConfigSources {
+            file: self.cx.config_file.as_deref(),
+            imds: Some(&imds),
+            last_converged: may_fall_back.then_some(&self.cx.root),
+        })
+        .await?;
+        if let Some(e) = &loaded.imds_error {
+            self.warning = Some(format!(
+                "IMDS unreachable, using the last converged node config: {e:#}"
+            ));
+        }
+        let digest = config::digest(&loaded.config);
         let changes = if self.state.config_digest.as_deref() == Some(digest.as_str()) {
             Vec::new()
         } else {
             vec![Change {
-                step: "config",
+                step: StepId::Config,
                 action: Action::Record,
                 target: "node config".into(),
-                detail: format!("from {}, digest {}", loaded.1, &digest[..12]),
+                detail: format!("from {}, digest {}", loaded.source, &digest[..12]),
             }]
         };
         self.loaded = Some(loaded);
@@ -80,5 +76,10 @@ impl Step for ConfigStep<'_> {
 
     fn warning(&self) -> Option<String> {
         self.warning.clone()
+    }
+
+    fn output(self) -> Result<LoadedConfig> {
+        self.loaded
+            .context("the config step planned without loading a config")
     }
 }

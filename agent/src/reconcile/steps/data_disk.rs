@@ -5,11 +5,10 @@ use crate::config::DataDiskConfig;
 use crate::disk::{self, DecisionKind, DiskObservation, DiskOutcome};
 use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use anyhow::{Context as _, Result};
 use std::time::Duration;
-
-pub const NAME: &str = "data-disk";
 
 pub struct DataDiskStep<'a> {
     cx: &'a Context,
@@ -18,7 +17,18 @@ pub struct DataDiskStep<'a> {
     wait: Option<Duration>,
     observed: Option<DiskObservation>,
     outcome: Option<DiskOutcome>,
+    /// `plan` found the mount unit missing and planned to write it.
+    writes_unit: bool,
     planned: Vec<Change>,
+}
+
+/// What the step leaves for the later ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataDisk {
+    /// The disk is (or, after `plan`, would be) mounted at its mount point.
+    pub mounted: bool,
+    /// The mount unit or its wants link is (or would be) written: systemd must reload.
+    pub units_changed: bool,
 }
 
 impl<'a> DataDiskStep<'a> {
@@ -30,35 +40,14 @@ impl<'a> DataDiskStep<'a> {
             wait,
             observed: None,
             outcome: None,
+            writes_unit: false,
             planned: Vec::new(),
         }
     }
 
-    /// The disk is (or, after `plan`, would be) mounted at its mount point.
-    pub fn mounted_after_run(&self) -> bool {
-        if self.outcome.is_some() {
-            return true;
-        }
-        self.observed.as_ref().is_some_and(|o| {
-            matches!(
-                o.decision.kind,
-                DecisionKind::Format | DecisionKind::Reuse | DecisionKind::Mounted
-            )
-        })
-    }
-
-    /// The mount unit or its wants link was written: systemd must reload.
-    pub fn changed_units(&self) -> bool {
-        self.outcome.as_ref().is_some_and(|o| o.persisted.changed())
-            || self
-                .planned
-                .iter()
-                .any(|c| c.action == Action::Create && c.target.ends_with(".mount"))
-    }
-
     fn change(&self, action: Action, target: String, detail: String) -> Change {
         Change {
-            step: NAME,
+            step: StepId::DataDisk,
             action,
             target,
             detail,
@@ -67,8 +56,10 @@ impl<'a> DataDiskStep<'a> {
 }
 
 impl Step for DataDiskStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    type Output = DataDisk;
+
+    fn id(&self) -> StepId {
+        StepId::DataDisk
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -109,7 +100,8 @@ impl Step for DataDiskStep<'_> {
         // The mount must also survive a reboot: its unit is part of the converged state.
         let unit =
             std::path::Path::new(disk::SYSTEMD_UNIT_DIR).join(disk::unit_name(&cfg.mount_point));
-        if !self.cx.root.join(&unit).exists() {
+        self.writes_unit = !self.cx.root.join(&unit).exists();
+        if self.writes_unit {
             changes.push(self.change(
                 Action::Create,
                 unit.display().to_string(),
@@ -135,5 +127,19 @@ impl Step for DataDiskStep<'_> {
 
     fn skipped(&self) -> bool {
         self.cfg.is_none()
+    }
+
+    fn output(self) -> Result<DataDisk> {
+        let would_mount = self.observed.as_ref().is_some_and(|o| {
+            matches!(
+                o.decision.kind,
+                DecisionKind::Format | DecisionKind::Reuse | DecisionKind::Mounted
+            )
+        });
+        Ok(DataDisk {
+            mounted: self.outcome.is_some() || would_mount,
+            units_changed: self.writes_unit
+                || self.outcome.as_ref().is_some_and(|o| o.persisted.changed()),
+        })
     }
 }

@@ -1,28 +1,30 @@
-//! Steps `rke2-config` and `server-manifests`: rendered files written only when their
-//! content or mode differs, and files the agent owns that the config no longer renders
-//! removed.
+//! A step that puts files on the node (`rke2-config`, `server-manifests`, and any step whose
+//! work is files): rendered files written only when their content or mode differs, and files
+//! the agent owns that the config no longer renders removed.
 //!
 //! Ownership is by name, not by recorded state: the step is given every file the agent can
-//! ever write in its directories ([`rke2::owned_files`]), so a file left by an earlier config
+//! ever write in its directories (for RKE2's, [`crate::rke2::owned_config_files`] and
+//! [`crate::rke2::owned_manifests`]), so a file left by an earlier config
 //! is found even when the node state is lost, and a file the agent never names (an operator's
 //! manifest or drop-in beside ours) is never touched.
 
+use crate::nodefile::{self, Effect, OwnedFile, RenderedFile};
 use crate::reconcile::change::{self, file_change, Change};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
-use crate::rke2::{Effect, OwnedFile, RenderedFile};
 use anyhow::Result;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct FilesStep<'a> {
-    name: &'static str,
+    id: StepId,
     cx: &'a Context,
     files: Vec<RenderedFile>,
     owned: Vec<OwnedFile>,
     /// The files `plan` found out of date.
-    pub stale: Vec<RenderedFile>,
+    stale: Vec<RenderedFile>,
     /// The owned files `plan` found on the node that the config no longer renders.
-    pub unwanted: Vec<OwnedFile>,
+    unwanted: Vec<OwnedFile>,
     planned: Vec<Change>,
 }
 
@@ -30,13 +32,13 @@ impl<'a> FilesStep<'a> {
     /// `files`: what the config renders; `owned`: every file this step may write for any
     /// config (a superset of the paths in `files`).
     pub fn new(
-        name: &'static str,
+        id: StepId,
         cx: &'a Context,
         files: Vec<RenderedFile>,
         owned: Vec<OwnedFile>,
     ) -> Self {
         FilesStep {
-            name,
+            id,
             cx,
             files,
             owned,
@@ -49,7 +51,7 @@ impl<'a> FilesStep<'a> {
     /// What the planned writes and removals need to take effect: a removed file needs what a
     /// changed one does (RKE2 must stop reading a removed config file, systemd forget a
     /// removed drop-in).
-    pub fn effects(&self) -> impl Iterator<Item = (&Path, Effect)> + Clone {
+    fn effects(&self) -> impl Iterator<Item = (&Path, Effect)> + Clone {
         let written = self.stale.iter().map(|f| (f.path.as_path(), f.effect));
         let removed = self.unwanted.iter().map(|f| (f.path.as_path(), f.effect));
         written.chain(removed)
@@ -68,8 +70,11 @@ fn removal_detail(effect: Effect) -> &'static str {
 }
 
 impl Step for FilesStep<'_> {
-    fn name(&self) -> &'static str {
-        self.name
+    /// Each file written or removed (or, in `plan`, to be), with what it needs to take effect.
+    type Output = Vec<(PathBuf, Effect)>;
+
+    fn id(&self) -> StepId {
+        self.id
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
@@ -78,7 +83,7 @@ impl Step for FilesStep<'_> {
         self.unwanted.clear();
         for file in &self.files {
             if let Some(change) = file_change(
-                self.name,
+                self.id,
                 &self.cx.root,
                 &file.path,
                 &file.contents,
@@ -91,7 +96,7 @@ impl Step for FilesStep<'_> {
         let wanted = |path: &Path| self.files.iter().any(|f| f.path == path);
         for owned in self.owned.iter().filter(|o| !wanted(&o.path)) {
             let detail = removal_detail(owned.effect);
-            if let Some(change) = change::removal(self.name, &self.cx.root, &owned.path, detail)? {
+            if let Some(change) = change::removal(self.id, &self.cx.root, &owned.path, detail)? {
                 self.planned.push(change);
                 self.unwanted.push(owned.clone());
             }
@@ -104,13 +109,20 @@ impl Step for FilesStep<'_> {
             file.write(&self.cx.root)?;
         }
         for file in &self.unwanted {
-            change::remove(&self.cx.root, &file.path)?;
+            nodefile::remove(&self.cx.root, &file.path)?;
         }
         Ok(self.planned.clone())
     }
 
     fn skipped(&self) -> bool {
         self.files.is_empty() && self.unwanted.is_empty()
+    }
+
+    fn output(self) -> Result<Self::Output> {
+        Ok(self
+            .effects()
+            .map(|(path, effect)| (path.to_path_buf(), effect))
+            .collect())
     }
 }
 
@@ -156,7 +168,7 @@ mod tests {
             owned("/d/dropped.conf", Effect::DaemonReload),
             owned("/d/never-written.yaml", Effect::AppliedByRke2),
         ];
-        let mut step = FilesStep::new("t", &cx, files, owned_files);
+        let mut step = FilesStep::new(StepId::Rke2Config, &cx, files, owned_files);
 
         let planned = step.plan().await.unwrap();
         let summary: Vec<_> = planned
@@ -200,7 +212,7 @@ mod tests {
         fs::create_dir_all(cx.root.join("/m")).unwrap();
         fs::write(cx.root.join(path), b"old\n").unwrap();
         let mut step = FilesStep::new(
-            "t",
+            StepId::ServerManifests,
             &cx,
             Vec::new(),
             vec![owned(path, Effect::AppliedByRke2)],

@@ -1,24 +1,32 @@
 //! Step `join-token`: the RKE2 join token from Key Vault into its 0600 drop-in. On a node
 //! that converged before, an unreachable IMDS or Key Vault keeps the token file it has.
 
-use crate::config::JoinTokenConfig;
+use crate::nodefile::SecretFile;
 use crate::paths::RKE2_TOKEN_DROPIN;
 use crate::reconcile::change::{file_change, Change};
-use crate::reconcile::inputs;
+use crate::reconcile::inputs::KeyVault;
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
-use crate::rke2::{self, SecretFile};
+use crate::rke2;
 use anyhow::{Context as _, Result};
 
-pub const NAME: &str = "join-token";
+/// What the step leaves for the later ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// The version of the secret that was read; `None` when the token file was kept.
+    pub version: Option<String>,
+    /// The token file is (or, in `plan`, would be) written: RKE2 must restart.
+    pub changed: bool,
+}
 
 pub struct JoinTokenStep<'a> {
     cx: &'a Context,
-    jt: &'a JoinTokenConfig,
+    vault: &'a KeyVault<'a>,
     may_fall_back: bool,
     file: Option<SecretFile>,
     /// The version of the secret that was read.
-    pub version: Option<String>,
+    version: Option<String>,
     planned: Vec<Change>,
     warning: Option<String>,
 }
@@ -26,10 +34,10 @@ pub struct JoinTokenStep<'a> {
 impl<'a> JoinTokenStep<'a> {
     /// `may_fall_back`: the node converged before, so its token file may be kept when
     /// Azure cannot be reached.
-    pub fn new(cx: &'a Context, jt: &'a JoinTokenConfig, may_fall_back: bool) -> Self {
+    pub fn new(cx: &'a Context, vault: &'a KeyVault<'a>, may_fall_back: bool) -> Self {
         JoinTokenStep {
             cx,
-            jt,
+            vault,
             may_fall_back,
             file: None,
             version: None,
@@ -40,18 +48,14 @@ impl<'a> JoinTokenStep<'a> {
 }
 
 impl Step for JoinTokenStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    type Output = JoinToken;
+
+    fn id(&self) -> StepId {
+        StepId::JoinToken
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
-        let fetched = async {
-            let imds = self.cx.imds(self.may_fall_back)?;
-            let vault = self.cx.vault(self.may_fall_back)?;
-            inputs::fetch_join_token(&imds, &vault, self.jt).await
-        }
-        .await;
-        let secret = match fetched {
+        let secret = match self.vault.join_token().await {
             Ok(secret) => secret,
             Err(e) if self.may_fall_back && self.cx.root.join(RKE2_TOKEN_DROPIN).exists() => {
                 self.warning = Some(format!("keeping the existing join token file: {e:#}"));
@@ -62,7 +66,7 @@ impl Step for JoinTokenStep<'_> {
         let file = rke2::render_token_dropin(&secret.value);
         self.version = Some(secret.version.clone());
         self.planned = file_change(
-            NAME,
+            StepId::JoinToken,
             &self.cx.root,
             &file.path,
             file.expose_contents(),
@@ -84,5 +88,12 @@ impl Step for JoinTokenStep<'_> {
 
     fn warning(&self) -> Option<String> {
         self.warning.clone()
+    }
+
+    fn output(self) -> Result<JoinToken> {
+        Ok(JoinToken {
+            changed: !self.planned.is_empty(),
+            version: self.version,
+        })
     }
 }

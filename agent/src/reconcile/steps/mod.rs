@@ -1,5 +1,10 @@
 //! The steps, in order: config → (join token ∥ data disk) → RKE2 config → server manifests
 //! → cluster secrets → start RKE2.
+//!
+//! [`StepId`] is the table of steps: each step's name, exit code and explanations are written
+//! once, in [`StepId::info`]. The report, the node state, the failure line, doctor and the
+//! README's exit-code table (checked by a test) all derive from it. docs/architecture.md,
+//! "How to add a step", says what else a new step needs.
 
 pub mod cluster_secrets;
 pub mod config;
@@ -7,3 +12,164 @@ pub mod data_disk;
 pub mod files;
 pub mod join_token;
 pub mod start;
+
+/// One step of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepId {
+    Config,
+    JoinToken,
+    DataDisk,
+    Rke2Config,
+    ServerManifests,
+    ClusterSecrets,
+    StartRke2,
+}
+
+/// What the rest of the agent knows about a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepInfo {
+    /// Its name in logs (the journal field `F_STEP`), reports, the node state and the docs.
+    pub name: &'static str,
+    /// The exit code of a `bootstrap` or `plan` that fails in this step (the README's table).
+    pub exit_code: i32,
+    /// What to do when it fails, in one line: the end of the run's failure line.
+    pub hint: &'static str,
+    /// What it does, so that doctor's explanation of its failure reads as a consequence.
+    pub does: &'static str,
+}
+
+/// The two file steps fail the same way.
+const FILES_HINT: &str = "check free space and permissions under /etc/rancher and /var/lib/rancher";
+/// Both file steps end a run with this code: a file could not be written.
+const FILES_EXIT_CODE: i32 = 6;
+
+impl StepId {
+    /// Every step, in run order.
+    pub const ALL: [StepId; 7] = [
+        StepId::Config,
+        StepId::JoinToken,
+        StepId::DataDisk,
+        StepId::Rke2Config,
+        StepId::ServerManifests,
+        StepId::ClusterSecrets,
+        StepId::StartRke2,
+    ];
+
+    /// The table: one row per step.
+    pub const fn info(self) -> StepInfo {
+        match self {
+            StepId::Config => StepInfo {
+                name: "config",
+                exit_code: 3,
+                hint: "fix the node config (user_data in infra-tofu, or --config FILE) and run again",
+                does: "reads the node config",
+            },
+            StepId::JoinToken => StepInfo {
+                name: "join-token",
+                exit_code: 4,
+                hint: "check the VM's managed identity, its 'Key Vault Secrets User' role and the secret; `canarie-agent doctor` shows which",
+                does: "reads the join token from Key Vault and writes the token file",
+            },
+            StepId::DataDisk => StepInfo {
+                name: "data-disk",
+                exit_code: 5,
+                hint: "run `canarie-agent disk inspect DEVICE` to see what is on the disk; nothing was written to it",
+                does: "finds, formats (only when blank) and mounts the data disk",
+            },
+            StepId::Rke2Config => StepInfo {
+                name: "rke2-config",
+                exit_code: FILES_EXIT_CODE,
+                hint: FILES_HINT,
+                does: "writes RKE2's config files",
+            },
+            StepId::ServerManifests => StepInfo {
+                name: "server-manifests",
+                exit_code: FILES_EXIT_CODE,
+                hint: FILES_HINT,
+                does: "seeds the server's manifests",
+            },
+            StepId::ClusterSecrets => StepInfo {
+                name: "cluster-secrets",
+                exit_code: 8,
+                hint: "create the named secret in the vault (infra-tofu keyvault.tf) or fix cluster_secrets in the node config; the VM's identity needs 'Key Vault Secrets User' on it",
+                does: "reads cluster_secrets from Key Vault and seeds them as Secret manifests",
+            },
+            StepId::StartRke2 => StepInfo {
+                name: "start-rke2",
+                exit_code: 7,
+                hint: "see `journalctl -u rke2-server -u rke2-agent` and `canarie-agent doctor`",
+                does: "starts the RKE2 unit and waits for it",
+            },
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub const fn exit_code(self) -> i32 {
+        self.info().exit_code
+    }
+
+    /// The step of this name; `None` for a name this binary does not know (a node state
+    /// written by another agent version).
+    pub fn from_name(name: &str) -> Option<StepId> {
+        StepId::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for StepId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl serde::Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// Step names, in run order.
+pub const STEP_NAMES: &[&str] = &{
+    let mut names = [""; StepId::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = StepId::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// Every exit code a failed step ends a run with, each once, in ascending order.
+pub fn failure_exit_codes() -> Vec<i32> {
+    let mut codes: Vec<i32> = StepId::ALL.iter().map(|s| s.exit_code()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_codes_are_not_the_commands_own() {
+        for (i, step) in StepId::ALL.iter().enumerate() {
+            assert_eq!(StepId::from_name(step.name()), Some(*step));
+            assert_eq!(STEP_NAMES[i], step.name());
+            assert!(
+                !StepId::ALL[..i].iter().any(|s| s.name() == step.name()),
+                "{step} twice"
+            );
+            // 0 converged, 1 and 2 are every command's own (cli::exit).
+            assert!(step.exit_code() > 2, "{step}: {}", step.exit_code());
+            assert!(!step.info().hint.is_empty() && !step.info().does.is_empty());
+        }
+        assert_eq!(StepId::from_name("no-such-step"), None);
+        assert_eq!(
+            serde_json::to_string(&StepId::ClusterSecrets).unwrap(),
+            "\"cluster-secrets\""
+        );
+    }
+}

@@ -5,11 +5,10 @@
 
 use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
+use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
 use crate::systemd::Systemd;
 use anyhow::{Context as _, Result};
-
-pub const NAME: &str = "start-rke2";
 
 pub struct StartStep<'a> {
     cx: &'a Context,
@@ -45,7 +44,7 @@ impl<'a> StartStep<'a> {
 
     fn change(&self, action: Action, detail: String) -> Change {
         Change {
-            step: NAME,
+            step: StepId::StartRke2,
             action,
             target: self.unit.to_string(),
             detail,
@@ -54,14 +53,16 @@ impl<'a> StartStep<'a> {
 }
 
 impl Step for StartStep<'_> {
-    fn name(&self) -> &'static str {
-        NAME
+    type Output = ();
+
+    fn id(&self) -> StepId {
+        StepId::StartRke2
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
         let reload = |detail: &str| Change {
-            step: NAME,
+            step: StepId::StartRke2,
             action: Action::Reload,
             target: "systemd".into(),
             detail: detail.into(),
@@ -130,5 +131,9 @@ impl Step for StartStep<'_> {
             }
         }
         Ok(self.planned.clone())
+    }
+
+    fn output(self) -> Result<()> {
+        Ok(())
     }
 }
