@@ -460,6 +460,12 @@ fn the_root_disk_is_refused() {
         "{:?}",
         obs.decision
     );
-    let err = disk::apply(&obs, &cfg, &Root::new(lab.path("root"))).unwrap_err();
+    let err = disk::apply(
+        &obs,
+        &cfg,
+        &Root::new(lab.path("root")),
+        &disk::Mounter::Syscall,
+    )
+    .unwrap_err();
     assert!(err.downcast_ref::<disk::Refused>().is_some());
 }

@@ -6,10 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 const SERVER_JSON: &str = include_str!("../../../examples/server.json");
 const AGENT_JSON: &str = include_str!("../../../examples/agent.json");
-const FLAGS_JSON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../reference/rke2/flags.json"
-);
+const FLAGS_JSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../reference/rke2/flags.json");
 
 fn server() -> NodeConfig {
     config::parse(SERVER_JSON.as_bytes()).expect("examples/server.json is valid")
@@ -684,4 +681,33 @@ fn owned_files_leave_the_token_and_secrets_to_their_steps_and_are_unique() {
     assert!(paths.contains(&PathBuf::from(
         "/var/lib/rancher/rke2/server/manifests/canarie-gitrepo.yaml"
     )));
+}
+
+#[test]
+fn every_server_denies_pod_egress_to_imds_and_agents_get_no_manifests() {
+    // Whatever the cluster has (no git_repo, no Fleet bundles), the server's manifests
+    // carry the policy: nothing else keeps pods away from the node identity's tokens.
+    let bare = with_json(SERVER_JSON, |v| {
+        v["cluster"].as_object_mut().unwrap().remove("git_repo");
+    });
+    for config in [server(), bare] {
+        let policy = manifest(&config, "canarie-deny-imds-egress.yaml");
+        assert_eq!(
+            policy["kind"],
+            Value::from("CiliumClusterwideNetworkPolicy")
+        );
+        let spec = &policy["spec"];
+        assert_eq!(spec["endpointSelector"], Value::Mapping(Default::default()));
+        assert_eq!(
+            spec["egressDeny"][0]["toCIDR"][0],
+            Value::from("169.254.169.254/32")
+        );
+    }
+    let agent_files = files(&agent(), &MOUNTED);
+    assert!(
+        !agent_files
+            .keys()
+            .any(|p| p.starts_with(RKE2_MANIFESTS_DIR)),
+        "{agent_files:?}"
+    );
 }

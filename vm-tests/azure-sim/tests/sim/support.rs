@@ -8,7 +8,7 @@ use serde_json::Value;
 /// Reference data, read in place from the repository's reference/ folder.
 pub fn reference(relative: &str) -> Value {
     let path = format!(
-        "{}/../../../reference/azure-specs/{relative}",
+        "{}/../../reference/azure-specs/{relative}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
