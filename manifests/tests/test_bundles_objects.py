@@ -143,18 +143,3 @@ def test_only_disallow_host_path_excludes_the_infra_namespaces():
     for name, policy in policies.items():
         if name != "disallow-host-path":
             assert all("exclude" not in r for r in policy["spec"]["rules"]), name
-
-
-# --- Cilium -----------------------------------------------------------------------------
-
-
-def test_imds_egress_is_denied_without_default_deny():
-    (policy,) = objects_of_kind("CiliumClusterwideNetworkPolicy").values()
-    spec = policy["spec"]
-    assert spec["endpointSelector"] == {}, "every pod"
-    assert spec["egressDeny"] == [{"toCIDR": ["169.254.169.254/32"]}]
-    # egressDeny alone turns on egress default-deny for every selected pod (CRD docs of
-    # enableDefaultDeny); both directions must be switched off explicitly.
-    assert spec["enableDefaultDeny"] == {"egress": False, "ingress": False}
-    for allow in ("egress", "ingress", "ingressDeny", "nodeSelector", "specs"):
-        assert allow not in spec
