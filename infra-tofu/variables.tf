@@ -169,26 +169,55 @@ variable "ssh_public_key" {
   }
 }
 
+# Who may reach the nodes from outside. Two lists of the operator's own addresses; a range
+# wide enough to reach much of the Internet (a prefix shorter than /8, 0.0.0.0/0 above all)
+# is refused in them, and only the *_open_to_internet switches below open a port to
+# everyone. The IPv4 and width rules are spelled out in each validation, because a
+# validation may only read its own variable on every OpenTofu this code supports.
+
 variable "ssh_allowed_cidrs" {
-  description = "Source CIDRs allowed to SSH to the nodes through the load balancer's NAT rules; empty closes SSH."
+  description = "Source IPv4 CIDRs allowed to SSH to the nodes through the load balancer's NAT rules, e.g. [\"203.0.113.7/32\"]; empty closes SSH. To open SSH to the whole Internet, set ssh_open_to_internet instead."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = alltrue([for c in var.ssh_allowed_cidrs : can(cidrhost(c, 0)) && !contains(["0.0.0.0/0", "*"], c)])
-    error_message = "ssh_allowed_cidrs must be IPv4 CIDRs (e.g. 203.0.113.7/32); the whole Internet (0.0.0.0/0) is not allowed."
+    condition     = alltrue([for c in var.ssh_allowed_cidrs : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", c)) && can(cidrhost(c, 0))])
+    error_message = "ssh_allowed_cidrs must be IPv4 CIDRs such as 203.0.113.7/32."
+  }
+
+  validation {
+    condition     = alltrue([for c in var.ssh_allowed_cidrs : !can(cidrhost(c, 0)) || tonumber(split("/", c)[1]) >= 8])
+    error_message = "ssh_allowed_cidrs holds a range that opens SSH to (much of) the Internet, such as 0.0.0.0/0: list your own addresses, or set ssh_open_to_internet = true to open it to everyone on purpose."
   }
 }
 
+variable "ssh_open_to_internet" {
+  description = "Opens SSH (the NAT rules) to every address on the Internet, whatever ssh_allowed_cidrs says. Off by default; only for a throwaway cluster."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "api_allowed_cidrs" {
-  description = "Source CIDRs allowed to reach the Kubernetes API (6443) through the load balancer."
+  description = "Source IPv4 CIDRs allowed to reach the Kubernetes API (6443) through the load balancer, e.g. [\"203.0.113.7/32\"]. No default: say who may reach it. Empty keeps the API inside the VNet (reach it through SSH). To open it to the whole Internet, set api_open_to_internet instead."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
 
   validation {
-    condition     = length(var.api_allowed_cidrs) > 0 && alltrue([for c in var.api_allowed_cidrs : can(cidrhost(c, 0))])
-    error_message = "api_allowed_cidrs must be a non-empty list of IPv4 CIDRs."
+    condition     = alltrue([for c in var.api_allowed_cidrs : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", c)) && can(cidrhost(c, 0))])
+    error_message = "api_allowed_cidrs must be IPv4 CIDRs such as 203.0.113.7/32."
   }
+
+  validation {
+    condition     = alltrue([for c in var.api_allowed_cidrs : !can(cidrhost(c, 0)) || tonumber(split("/", c)[1]) >= 8])
+    error_message = "api_allowed_cidrs holds a range that opens the Kubernetes API to (much of) the Internet, such as 0.0.0.0/0: list your own addresses, or set api_open_to_internet = true to open it to everyone on purpose."
+  }
+}
+
+variable "api_open_to_internet" {
+  description = "Opens the Kubernetes API (6443) to every address on the Internet, whatever api_allowed_cidrs says. Off by default: the API server's authentication is then all that stands between it and everyone."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "key_vault_allowed_cidrs" {

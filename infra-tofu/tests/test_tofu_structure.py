@@ -8,9 +8,11 @@ import pytest
 
 from tofu_helpers import (
     INFRA,
+    REQUIRED_ONLY_TFVARS,
     all_resource_types,
     attr,
     blocks,
+    evaluate,
     parse,
     resources,
     root_blocks,
@@ -259,14 +261,16 @@ def test_nsg_policy(which, request, example_vars):
         # Last word: deny the rest of the VNet (Azure's default would allow it).
         last = max(rules, key=lambda r: r["priority"])
         assert (last["access"], last["sources"], last["ports"]) == ("Deny", ["VirtualNetwork"], ["*"])
-        for r in rules:
-            assert "*" not in r["sources"] and "0.0.0.0/0" not in r["sources"] or r["key"] == "control/api"
 
-    public = {r["key"]: r for rules in by_nsg.values() for r in rules if "Internet" in r["sources"] or "0.0.0.0/0" in r["sources"]}
-    api_public = "0.0.0.0/0" in ev["security_rules"]["control/api"]["sources"]
-    assert set(public) == ({"control/api"} if api_public else set()) | {"workers/http"}
+    # Only HTTP/HTTPS is open to everyone, with the example values and with the defaults.
+    public = {r["key"]: r for rules in by_nsg.values() for r in rules if any(opens_internet(c) for c in r["sources"])}
+    assert set(public) == {"workers/http"}
     assert ports_of(public["workers/http"]) == {"80", "443"}
-    assert ports_of(ev["security_rules"]["control/api"]) == {"6443"}
+    api = ev["security_rules"].get("control/api")
+    if which == "defaults_eval":
+        assert api is None, "api_allowed_cidrs = [] keeps the API inside the VNet"
+    else:
+        assert api["sources"] == example_vars["api_allowed_cidrs"] and ports_of(api) == {"6443"}
 
     def open_from_vnet(nsg):
         return set().union(*(ports_of(r) for r in by_nsg[nsg] if r["access"] == "Allow" and r["sources"] == ["VirtualNetwork"]))
@@ -282,6 +286,26 @@ def test_nsg_policy(which, request, example_vars):
     else:
         assert {r["nsg"] for r in ssh} == {"control", "workers"}
         assert all(r["sources"] == example_vars["ssh_allowed_cidrs"] for r in ssh)
+
+
+def opens_internet(source: str) -> bool:
+    """A source that reaches much of the Internet: the service tag, or a prefix under /8."""
+    if source in ("Internet", "*", "Any"):
+        return True
+    try:
+        return ipaddress.ip_network(source, strict=False).prefixlen < 8
+    except ValueError:
+        return False  # another service tag (VirtualNetwork, AzureLoadBalancer)
+
+
+def test_only_the_switches_open_the_api_and_ssh_to_the_internet(tmp_path):
+    ev = evaluate(
+        tmp_path / "eval",
+        REQUIRED_ONLY_TFVARS + 'api_open_to_internet = true\nssh_open_to_internet = true\nssh_allowed_cidrs = ["203.0.113.7/32"]\n',
+    )
+    rules = ev["security_rules"]
+    assert rules["control/api"]["sources"] == ["Internet"] and ports_of(rules["control/api"]) == {"6443"}
+    assert rules["control/ssh"]["sources"] == rules["workers/ssh"]["sources"] == ["Internet"]
 
 
 def test_subnets_split_the_vnet(example_eval):

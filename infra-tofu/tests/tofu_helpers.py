@@ -168,6 +168,7 @@ REQUIRED_ONLY_TFVARS = """
 image_id       = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/img/providers/Microsoft.Compute/images/canarie-node"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhN7vZ5mV5Yx4oZz6mCkGQmZ7e8mQ3qQkR4hQ2bq0aB test"
 dns_zone_name  = "c.example.org"
+api_allowed_cidrs = []
 """
 
 
