@@ -42,10 +42,11 @@ locals {
     external_dns_azure = "external-dns-client-secret"
   }
 
-  # Whether the credentials issued elsewhere were given. Only that is public, never the
-  # values: without nonsensitive() every node config (user_data) would be hidden in plans.
-  git_token_set    = nonsensitive(var.git_token != null)
-  external_dns_set = nonsensitive(var.external_dns_service_principal != null)
+  # Whether the credentials issued elsewhere are in use. Their values are ephemeral (they
+  # may only reach write-only arguments), so what decides is a plain variable: the git
+  # token's version, and external-dns's service principal (ids, no secret).
+  git_token_set    = var.secret_versions.git_auth != null
+  external_dns_set = var.external_dns_service_principal != null
 
   # Every secret keyvault.tf stores, by node config entry (the join token as join_token):
   # its name in the vault. The credentials issued elsewhere only when they were given.

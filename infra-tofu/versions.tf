@@ -1,16 +1,19 @@
 terraform {
-  # OpenTofu 1.8 or later (1.x); nothing here needs a newer language feature.
-  required_version = "~> 1.8"
+  # OpenTofu 1.11 or later (1.x): ephemeral resources and variables, and write-only
+  # arguments, keep every secret value out of the plan and the state (keyvault.tf).
+  required_version = "~> 1.11"
 
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault.
+      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault; value_wo on
+      # azurerm_key_vault_secret and the ephemeral azurerm_key_vault_secret are older.
       version = "~> 4.42"
     }
     random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
+      source = "hashicorp/random"
+      # 3.7 introduced the ephemeral random_password.
+      version = "~> 3.7"
     }
     time = {
       source  = "hashicorp/time"

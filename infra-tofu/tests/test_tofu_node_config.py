@@ -192,7 +192,7 @@ def test_credentials_issued_elsewhere_are_named_never_sent(credentials_eval, tmp
 
 
 def test_a_git_token_needs_an_https_repository(tmp_path):
-    tfvars = REQUIRED_ONLY_TFVARS + f'git_token = "{GIT_TOKEN}"\ngit_repo = {{ url = "git@github.com:example/fleet.git", branch = "main" }}\n'
+    tfvars = REQUIRED_ONLY_TFVARS + f'git_token = "{GIT_TOKEN}"\nsecret_versions = {{ git_auth = 1 }}\ngit_repo = {{ url = "git@github.com:example/fleet.git", branch = "main" }}\n'
     with pytest.raises(EvalError) as err:
         evaluate(tmp_path / "eval", tfvars)
     message = " ".join(str(err.value).split())

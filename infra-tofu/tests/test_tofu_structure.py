@@ -154,37 +154,36 @@ def test_key_vault_settings():
     assert re.search(r"#[^\n]*[Pp]urge protection stays off", before), "say why purge protection is off"
 
 
-# Key Vault secret (by node config entry) -> the value it stores.
-VAULT_SECRET_VALUES = {
-    "join_token": "${random_password.join_token.result}",
-    "grafana_admin": "${random_password.grafana_admin.result}",
-    "longhorn_ui_auth": "${random_password.longhorn_ui.result}",
-    "git_auth": "${var.git_token}",
-    # (python-hcl2 prints HCL's null as None)
-    "external_dns_azure": "${try(var.external_dns_service_principal.client_secret,None)}",
-}
+# Key Vault secret (by node config entry) -> where its value comes from. The generated
+# ones come from ephemeral.random_password.generated (keyvault.tf); the others from
+# ephemeral variables.
+CREDENTIAL_VARIABLES = {"git_auth": "git_token", "external_dns_azure": "external_dns_client_secret"}
+GENERATED = {"join_token", "grafana_admin", "longhorn_ui_auth"}
+VAULT_SECRET_VALUES = GENERATED | set(CREDENTIAL_VARIABLES)
 
 
-def test_every_secret_is_generated_or_taken_from_a_sensitive_variable():
+def test_every_secret_is_generated_or_taken_from_an_ephemeral_variable():
     _, secret = the_one("azurerm_key_vault_secret")
     assert attr(secret, "for_each") == "${local.vault_secret_names}"
     assert attr(secret, "name") == "${each.value}"
-    assert attr(secret, "value") == "${local.vault_secret_values[each.key]}"
+    assert attr(secret, "value_wo") == "${local.vault_secret_values[each.key]}"
     assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
     assert attr(secret, "content_type") == "text/plain"
+    (lengths,) = [attr(b, "generated_secret_lengths") for b in root_blocks("locals") if "generated_secret_lengths" in b]
+    assert set(lengths) == GENERATED and all(n >= 32 for n in lengths.values())
+    ephemerals = {t: names for b in root_blocks("ephemeral") for t, names in b.items()}
+    generated = ephemerals["random_password"]["generated"]
+    assert attr(generated, "for_each") == "${local.generated_secret_lengths}"
+    assert attr(generated, "special") is False
     (values,) = [attr(b, "vault_secret_values") for b in root_blocks("locals") if "vault_secret_values" in b]
-    assert values == VAULT_SECRET_VALUES
-    passwords = resources("random_password")
-    assert set(passwords) == {"join_token", "grafana_admin", "longhorn_ui"}
+    text = str(values)
+    assert "ephemeral.random_password.generated" in text
     variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
-    for entry, value in VAULT_SECRET_VALUES.items():
-        if value.startswith("${random_password."):
-            pw = passwords[value.split(".")[1]]
-            assert attr(pw, "length") >= 32 and attr(pw, "special") is False, entry
-        else:
-            var_name = re.search(r"var\.(\w+)", value).group(1)
-            assert attr(variables[var_name], "sensitive") is True, var_name
-            assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
+    for entry, var_name in CREDENTIAL_VARIABLES.items():
+        assert f"var.{var_name}" in text, entry
+        assert attr(variables[var_name], "sensitive") is True, var_name
+        assert attr(variables[var_name], "ephemeral") is True, var_name
+        assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
 
 
 def test_vault_holds_what_the_server_is_told_to_read(defaults_eval, credentials_eval):
