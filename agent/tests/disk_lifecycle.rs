@@ -313,6 +313,23 @@ fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
     assert_eq!(node.observe().decision.kind, DecisionKind::Mounted);
 }
 
+/// The systemd stand-in's mount: the mount point created, `device` mounted on it.
+fn mount_like_systemd(node: &Node, device: &std::path::Path) {
+    sh(&format!(
+        "mkdir -p '{0}' && mount -t ext4 '{1}' '{0}'",
+        node.mount_point().display(),
+        device.display()
+    ));
+}
+
+fn apply_with_systemd(
+    node: &Node,
+    obs: &disk::DiskObservation,
+    systemd: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<disk::DiskOutcome> {
+    disk::apply(obs, &node.cfg, &node.root, &disk::Mounter::Systemd(systemd))
+}
+
 /// What the systemd stand-in below saw: the unit it was asked to start and the filesystem
 /// UUID that unit names.
 fn unit_uuid(node: &Node, unit: &str) -> String {
@@ -337,20 +354,10 @@ fn a_mount_made_by_systemd_is_confirmed_from_mountinfo() {
         let on_disk = sh_on("blkid -p -s UUID -o value {}", &node.dev);
         assert_eq!(uuid, on_disk.trim(), "the unit names the new filesystem");
         started.lock().unwrap().push(unit.to_string());
-        sh(&format!(
-            "mkdir -p '{0}' && mount -t ext4 '{1}' '{0}'",
-            node.mount_point().display(),
-            node.dev.display()
-        ));
+        mount_like_systemd(&node, &node.dev);
         Ok(())
     };
-    let out = disk::apply(
-        &obs,
-        &node.cfg,
-        &node.root,
-        &disk::Mounter::Systemd(&systemd),
-    )
-    .expect("the disk is mounted and confirmed");
+    let out = apply_with_systemd(&node, &obs, &systemd).expect("the disk is mounted and confirmed");
     assert_eq!(out.action, DiskAction::Formatted);
     assert!(out.mounted_now);
     assert_eq!(*started.lock().unwrap(), vec!["var-lib-longhorn.mount"]);
@@ -372,20 +379,10 @@ fn a_mount_of_another_disk_is_not_taken_for_the_data_disk() {
     });
     let obs = node.observe_expecting(DecisionKind::Reuse);
     let systemd = |_: &str| -> anyhow::Result<()> {
-        sh(&format!(
-            "mkdir -p '{0}' && mount -t ext4 '{1}' '{0}'",
-            node.mount_point().display(),
-            clone.display()
-        ));
+        mount_like_systemd(&node, &clone);
         Ok(())
     };
-    let err = disk::apply(
-        &obs,
-        &node.cfg,
-        &node.root,
-        &disk::Mounter::Systemd(&systemd),
-    )
-    .expect_err("the wrong disk is mounted");
+    let err = apply_with_systemd(&node, &obs, &systemd).expect_err("the wrong disk is mounted");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("not from the data disk") && msg.contains("umount"),
