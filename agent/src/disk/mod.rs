@@ -242,9 +242,10 @@ fn examine(
 }
 
 /// Acts on an observation: format a blank disk, check our own, persist the mount, mount
-/// it at the target with `mounter` and confirm from mountinfo that it is mounted. The decision is re-made from a fresh probe immediately before
-/// acting, and nothing is done unless it still agrees, so a stale observation (or a
-/// `plan` shown long ago) can never format a disk that has changed since.
+/// it at the target with `mounter` and confirm from mountinfo that it is mounted. The
+/// decision is re-made from a fresh probe immediately before acting, and nothing is done
+/// unless it still agrees, so a stale observation (or a `plan` shown long ago) can never
+/// format a disk that has changed since.
 ///
 /// A refusal comes back as an error wrapping [`Refused`]; the disk is untouched.
 /// Crash safety: a run killed after mkfs re-probes as our ext4 and is reused, never
@@ -337,17 +338,19 @@ pub fn apply(
     let persisted =
         unit::persist(root, &opts.mount_point, &uuid).context("persisting the data disk mount")?;
     if mounted_now {
-        let name = unit::unit_name(&opts.mount_point);
-        tracing::info!(step = "disk", action = "mount", device = %obs.device.display(), mount_point = %target.display(), by = if matches!(mounter, Mounter::Syscall) { "mount(2)" } else { name.as_str() }, "mounting the data disk");
+        let (device, mount_point) = (obs.device.display(), target.display());
         match mounter {
-            Mounter::Syscall => apply::mount_syscall(&obs.device, &target)?,
-            Mounter::Systemd(start) => start(&name).with_context(|| {
-                format!(
-                    "mounting {} at {} by starting {name}",
-                    obs.device.display(),
-                    target.display()
-                )
-            })?,
+            Mounter::Syscall => {
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, "mounting the data disk with mount(2)");
+                apply::mount_syscall(&obs.device, &target)?
+            }
+            Mounter::Systemd(start) => {
+                let unit = unit::unit_name(&opts.mount_point);
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, %unit, "mounting the data disk: systemd starts {unit}");
+                start(&unit).with_context(|| {
+                    format!("mounting {device} at {mount_point} by starting {unit}")
+                })?
+            }
         }
         apply::confirm_mounted(&obs.device, &target)?;
     }
