@@ -154,6 +154,34 @@ moved {
   to   = azurerm_key_vault_secret.main["external_dns_azure"]
 }
 
+# The generated passwords were random_password resources, which kept their values in the
+# state. A deployment made before forgets them without a "destroy" in its plan (there is
+# nothing to destroy outside the state); keep_secret_values (variables.tf) keeps the secrets'
+# values across that apply. Keep these blocks for every deployment made before.
+removed {
+  from = random_password.join_token
+
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = random_password.grafana_admin
+
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = random_password.longhorn_ui
+
+  lifecycle {
+    destroy = false
+  }
+}
+
 resource "azurerm_role_assignment" "external_dns_zone" {
   # external-dns writes the cluster's records, in this zone only.
   count = local.external_dns_set ? 1 : 0

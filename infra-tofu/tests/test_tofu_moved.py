@@ -41,9 +41,9 @@ KEPT = {
 
 # Released resources that are gone on purpose, with no successor address: the generated
 # passwords kept their values in the state. Their values now come from an ephemeral
-# random_password and live only in Key Vault; destroying these only forgets state (the
-# random provider touches nothing outside it), and `keep_secret_values` (variables.tf)
-# keeps the secrets' values across that upgrade.
+# random_password and live only in Key Vault; a `removed` block (destroy = false) makes the
+# upgrade forget them, and `keep_secret_values` (variables.tf) keeps the secrets' values
+# across that apply.
 REMOVED = {
     "random_password.join_token",
     "random_password.grafana_admin",
@@ -101,6 +101,14 @@ def released_config() -> list[dict]:
 
 def test_moved_blocks_are_the_released_renames():
     assert moved_blocks() == MOVES
+
+
+def test_removed_resources_are_forgotten_not_destroyed():
+    removed = {bare(attr(b, "from")): b for b in root_blocks("removed")}
+    assert set(removed) == REMOVED
+    for address, block in removed.items():
+        (lifecycle,) = block["lifecycle"]
+        assert attr(lifecycle, "destroy") is False, address
 
 
 def test_every_released_resource_is_kept_or_moved():
