@@ -1,6 +1,6 @@
 # The Key Vault holding the RKE2 join token and the cluster secrets the server seeds as
 # Kubernetes Secrets (Grafana's admin password, the Longhorn UI login, Fleet's git token,
-# external-dns's service principal secret). Access is by Azure RBAC only: the server's
+# external-dns's service principal secret). OpenTofu writes them and never reads them back. Access is by Azure RBAC only: the server's
 # system-assigned identity is a "Key Vault Secrets User" on the vault, each worker's only on
 # the join token, the identity running OpenTofu a "Key Vault Secrets Officer".
 
@@ -58,51 +58,67 @@ resource "time_sleep" "operator_rbac_propagation" {
   depends_on = [azurerm_role_assignment.operator_secrets_officer]
 }
 
-resource "random_password" "join_token" {
-  # RKE2's shared secret for joining nodes. No special characters: "::" would make RKE2
-  # read it as a full (CA-pinned) token. Never replace it on a running cluster: the
+# The secrets' values never enter the plan or the state. The cluster's own secrets are
+# generated ephemerally (a new random value exists only while tofu runs), the credentials
+# issued elsewhere come from ephemeral variables, and both reach Key Vault only through the
+# write-only value_wo. Key Vault is where they live: the outputs say how to read one
+# (docs/day2.md), and tests/test_tofu_secrets.py fails on any secret that would be stored.
+
+locals {
+  # The secrets the cluster owns, by node config entry: their length. No special
+  # characters: for the join token, "::" would make RKE2 read it as a full (CA-pinned)
+  # token; Grafana's and the Longhorn UI's passwords (user "admin") go into an environment
+  # variable and a bcrypt htpasswd entry.
+  generated_secret_lengths = { join_token = 48, grafana_admin = 32, longhorn_ui_auth = 32 }
+}
+
+ephemeral "random_password" "generated" {
+  # A new value at every plan and apply; azurerm writes one only when the secret is new or
+  # its secret_versions entry rises. Never raise join_token on a running cluster: the
   # server keeps the old one and new nodes could not join.
-  length  = 48
+  for_each = local.generated_secret_lengths
+
+  length  = each.value
   special = false
 }
 
-# The cluster secrets (docs/day2.md: rotating them). Generated where nothing outside the
-# cluster chooses them; taken from sensitive variables where an outside system issued them.
-# The server's node config names them (node-config.tf), never their values.
+ephemeral "azurerm_key_vault_secret" "kept" {
+  # keep_secret_values: the generated secrets' current values, read back for the one apply
+  # that turns a deployment made before into write-only secrets (its secrets get their
+  # value_wo_version then, so azurerm writes them once; with their own values, not new ones).
+  for_each = var.keep_secret_values ? local.generated_secret_lengths : {}
 
-resource "random_password" "grafana_admin" {
-  # Grafana's admin password (user "admin"), Secret monitoring/grafana-admin.
-  length  = 32
-  special = false
-}
-
-resource "random_password" "longhorn_ui" {
-  # The Longhorn UI's basic-auth password (user "admin"), seeded as a bcrypt htpasswd entry.
-  length  = 32
-  special = false
+  name         = local.vault_secret_names[each.key]
+  key_vault_id = azurerm_key_vault.main.id
 }
 
 locals {
-  # The value of each secret in local.vault_secret_names (locals.tf). Kept apart from the
-  # names because the values are sensitive, and for_each takes no sensitive value.
-  vault_secret_values = {
-    join_token         = random_password.join_token.result
-    grafana_admin      = random_password.grafana_admin.result
-    longhorn_ui_auth   = random_password.longhorn_ui.result
-    git_auth           = var.git_token
-    external_dns_azure = try(var.external_dns_service_principal.client_secret, null)
-  }
+  # The value of each secret in local.vault_secret_names (locals.tf). Ephemeral, so it may
+  # only reach a write-only argument; for_each takes the names, never these.
+  vault_secret_values = merge(
+    {
+      for entry, password in ephemeral.random_password.generated : entry =>
+      var.keep_secret_values ? ephemeral.azurerm_key_vault_secret.kept[entry].value : password.result
+    },
+    {
+      git_auth           = var.git_token
+      external_dns_azure = var.external_dns_client_secret
+    },
+  )
 }
 
 resource "azurerm_key_vault_secret" "main" {
   #checkov:skip=CKV_AZURE_41:No expiry: nodes read these on every boot for the cluster's whole life and an expired secret cannot be read; the cluster secrets are rotated by changing them (docs/day2.md), and the git token's and client secret's own expiry is the issuer's.
   for_each = local.vault_secret_names
 
-  name         = each.value
-  value        = local.vault_secret_values[each.key]
-  key_vault_id = azurerm_key_vault.main.id
-  content_type = "text/plain"
-  tags         = local.tags
+  name = each.value
+  # Write-only: sent to Key Vault when the secret is created or its version rises, stored
+  # nowhere by OpenTofu.
+  value_wo         = local.vault_secret_values[each.key]
+  value_wo_version = var.secret_versions[each.key]
+  key_vault_id     = azurerm_key_vault.main.id
+  content_type     = "text/plain"
+  tags             = local.tags
 
   depends_on = [time_sleep.operator_rbac_propagation]
 }
@@ -136,6 +152,34 @@ moved {
 moved {
   from = azurerm_key_vault_secret.external_dns[0]
   to   = azurerm_key_vault_secret.main["external_dns_azure"]
+}
+
+# The generated passwords were random_password resources, which kept their values in the
+# state. A deployment made before forgets them without a "destroy" in its plan (there is
+# nothing to destroy outside the state); keep_secret_values (variables.tf) keeps the secrets'
+# values across that apply. Keep these blocks for every deployment made before.
+removed {
+  from = random_password.join_token
+
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = random_password.grafana_admin
+
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = random_password.longhorn_ui
+
+  lifecycle {
+    destroy = false
+  }
 }
 
 resource "azurerm_role_assignment" "external_dns_zone" {

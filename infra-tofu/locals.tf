@@ -42,10 +42,11 @@ locals {
     external_dns_azure = "external-dns-client-secret"
   }
 
-  # Whether the credentials issued elsewhere were given. Only that is public, never the
-  # values: without nonsensitive() every node config (user_data) would be hidden in plans.
-  git_token_set    = nonsensitive(var.git_token != null)
-  external_dns_set = nonsensitive(var.external_dns_service_principal != null)
+  # Whether the credentials issued elsewhere are in use. Their values are ephemeral (they
+  # may only reach write-only arguments), so what decides is a plain variable: the git
+  # token's version, and external-dns's service principal (ids, no secret).
+  git_token_set    = var.secret_versions.git_auth != null
+  external_dns_set = var.external_dns_service_principal != null
 
   # Every secret keyvault.tf stores, by node config entry (the join token as join_token):
   # its name in the vault. The credentials issued elsewhere only when they were given.
@@ -84,6 +85,11 @@ locals {
   node_tcp_ports = ["10250", "4240", "4244", "30000-32767"]
   node_udp_ports = ["8472"]
 
+  # Who reaches the API and SSH from outside: the operator's addresses, or the whole
+  # Internet (Azure's service tag) only when the variable says so in as many words.
+  api_sources = var.api_open_to_internet ? ["Internet"] : var.api_allowed_cidrs
+  ssh_sources = var.ssh_open_to_internet ? ["Internet"] : var.ssh_allowed_cidrs
+
   intra_vnet_rules = {
     nodes-tcp = { priority = 200, protocol = "Tcp", ports = local.node_tcp_ports }
     nodes-udp = { priority = 210, protocol = "Udp", ports = local.node_udp_ports }
@@ -105,16 +111,21 @@ locals {
       "control/supervisor" = { nsg = "control", priority = 100, access = "Allow", protocol = "Tcp", ports = ["9345", "6443"], sources = ["VirtualNetwork"] }
       # etcd peers and metrics; only servers talk to it (one today, room for three).
       "control/etcd" = { nsg = "control", priority = 110, access = "Allow", protocol = "Tcp", ports = ["2379-2381"], sources = [local.subnets.control] }
-      # The Kubernetes API from outside, through the load balancer (which keeps the
-      # client's address, so the NSG filters on it).
-      "control/api" = { nsg = "control", priority = 300, access = "Allow", protocol = "Tcp", ports = ["6443"], sources = var.api_allowed_cidrs }
       # HTTP and HTTPS to RKE2's Traefik on the workers (hostPort 80/443), through the load balancer.
       "workers/http" = { nsg = "workers", priority = 300, access = "Allow", protocol = "Tcp", ports = ["80", "443"], sources = ["Internet"] }
     },
     {
-      # No rule at all (rather than an empty source list) when SSH is closed.
-      for nsg in length(var.ssh_allowed_cidrs) == 0 ? [] : ["control", "workers"] : "${nsg}/ssh" => {
-        nsg = nsg, priority = 310, access = "Allow", protocol = "Tcp", ports = ["22"], sources = var.ssh_allowed_cidrs
+      # The Kubernetes API from outside, through the load balancer (which keeps the
+      # client's address, so the NSG filters on it). No rule at all (rather than an empty
+      # source list) when the API stays inside the VNet.
+      for nsg in length(local.api_sources) == 0 ? [] : ["control"] : "${nsg}/api" => {
+        nsg = nsg, priority = 300, access = "Allow", protocol = "Tcp", ports = ["6443"], sources = local.api_sources
+      }
+    },
+    {
+      # No rule at all when SSH is closed.
+      for nsg in length(local.ssh_sources) == 0 ? [] : ["control", "workers"] : "${nsg}/ssh" => {
+        nsg = nsg, priority = 310, access = "Allow", protocol = "Tcp", ports = ["22"], sources = local.ssh_sources
       }
     },
     {

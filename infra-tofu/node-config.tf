@@ -35,7 +35,7 @@ module "node_config" {
       subscription_id = data.azurerm_client_config.current.subscription_id
       resource_group  = azurerm_resource_group.main.name
       # An application id is an identifier, not a credential.
-      client_id = nonsensitive(var.external_dns_service_principal.client_id)
+      client_id = var.external_dns_service_principal.client_id
     } : null
   }
 }

@@ -49,12 +49,20 @@ output "ssh" {
 }
 
 output "cluster_secret_names" {
-  description = "Key Vault secrets the server seeds as Kubernetes Secrets, by node config entry. Read one (from an address in key_vault_allowed_cidrs): az keyvault secret show --vault-name <key_vault_name> --name <secret> --query value -o tsv."
+  description = "Key Vault secrets the server seeds as Kubernetes Secrets, by node config entry (secret_read_commands reads one)."
   value       = local.cluster_secret_names
 }
 
+output "secret_read_commands" {
+  description = "How to read each secret OpenTofu wrote, by node config entry: the values are in the Key Vault only, never in the state. Run from an address in key_vault_allowed_cidrs, signed in (az login) with Key Vault Secrets User or more on the vault."
+  value = {
+    for entry, secret in local.vault_secret_names :
+    entry => "az keyvault secret show --vault-name ${azurerm_key_vault.main.name} --name ${secret} --query value -o tsv"
+  }
+}
+
 output "public_urls" {
-  description = "The cluster's public endpoints (hosts under the DNS zone, published by external-dns, certificates from Let's Encrypt). Log in with user admin and the password in Key Vault (cluster_secret_names)."
+  description = "The cluster's public endpoints (hosts under the DNS zone, published by external-dns, certificates from Let's Encrypt). Log in with user admin and the password in Key Vault (secret_read_commands)."
   # The host labels are the agent's (agent/src/rke2/cluster_values.rs); listed here for people.
   value = {
     grafana  = "https://grafana.${var.dns_zone_name}/"

@@ -169,26 +169,55 @@ variable "ssh_public_key" {
   }
 }
 
+# Who may reach the nodes from outside. Two lists of the operator's own addresses; a range
+# wide enough to reach much of the Internet (a prefix shorter than /8, 0.0.0.0/0 above all)
+# is refused in them, and only the *_open_to_internet switches below open a port to
+# everyone. The IPv4 and width rules are spelled out in each validation, because a
+# validation may only read its own variable on every OpenTofu this code supports.
+
 variable "ssh_allowed_cidrs" {
-  description = "Source CIDRs allowed to SSH to the nodes through the load balancer's NAT rules; empty closes SSH."
+  description = "Source IPv4 CIDRs allowed to SSH to the nodes through the load balancer's NAT rules, e.g. [\"203.0.113.7/32\"]; empty closes SSH. To open SSH to the whole Internet, set ssh_open_to_internet instead."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = alltrue([for c in var.ssh_allowed_cidrs : can(cidrhost(c, 0)) && !contains(["0.0.0.0/0", "*"], c)])
-    error_message = "ssh_allowed_cidrs must be IPv4 CIDRs (e.g. 203.0.113.7/32); the whole Internet (0.0.0.0/0) is not allowed."
+    condition     = alltrue([for c in var.ssh_allowed_cidrs : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", c)) && can(cidrhost(c, 0))])
+    error_message = "ssh_allowed_cidrs must be IPv4 CIDRs such as 203.0.113.7/32."
+  }
+
+  validation {
+    condition     = alltrue([for c in var.ssh_allowed_cidrs : !can(cidrhost(c, 0)) || tonumber(split("/", c)[1]) >= 8])
+    error_message = "ssh_allowed_cidrs holds a range that opens SSH to (much of) the Internet, such as 0.0.0.0/0: list your own addresses, or set ssh_open_to_internet = true to open it to everyone on purpose."
   }
 }
 
+variable "ssh_open_to_internet" {
+  description = "Opens SSH (the NAT rules) to every address on the Internet, whatever ssh_allowed_cidrs says. Off by default; only for a throwaway cluster."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "api_allowed_cidrs" {
-  description = "Source CIDRs allowed to reach the Kubernetes API (6443) through the load balancer."
+  description = "Source IPv4 CIDRs allowed to reach the Kubernetes API (6443) through the load balancer, e.g. [\"203.0.113.7/32\"]. No default: say who may reach it. Empty keeps the API inside the VNet (reach it through SSH). To open it to the whole Internet, set api_open_to_internet instead."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
 
   validation {
-    condition     = length(var.api_allowed_cidrs) > 0 && alltrue([for c in var.api_allowed_cidrs : can(cidrhost(c, 0))])
-    error_message = "api_allowed_cidrs must be a non-empty list of IPv4 CIDRs."
+    condition     = alltrue([for c in var.api_allowed_cidrs : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", c)) && can(cidrhost(c, 0))])
+    error_message = "api_allowed_cidrs must be IPv4 CIDRs such as 203.0.113.7/32."
   }
+
+  validation {
+    condition     = alltrue([for c in var.api_allowed_cidrs : !can(cidrhost(c, 0)) || tonumber(split("/", c)[1]) >= 8])
+    error_message = "api_allowed_cidrs holds a range that opens the Kubernetes API to (much of) the Internet, such as 0.0.0.0/0: list your own addresses, or set api_open_to_internet = true to open it to everyone on purpose."
+  }
+}
+
+variable "api_open_to_internet" {
+  description = "Opens the Kubernetes API (6443) to every address on the Internet, whatever api_allowed_cidrs says. Off by default: the API server's authentication is then all that stands between it and everyone."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "key_vault_allowed_cidrs" {
@@ -233,10 +262,11 @@ variable "git_repo" {
 }
 
 variable "git_token" {
-  description = "Token (or password) Fleet pulls git_repo with over HTTPS. Stored in the Key Vault (secret git-token); the server seeds it as the Secret named git_repo.auth_secret (default canarie-kube-auth) in fleet-local. null: the repository is public. Pass it as TF_VAR_git_token rather than in a file."
+  description = "Token (or password) Fleet pulls git_repo with over HTTPS. Ephemeral: OpenTofu writes it to the Key Vault (secret git-token) through a write-only argument and keeps it in neither plan nor state. Give it as TF_VAR_git_token at every plan and apply while secret_versions.git_auth is set. The server seeds it as the Secret named git_repo.auth_secret (default canarie-kube-auth) in fleet-local. null: the repository is public."
   type        = string
   default     = null
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = var.git_token == null || (can(regex("^[!-~]+$", var.git_token)) && length(var.git_token) <= 4096)
@@ -256,23 +286,58 @@ variable "git_username" {
 }
 
 variable "external_dns_service_principal" {
-  description = "The Entra ID service principal external-dns manages the DNS zone with: its application (client) id, its object id (of the enterprise application, for the DNS Zone Contributor grant on the zone) and a client secret (stored in the Key Vault as external-dns-client-secret). Pods cannot use the nodes' managed identities. null: external-dns gets no credentials and stays in error."
+  description = "The Entra ID service principal external-dns manages the DNS zone with: its application (client) id and its object id (of the enterprise application, for the DNS Zone Contributor grant on the zone). Its client secret is external_dns_client_secret (an older client_secret attribute here is ignored, and the plan stops until that variable is given). Pods cannot use the nodes' managed identities. null: external-dns gets no credentials and stays in error."
   type = object({
-    client_id     = string
-    object_id     = string
-    client_secret = string
+    client_id = string
+    object_id = string
   })
-  default   = null
-  sensitive = true
+  default = null
 
   validation {
     condition = var.external_dns_service_principal == null || (
       can(regex("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", var.external_dns_service_principal.client_id)) &&
-      can(regex("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", var.external_dns_service_principal.object_id)) &&
-      length(var.external_dns_service_principal.client_secret) > 0
+      can(regex("^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$", var.external_dns_service_principal.object_id))
     )
-    error_message = "external_dns_service_principal needs client_id and object_id as GUIDs and a non-empty client_secret."
+    error_message = "external_dns_service_principal needs client_id and object_id as GUIDs."
   }
+}
+
+variable "external_dns_client_secret" {
+  description = "The client secret of external_dns_service_principal. Ephemeral: OpenTofu writes it to the Key Vault (secret external-dns-client-secret) through a write-only argument and keeps it in neither plan nor state. Give it as TF_VAR_external_dns_client_secret at every plan and apply while external_dns_service_principal is set."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = var.external_dns_client_secret == null || try(length(var.external_dns_client_secret) > 0, false)
+    error_message = "external_dns_client_secret must not be empty (or null without external-dns)."
+  }
+}
+
+variable "secret_versions" {
+  description = "The version of each Key Vault secret's value that OpenTofu has written (the secrets' value_wo_version). OpenTofu never reads a secret back, so it writes a value only when the secret is new or its number here rises: raise one to write a new random value (grafana_admin, longhorn_ui_auth) or the variable's new credential (git_auth, external_dns_azure). git_auth is null unless git_token is given: set it to 1 then; it decides whether the git-token secret exists. Never raise join_token on a running cluster (keyvault.tf)."
+  type = object({
+    join_token         = optional(number, 1)
+    grafana_admin      = optional(number, 1)
+    longhorn_ui_auth   = optional(number, 1)
+    git_auth           = optional(number)
+    external_dns_azure = optional(number, 1)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = alltrue([for v in values(var.secret_versions) : v == null || try(v >= 1 && floor(v) == v, false)])
+    error_message = "secret_versions entries must be whole numbers from 1 (git_auth may be null: no git token)."
+  }
+}
+
+variable "keep_secret_values" {
+  description = "Set to true for the one apply that upgrades a deployment made before the secrets became write-only: that apply rewrites each generated secret (join token, Grafana, Longhorn UI) with its current value, read from the Key Vault, instead of a new random one; without it the join token would change under a running cluster. Back to false afterwards, or a raised secret_versions entry writes the old value again."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "extra_tls_san" {

@@ -1,13 +1,14 @@
 terraform {
   # OpenTofu 1.12 or later (1.x): 1.12 is the oldest line still supported upstream
-  # (docs/lifecycle.md), and it has ephemeral values and write-only arguments (since 1.11).
+  # (docs/lifecycle.md). Since 1.11 it has ephemeral resources and variables, and write-only
+  # arguments, which keep every secret value out of the plan and the state (keyvault.tf).
   required_version = "~> 1.12"
 
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault (and is past 4.23,
-      # which added the write-only value_wo on azurerm_key_vault_secret).
+      # 4.42 introduced rbac_authorization_enabled on azurerm_key_vault; value_wo on
+      # azurerm_key_vault_secret and the ephemeral azurerm_key_vault_secret are older.
       version = "~> 4.42"
     }
     random = {

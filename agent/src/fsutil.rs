@@ -38,7 +38,7 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
-    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    create_dirs(dir)?;
     let tmp = temp_path(path)?;
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
@@ -67,6 +67,30 @@ pub fn write_if_changed(path: &Path, contents: &[u8], mode: u32) -> Result<Write
     } else {
         WriteOutcome::Created
     })
+}
+
+/// The mode of every directory the agent creates, whatever the umask: the packaged unit
+/// runs with `UMask=0077`, but directories under /etc/rancher, /var/lib/rancher and
+/// /etc/systemd/system are world-searchable by convention (RKE2 and `systemctl` create them
+/// so); the files in them carry their own modes.
+pub const DIR_MODE: u32 = 0o755;
+
+/// Creates `dir` and its missing parents, each with [`DIR_MODE`]. Existing directories
+/// keep their mode.
+pub fn create_dirs(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("setting mode of directory {}", dir.display())),
+        // Created meanwhile by someone else: theirs, mode included.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating directory {}", dir.display())),
+    }
 }
 
 /// Removes the file `path` if it is there, then fsyncs its directory so the removal survives

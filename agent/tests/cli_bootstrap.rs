@@ -363,3 +363,38 @@ async fn a_reload_systemd_still_needs_is_made_by_the_next_run() {
     sb.assert_rerun_changes_nothing().await;
     assert_eq!(sb.systemd.state.lock().unwrap().reloads, reloads + 1);
 }
+
+#[tokio::test]
+async fn directories_keep_their_usual_mode_under_the_units_umask() {
+    // The packaged unit runs the agent with UMask=0077 (docs/packaging.md): what it creates
+    // without an explicit mode is private. Directories under /etc/rancher, /var/lib/rancher
+    // and /var/lib/canarie-agent still get 0755, like RKE2 and systemctl make them.
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new(server_config()).await;
+    let mut cmd = sb.command(&["bootstrap"]);
+    // SAFETY: umask(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+            Ok(())
+        });
+    }
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &str| std::fs::metadata(sb.path(p)).unwrap().permissions().mode() & 0o7777;
+    for dir in [
+        "/etc/rancher",
+        "/etc/rancher/rke2",
+        "/etc/rancher/rke2/config.yaml.d",
+        "/var/lib/rancher",
+        "/var/lib/rancher/rke2/server/manifests",
+        "/var/lib/canarie-agent",
+    ] {
+        assert_eq!(mode(dir), 0o755, "{dir}");
+    }
+    assert_eq!(mode(TOKEN_FILE), 0o600);
+}

@@ -30,7 +30,7 @@ fn reuse_after_rebuild_keeps_the_data() {
     let cfg = config(0);
     let obs = disk::observe(&cfg, &rebuilt).unwrap();
     assert_eq!(obs.decision.kind, DecisionKind::Reuse, "{:?}", obs.decision);
-    let out = disk::apply(&obs, &cfg, &rebuilt).unwrap();
+    let out = disk::apply(&obs, &cfg, &rebuilt, &disk::Mounter::Syscall).unwrap();
     assert_eq!(out.action, DiskAction::Reused);
     assert_eq!(out.uuid, uuid, "same filesystem: nothing was formatted");
     let data = std::fs::read(rebuilt.join(MOUNT_POINT).join("replicas/volume-head.img")).unwrap();
@@ -311,4 +311,81 @@ fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
         "the marker is gone once the format is confirmed"
     );
     assert_eq!(node.observe().decision.kind, DecisionKind::Mounted);
+}
+
+/// The systemd stand-in's mount: the mount point created, `device` mounted on it.
+fn mount_like_systemd(node: &Node, device: &std::path::Path) {
+    sh(&format!(
+        "mkdir -p '{0}' && mount -t ext4 '{1}' '{0}'",
+        node.mount_point().display(),
+        device.display()
+    ));
+}
+
+fn apply_with_systemd(
+    node: &Node,
+    obs: &disk::DiskObservation,
+    systemd: &(dyn Fn(&str) -> anyhow::Result<()> + Sync),
+) -> anyhow::Result<disk::DiskOutcome> {
+    disk::apply(obs, &node.cfg, &node.root, &disk::Mounter::Systemd(systemd))
+}
+
+/// What the systemd stand-in below saw: the unit it was asked to start and the filesystem
+/// UUID that unit names.
+fn unit_uuid(node: &Node, unit: &str) -> String {
+    let text = std::fs::read_to_string(node.root.join("/etc/systemd/system").join(unit))
+        .expect("the mount unit is written before systemd is asked to start it");
+    text.lines()
+        .find_map(|l| l.strip_prefix("What=/dev/disk/by-uuid/"))
+        .expect("What= names the filesystem UUID")
+        .to_string()
+}
+
+#[test]
+fn a_mount_made_by_systemd_is_confirmed_from_mountinfo() {
+    // On a node the packaged unit's private mount namespace makes systemd the one that
+    // mounts: it starts the unit the agent has just written. This stand-in does what
+    // systemd would, against the sandbox's mount point.
+    let node = Lab::node(GIB);
+    let obs = node.observe_expecting(DecisionKind::Format);
+    let started = std::sync::Mutex::new(Vec::new());
+    let systemd = |unit: &str| -> anyhow::Result<()> {
+        let uuid = unit_uuid(&node, unit);
+        let on_disk = sh_on("blkid -p -s UUID -o value {}", &node.dev);
+        assert_eq!(uuid, on_disk.trim(), "the unit names the new filesystem");
+        started.lock().unwrap().push(unit.to_string());
+        mount_like_systemd(&node, &node.dev);
+        Ok(())
+    };
+    let out = apply_with_systemd(&node, &obs, &systemd).expect("the disk is mounted and confirmed");
+    assert_eq!(out.action, DiskAction::Formatted);
+    assert!(out.mounted_now);
+    assert_eq!(*started.lock().unwrap(), vec!["var-lib-longhorn.mount"]);
+    assert!(node.lab.is_mounted(&node.mount_point()));
+}
+
+#[test]
+fn a_mount_of_another_disk_is_not_taken_for_the_data_disk() {
+    // systemd mounts by filesystem UUID; a second disk with the same UUID (a cloned
+    // snapshot) could answer instead. The confirmation compares device numbers.
+    let mut node = Lab::node_with(GIB, mkfs_ours);
+    let uuid = sh_on("blkid -p -s UUID -o value {}", &node.dev);
+    let (_, clone) = node.lab.disk("clone.img", GIB, |img| {
+        sh(&format!(
+            "mkfs.ext4 -q -L longhorn -U {} '{}'",
+            uuid.trim(),
+            img.display()
+        ));
+    });
+    let obs = node.observe_expecting(DecisionKind::Reuse);
+    let systemd = |_: &str| -> anyhow::Result<()> {
+        mount_like_systemd(&node, &clone);
+        Ok(())
+    };
+    let err = apply_with_systemd(&node, &obs, &systemd).expect_err("the wrong disk is mounted");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("not from the data disk") && msg.contains("umount"),
+        "{msg}"
+    );
 }

@@ -86,6 +86,35 @@ async fn reload_reaches_the_manager() {
 }
 
 #[tokio::test]
+async fn a_written_unit_is_reloaded_only_when_systemd_holds_an_older_copy() {
+    // The data disk's mount unit: started right after the agent wrote it.
+    let unit = "var-lib-longhorn.mount";
+    let (fake, sd) = connected().await;
+    sd.start_written_unit(unit, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.state.lock().unwrap().reloads,
+        0,
+        "a unit systemd reads fresh"
+    );
+    fake.state
+        .lock()
+        .unwrap()
+        .need_reload
+        .insert(unit.to_string());
+    sd.start_written_unit(unit, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.state.lock().unwrap().reloads,
+        1,
+        "NeedDaemonReload: reload first"
+    );
+    assert_eq!(fake.started(), vec![unit, unit]);
+}
+
+#[tokio::test]
 async fn a_bad_bus_address_is_a_clear_error() {
     let err = Systemd::connect(Some("unix:path=/nonexistent/bus"))
         .await

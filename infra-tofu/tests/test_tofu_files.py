@@ -69,7 +69,7 @@ REF = re.compile(
     r"(?<![\w.])(?:(var|local|module)\.(\w+)|data\.(\w+)\.(\w+)|((?:azurerm|random|time)_\w+)\.(\w+))"
 )
 
-MOVED_BLOCK = re.compile(r"(?ms)^moved \{$.*?^\}$")
+MOVED_BLOCK = re.compile(r"(?ms)^(?:moved|removed) \{$.*?^\}$")
 FROM_LINE = re.compile(r"(?m)^\s*from\s*=.*$")
 
 
@@ -102,7 +102,8 @@ def test_every_reference_is_declared(module_dir):
     decl = declarations(files)
     missing = []
     for path in files:
-        # A moved block's `from` names an address that is gone on purpose (test_tofu_moved.py).
+        # A moved or removed block's `from` names an address that is gone on purpose
+        # (test_tofu_moved.py).
         text = without_moved_from(strip_comments(path.read_text(encoding="utf-8")))
         for m in REF.finditer(text):
             kind, name, dtype, dname, rtype, rname = m.groups()

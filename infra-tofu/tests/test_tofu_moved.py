@@ -37,6 +37,14 @@ KEPT = {
     "azurerm_linux_virtual_machine.node",
     "azurerm_key_vault.main",
     "random_string.key_vault_suffix",
+}
+
+# Released resources that are gone on purpose, with no successor address: the generated
+# passwords kept their values in the state. Their values now come from an ephemeral
+# random_password and live only in Key Vault; a `removed` block (destroy = false) makes the
+# upgrade forget them, and `keep_secret_values` (variables.tf) keeps the secrets' values
+# across that apply.
+REMOVED = {
     "random_password.join_token",
     "random_password.grafana_admin",
     "random_password.longhorn_ui",
@@ -95,11 +103,19 @@ def test_moved_blocks_are_the_released_renames():
     assert moved_blocks() == MOVES
 
 
+def test_removed_resources_are_forgotten_not_destroyed():
+    removed = {bare(attr(b, "from")): b for b in root_blocks("removed")}
+    assert set(removed) == REMOVED
+    for address, block in removed.items():
+        (lifecycle,) = block["lifecycle"]
+        assert attr(lifecycle, "destroy") is False, address
+
+
 def test_every_released_resource_is_kept_or_moved():
     before = resource_shapes(released_config())
     now = resource_shapes(parse(p) for p in sorted(INFRA.glob("*.tf")))
-    # Whatever is gone from the code is the `from` of a moved block, and nothing else is.
-    assert set(before) - set(now) == {resource_of(f) for f in MOVES}
+    # Whatever is gone from the code is the `from` of a moved block or removed on purpose.
+    assert set(before) - set(now) == {resource_of(f) for f in MOVES} | REMOVED
     for src, dst in MOVES.items():
         # The old instance key is what the old resource had: none, or [0] under count.
         assert src.endswith("[0]") == (before[resource_of(src)] == "count"), src
@@ -107,6 +123,7 @@ def test_every_released_resource_is_kept_or_moved():
     # What stayed keeps its shape too: turning a count into a for_each is a rename as well.
     assert {a: s for a, s in now.items() if a in before} == {a: s for a, s in before.items() if a in now}
     assert KEPT <= set(before) & set(now)
+    assert REMOVED <= set(before) and not REMOVED & set(now)
 
 
 def stand_in(address: str) -> str:

@@ -203,19 +203,34 @@ def test_public_urls_output_names_the_hosts_the_agent_publishes(example_eval, ex
     [
         ('name = "Canarie_1"', "name must be 3-16 lowercase"),
         ('worker_count = 0', "worker_count must be a whole number from 1 to 9"),
-        ('ssh_allowed_cidrs = ["0.0.0.0/0"]', "the whole Internet (0.0.0.0/0) is not allowed"),
+        ('ssh_allowed_cidrs = ["0.0.0.0/0"]', "ssh_allowed_cidrs holds a range that opens SSH to (much of) the Internet"),
+        ('ssh_allowed_cidrs = ["0.0.0.0/1", "128.0.0.0/1"]', "opens SSH to (much of) the Internet"),
+        ('api_allowed_cidrs = ["0.0.0.0/0"]', "api_allowed_cidrs holds a range that opens the Kubernetes API to (much of) the Internet"),
+        ('api_allowed_cidrs = ["0.0.0.0/1", "128.0.0.0/1"]', "set api_open_to_internet = true"),
+        ('api_allowed_cidrs = ["::/0"]', "opens the Kubernetes API to (much of) the Internet"),
+        ('api_allowed_cidrs = ["::/0"]', "api_allowed_cidrs must be IPv4 CIDRs"),
+        ('api_allowed_cidrs = ["203.0.113.7"]', "api_allowed_cidrs must be IPv4 CIDRs"),
         ('dns_zone_name = "k8s.example.com."', "dns_zone_name must be a lowercase DNS name"),
         ('git_repo = { url = "ftp://x", branch = "main" }', "git_repo.url must start with"),
         ('vnet_cidr = "10.20.0.0/26"', "vnet_cidr must be an IPv4 CIDR of /24 or larger"),
     ],
 )
 def test_variable_validations_reject_bad_input(extra, message, tmp_path):
-    tfvars = REQUIRED_ONLY_TFVARS.replace('dns_zone_name  = "c.example.org"\n', "")
-    if not extra.startswith("dns_zone_name"):
-        tfvars += 'dns_zone_name = "c.example.org"\n'
+    tfvars = REQUIRED_ONLY_TFVARS
+    for name, line in (("dns_zone_name", 'dns_zone_name  = "c.example.org"\n'), ("api_allowed_cidrs", "api_allowed_cidrs = []\n")):
+        tfvars = tfvars.replace(line, "")
+        if not extra.startswith(name):
+            tfvars += line
     with pytest.raises(EvalError) as err:
         evaluate(tmp_path / "eval", tfvars + extra + "\n")
     assert message in " ".join(str(err.value).split()), str(err.value)
+
+
+def test_the_operator_states_who_may_reach_the_api(tmp_path):
+    """No default for api_allowed_cidrs: a plan without it stops and names the variable."""
+    with pytest.raises(EvalError) as err:
+        evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS.replace("api_allowed_cidrs = []\n", ""))
+    assert 'variable "api_allowed_cidrs"' in str(err.value), str(err.value)
 
 
 def test_image_id_validation(tmp_path):
@@ -248,7 +263,7 @@ def test_credentials_issued_elsewhere_are_named_never_sent(credentials_eval, tmp
 
 
 def test_a_git_token_needs_an_https_repository(tmp_path):
-    tfvars = REQUIRED_ONLY_TFVARS + f'git_token = "{GIT_TOKEN}"\ngit_repo = {{ url = "git@github.com:example/fleet.git", branch = "main" }}\n'
+    tfvars = REQUIRED_ONLY_TFVARS + f'git_token = "{GIT_TOKEN}"\nsecret_versions = {{ git_auth = 1 }}\ngit_repo = {{ url = "git@github.com:example/fleet.git", branch = "main" }}\n'
     with pytest.raises(EvalError) as err:
         evaluate(tmp_path / "eval", tfvars)
     message = " ".join(str(err.value).split())

@@ -8,9 +8,11 @@ import pytest
 
 from tofu_helpers import (
     INFRA,
+    REQUIRED_ONLY_TFVARS,
     all_resource_types,
     attr,
     blocks,
+    evaluate,
     parse,
     resources,
     root_blocks,
@@ -152,37 +154,36 @@ def test_key_vault_settings():
     assert re.search(r"#[^\n]*[Pp]urge protection stays off", before), "say why purge protection is off"
 
 
-# Key Vault secret (by node config entry) -> the value it stores.
-VAULT_SECRET_VALUES = {
-    "join_token": "${random_password.join_token.result}",
-    "grafana_admin": "${random_password.grafana_admin.result}",
-    "longhorn_ui_auth": "${random_password.longhorn_ui.result}",
-    "git_auth": "${var.git_token}",
-    # (python-hcl2 prints HCL's null as None)
-    "external_dns_azure": "${try(var.external_dns_service_principal.client_secret,None)}",
-}
+# Key Vault secret (by node config entry) -> where its value comes from. The generated
+# ones come from ephemeral.random_password.generated (keyvault.tf); the others from
+# ephemeral variables.
+CREDENTIAL_VARIABLES = {"git_auth": "git_token", "external_dns_azure": "external_dns_client_secret"}
+GENERATED = {"join_token", "grafana_admin", "longhorn_ui_auth"}
+VAULT_SECRET_VALUES = GENERATED | set(CREDENTIAL_VARIABLES)
 
 
-def test_every_secret_is_generated_or_taken_from_a_sensitive_variable():
+def test_every_secret_is_generated_or_taken_from_an_ephemeral_variable():
     _, secret = the_one("azurerm_key_vault_secret")
     assert attr(secret, "for_each") == "${local.vault_secret_names}"
     assert attr(secret, "name") == "${each.value}"
-    assert attr(secret, "value") == "${local.vault_secret_values[each.key]}"
+    assert attr(secret, "value_wo") == "${local.vault_secret_values[each.key]}"
     assert attr(secret, "key_vault_id") == "${azurerm_key_vault.main.id}"
     assert attr(secret, "content_type") == "text/plain"
+    (lengths,) = [attr(b, "generated_secret_lengths") for b in root_blocks("locals") if "generated_secret_lengths" in b]
+    assert set(lengths) == GENERATED and all(n >= 32 for n in lengths.values())
+    ephemerals = {t: names for b in root_blocks("ephemeral") for t, names in b.items()}
+    generated = ephemerals["random_password"]["generated"]
+    assert attr(generated, "for_each") == "${local.generated_secret_lengths}"
+    assert attr(generated, "special") is False
     (values,) = [attr(b, "vault_secret_values") for b in root_blocks("locals") if "vault_secret_values" in b]
-    assert values == VAULT_SECRET_VALUES
-    passwords = resources("random_password")
-    assert set(passwords) == {"join_token", "grafana_admin", "longhorn_ui"}
+    text = str(values)
+    assert "ephemeral.random_password.generated" in text
     variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
-    for entry, value in VAULT_SECRET_VALUES.items():
-        if value.startswith("${random_password."):
-            pw = passwords[value.split(".")[1]]
-            assert attr(pw, "length") >= 32 and attr(pw, "special") is False, entry
-        else:
-            var_name = re.search(r"var\.(\w+)", value).group(1)
-            assert attr(variables[var_name], "sensitive") is True, var_name
-            assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
+    for entry, var_name in CREDENTIAL_VARIABLES.items():
+        assert f"var.{var_name}" in text, entry
+        assert attr(variables[var_name], "sensitive") is True, var_name
+        assert attr(variables[var_name], "ephemeral") is True, var_name
+        assert attr(variables[var_name], "default") is None, f"{var_name} is optional"
 
 
 def test_vault_holds_what_the_server_is_told_to_read(defaults_eval, credentials_eval):
@@ -259,14 +260,16 @@ def test_nsg_policy(which, request, example_vars):
         # Last word: deny the rest of the VNet (Azure's default would allow it).
         last = max(rules, key=lambda r: r["priority"])
         assert (last["access"], last["sources"], last["ports"]) == ("Deny", ["VirtualNetwork"], ["*"])
-        for r in rules:
-            assert "*" not in r["sources"] and "0.0.0.0/0" not in r["sources"] or r["key"] == "control/api"
 
-    public = {r["key"]: r for rules in by_nsg.values() for r in rules if "Internet" in r["sources"] or "0.0.0.0/0" in r["sources"]}
-    api_public = "0.0.0.0/0" in ev["security_rules"]["control/api"]["sources"]
-    assert set(public) == ({"control/api"} if api_public else set()) | {"workers/http"}
+    # Only HTTP/HTTPS is open to everyone, with the example values and with the defaults.
+    public = {r["key"]: r for rules in by_nsg.values() for r in rules if any(opens_internet(c) for c in r["sources"])}
+    assert set(public) == {"workers/http"}
     assert ports_of(public["workers/http"]) == {"80", "443"}
-    assert ports_of(ev["security_rules"]["control/api"]) == {"6443"}
+    api = ev["security_rules"].get("control/api")
+    if which == "defaults_eval":
+        assert api is None, "api_allowed_cidrs = [] keeps the API inside the VNet"
+    else:
+        assert api["sources"] == example_vars["api_allowed_cidrs"] and ports_of(api) == {"6443"}
 
     def open_from_vnet(nsg):
         return set().union(*(ports_of(r) for r in by_nsg[nsg] if r["access"] == "Allow" and r["sources"] == ["VirtualNetwork"]))
@@ -282,6 +285,26 @@ def test_nsg_policy(which, request, example_vars):
     else:
         assert {r["nsg"] for r in ssh} == {"control", "workers"}
         assert all(r["sources"] == example_vars["ssh_allowed_cidrs"] for r in ssh)
+
+
+def opens_internet(source: str) -> bool:
+    """A source that reaches much of the Internet: the service tag, or a prefix under /8."""
+    if source in ("Internet", "*", "Any"):
+        return True
+    try:
+        return ipaddress.ip_network(source, strict=False).prefixlen < 8
+    except ValueError:
+        return False  # another service tag (VirtualNetwork, AzureLoadBalancer)
+
+
+def test_only_the_switches_open_the_api_and_ssh_to_the_internet(tmp_path):
+    ev = evaluate(
+        tmp_path / "eval",
+        REQUIRED_ONLY_TFVARS + 'api_open_to_internet = true\nssh_open_to_internet = true\nssh_allowed_cidrs = ["203.0.113.7/32"]\n',
+    )
+    rules = ev["security_rules"]
+    assert rules["control/api"]["sources"] == ["Internet"] and ports_of(rules["control/api"]) == {"6443"}
+    assert rules["control/ssh"]["sources"] == rules["workers/ssh"]["sources"] == ["Internet"]
 
 
 def test_subnets_split_the_vnet(example_eval):

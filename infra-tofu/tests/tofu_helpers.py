@@ -123,12 +123,13 @@ def terraform(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def build_eval_root(dest: Path, tfvars_text: str) -> Path:
     """A root module that evaluates the resource-free parts of the configuration.
 
-    It holds the real variables.tf, locals.tf, node-config.tf (with PLACEHOLDERS for the
-    two resource attributes) and modules/, plus outputs exposing what the tests check.
+    It holds the real variables.tf, locals.tf, checks.tf, node-config.tf (with PLACEHOLDERS
+    for the resource attributes) and modules/, plus outputs exposing what the tests check.
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(INFRA / "variables.tf", dest)
     shutil.copy(INFRA / "locals.tf", dest)
+    shutil.copy(INFRA / "checks.tf", dest)
     shutil.copytree(INFRA / "modules", dest / "modules")
     text = (INFRA / "node-config.tf").read_text(encoding="utf-8")
     for ref, value in PLACEHOLDERS.items():
@@ -168,6 +169,7 @@ REQUIRED_ONLY_TFVARS = """
 image_id       = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/img/providers/Microsoft.Compute/images/canarie-node"
 ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhN7vZ5mV5Yx4oZz6mCkGQmZ7e8mQ3qQkR4hQ2bq0aB test"
 dns_zone_name  = "c.example.org"
+api_allowed_cidrs = []
 """
 
 
@@ -178,11 +180,12 @@ DNS_CLIENT_SECRET = "canary~client.Secret_0123"
 CREDENTIALS_TFVARS = f"""
 git_repo = {{ url = "https://github.com/example/fleet.git", branch = "main" }}
 git_token = "{GIT_TOKEN}"
+secret_versions = {{ git_auth = 1 }}
 external_dns_service_principal = {{
-  client_id     = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-  object_id     = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
-  client_secret = "{DNS_CLIENT_SECRET}"
+  client_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+  object_id = "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
 }}
+external_dns_client_secret = "{DNS_CLIENT_SECRET}"
 """
 
 

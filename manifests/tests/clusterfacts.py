@@ -90,11 +90,12 @@ def seed_doc(file: str) -> dict:
     return doc
 
 
-def seed_namespace(file: str) -> str:
+def seed_namespace(file: str) -> str | None:
     """Where a seeded manifest's workload runs: a HelmChart's targetNamespace, else the
-    object's own namespace (the HelmChartConfig of RKE2's chart, the GitRepo)."""
+    object's own namespace (the HelmChartConfig of RKE2's chart, the GitRepo); None for a
+    cluster-scoped object (the IMDS egress policy), which lives in no namespace."""
     doc = seed_doc(file)
-    return (doc.get("spec") or {}).get("targetNamespace") or doc["metadata"]["namespace"]
+    return (doc.get("spec") or {}).get("targetNamespace") or doc["metadata"].get("namespace")
 
 
 @dataclass

@@ -64,7 +64,6 @@ def test_expected_bundles_ship_and_falco_is_deferred():
         "trivy-operator",
         "kyverno",
         "kyverno-policies",
-        "cilium-policies",
     }
     assert [d.name for d in DEFERRED] == ["falco"]
     assert not any("falco" in gitrepo_path(d) for d in SHIPPED)

@@ -163,18 +163,3 @@ def test_only_disallow_host_path_excludes_the_infra_namespaces():
         constraints = policy["spec"]["matchConstraints"]
         assert set(constraints) == ({"namespaceSelector", "resourceRules"} if name == "disallow-host-path" else {"resourceRules"}), name
         assert "matchConditions" not in policy["spec"], name
-
-
-# --- Cilium -----------------------------------------------------------------------------
-
-
-def test_imds_egress_is_denied_without_default_deny():
-    (policy,) = objects_of_kind("CiliumClusterwideNetworkPolicy").values()
-    spec = policy["spec"]
-    assert spec["endpointSelector"] == {}, "every pod"
-    assert spec["egressDeny"] == [{"toCIDR": ["169.254.169.254/32"]}]
-    # egressDeny alone turns on egress default-deny for every selected pod (CRD docs of
-    # enableDefaultDeny); both directions must be switched off explicitly.
-    assert spec["enableDefaultDeny"] == {"egress": False, "ingress": False}
-    for allow in ("egress", "ingress", "ingressDeny", "nodeSelector", "specs"):
-        assert allow not in spec

@@ -16,6 +16,7 @@ from clusterfacts import (
     kyverno_host_path_exclusions,
     namespaces,
     psa_exemptions,
+    seed_doc,
     seed_namespace,
     source_of,
     workloads,
@@ -92,7 +93,9 @@ def derived_holds() -> dict[str, set[str]]:
             if spec is not None and (spec or {}).get("defaultNamespace"):
                 out.setdefault(spec["defaultNamespace"], set()).add(f"bundle:{d.name}")
     for path in sorted(SEED_DIR.glob("*.yaml")):
-        out.setdefault(seed_namespace(path.name), set()).add(f"seed:{path.name}")
+        ns = seed_namespace(path.name)
+        if ns is not None:
+            out.setdefault(ns, set()).add(f"seed:{path.name}")
     return out
 
 
@@ -109,6 +112,14 @@ def test_cluster_scoped_bundles_have_no_namespace_to_list():
         spec = load_yaml(fleet_file(d)) or {}
         if not spec.get("defaultNamespace"):
             assert not spec.get("helm"), f"{d.name}: a Helm bundle needs a defaultNamespace (and a row in namespaces.yaml)"
+
+
+def test_cluster_scoped_seeds_are_no_charts():
+    """A seed without a namespace has no row to list it: only a cluster-scoped object (no
+    HelmChart, whose workload always runs in a namespace) may be one."""
+    for path in sorted(SEED_DIR.glob("*.yaml")):
+        if seed_namespace(path.name) is None:
+            assert seed_doc(path.name)["kind"] not in ("HelmChart", "HelmChartConfig"), path.name
 
 
 def test_no_bundle_sets_pod_security_labels():

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from bundlelib import deep_merge, rke2_chart_reference
+from bundlelib import CUSTOM_KINDS, crd_header, deep_merge, rke2_chart_reference, strict_schema
 
 REPO = Path(__file__).resolve().parents[2]
 REF = REPO / "reference"
@@ -40,6 +40,9 @@ VALUES_FILE = {
     "canarie-fleet-crd.yaml": "fleet-crd.yaml",
     "canarie-fleet.yaml": "fleet.yaml",
 }
+
+# The one copy of the policy that keeps pods away from IMDS (manifests/seed, as it is).
+IMDS_POLICY = "canarie-deny-imds-egress.yaml"
 
 FLEET_VERSION = "0.16.1"  # reference/fleet/*.v0.16.1.yaml
 LONGHORN_VERSION = "1.12.1"  # reference/charts/longhorn/longhorn-1.12.1.*
@@ -134,6 +137,7 @@ def bundle_dirs() -> list[str]:
 def test_each_role_gets_exactly_its_files(out):
     expected_server = {CONFIG, TOKEN, PSA, "etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"}
     expected_server |= {f"{MANIFESTS_DIR}/{name}" for name in VALUES_FILE}
+    expected_server.add(f"{MANIFESTS_DIR}/{IMDS_POLICY}")
     # The per-cluster values for the Fleet bundles (test_cluster_values.py checks it).
     expected_server.add(f"{MANIFESTS_DIR}/canarie-cluster-values.yaml")
     if bundle_dirs():
@@ -365,6 +369,57 @@ def test_traefik_runs_on_the_workers_bound_to_80_and_443(out):
     lb = (REPO / "infra-tofu" / "locals.tf").read_text()
     for port in (80, 443):
         assert re.search(rf'= {{ pool = "workers", port = {port} }}', lb), f"the load balancer no longer sends {port} to the workers"
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory) -> Path:
+    """A server without git_repo: no Fleet, so nothing but the seed can deny IMDS."""
+    config = load_json(EXAMPLES / "server.json")
+    del config["cluster"]["git_repo"]
+    d = tmp_path_factory.mktemp("bare")
+    (d / "server.json").write_text(json.dumps(config))
+    r = render(d / "server.json", d / "out")
+    assert r.returncode == 0, r.stderr
+    return d / "out"
+
+
+def test_every_server_denies_pod_egress_to_imds_from_its_first_start(out, bare_server):
+    """The rendered server manifests carry the CiliumClusterwideNetworkPolicy, valid against
+    the pinned CRD (reference/crds/cilium), with or without Fleet."""
+    schema_file, crd_file = CUSTOM_KINDS[("cilium.io/v2", "CiliumClusterwideNetworkPolicy")]
+    schema = load_json(REF / schema_file)
+    header = crd_header(crd_file)
+    assert "canarie-gitrepo.yaml" not in manifests(bare_server)
+    for tree in (out["server"], bare_server):
+        policy = manifests(tree)[IMDS_POLICY]
+        group, version = policy["apiVersion"].split("/")
+        assert (group, policy["kind"]) == (header["group"], header["kind"])
+        assert version in header["served"] and header["scope"] == "Cluster"
+        assert "namespace" not in policy["metadata"]
+        jsonschema.Draft7Validator(schema).validate(policy)
+        jsonschema.Draft7Validator(strict_schema(schema)).validate(policy)
+        spec = policy["spec"]
+        assert spec["endpointSelector"] == {}, "every pod"
+        assert spec["egressDeny"] == [{"toCIDR": ["169.254.169.254/32"]}]
+        # egressDeny alone turns on egress default-deny for every selected pod (CRD docs of
+        # enableDefaultDeny); both directions must be switched off explicitly.
+        assert spec["enableDefaultDeny"] == {"egress": False, "ingress": False}
+        for allow in ("egress", "ingress", "ingressDeny", "nodeSelector", "specs"):
+            assert allow not in spec
+        # Fleet's former copy was deny-pod-egress-to-imds: when an upgraded cluster's Fleet
+        # removes it, it must not take this one along.
+        assert policy["metadata"]["name"] == "canarie-deny-pod-egress-to-imds"
+
+
+def test_the_imds_policy_has_one_source():
+    """The seed is the only copy: no Fleet bundle (shipped or deferred) carries another."""
+    for path in (REPO / "manifests").rglob("*.yaml"):
+        if path.parent.name == "seed":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "169.254.169.254" not in text and "CiliumClusterwideNetworkPolicy" not in text, (
+            f"{path.relative_to(REPO)}: the IMDS policy lives in manifests/seed/{IMDS_POLICY} only"
+        )
 
 
 def test_pinned_versions_are_the_reference_charts():

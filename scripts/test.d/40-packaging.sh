@@ -5,7 +5,8 @@
 #    namespace (no packet can leave it);
 #  - the .deb: lintian without errors or warnings, the expected files, reproducible bytes;
 #  - in a Debian 12 chroot (cached mmdebstrap tarball; never booted): install enables the
-#    unit and starts nothing, `systemd-analyze verify` accepts the unit, the admin's
+#    unit and starts nothing, `systemd-analyze verify` accepts the unit and `security` rates
+#    its sandbox at most 5.0, the admin's
 #    "disabled" survives a reinstall, remove keeps the conffile, purge leaves no file behind
 #    and never touches RKE2, Longhorn or the data disk's mount unit.
 set -euo pipefail
@@ -211,6 +212,19 @@ verify_out=$(in_root systemd-analyze verify /lib/systemd/system/canarie-agent.se
   fail "systemd-analyze verify: $verify_out"
 [ -z "$verify_out" ] || fail "systemd-analyze verify warns: $verify_out"
 ok "systemd-analyze verify accepts canarie-agent.service"
+
+# The sandbox: Debian 12's systemd-analyze rates the unit's exposure (0 safe .. 10 unsafe);
+# --threshold (0..100) fails above 5.0. docs/packaging.md states the figure; it must match.
+security_rc=0
+security_out=$(in_root systemd-analyze security --offline=true --threshold=50 --no-pager \
+  /lib/systemd/system/canarie-agent.service 2>&1) || security_rc=$?
+exposure=$(echo "$security_out" | sed -n 's/.*Overall exposure level for canarie-agent.service: \([0-9.]*\).*/\1/p')
+[ -n "$exposure" ] || fail "systemd-analyze security printed no exposure level: $security_out"
+[ "$security_rc" -eq 0 ] || fail "the unit's exposure is $exposure, above 5.0:
+$(echo "$security_out" | grep '✗')"
+grep -q "rates it \*\*$exposure " docs/packaging.md ||
+  fail "docs/packaging.md does not state the measured exposure $exposure (\"rates it **$exposure ...**\")"
+ok "systemd-analyze security: exposure $exposure (at most 5.0), as docs/packaging.md says"
 
 # An administrator's "disabled" survives a reinstall (an upgrade).
 unit_ctl disable --quiet canarie-agent.service

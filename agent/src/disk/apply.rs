@@ -1,5 +1,5 @@
 //! The only code that writes to a data disk: mkfs.ext4 on a disk the decision found
-//! blank, e2fsck -p on our own filesystem, and the mount.
+//! blank, e2fsck -p on our own filesystem, and the mount (with its checks before and after).
 
 use super::sysfs;
 use crate::subprocess::{last_line, last_line_of, Program};
@@ -55,8 +55,9 @@ pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
     })
 }
 
-/// Mounts `device` (ext4) at `target` now, creating the directory.
-pub(crate) fn mount_now(device: &Path, target: &Path) -> Result<()> {
+/// Refuses a mount point that already has something mounted on it, and warns when files
+/// on the root filesystem would be hidden under the data disk.
+pub(crate) fn check_mount_point(target: &Path) -> Result<()> {
     let mounts = sysfs::read_mountinfo()?;
     if let Some(other) = mounts.iter().find(|m| m.mount_point == target) {
         bail!(
@@ -66,17 +67,25 @@ pub(crate) fn mount_now(device: &Path, target: &Path) -> Result<()> {
             other.source
         );
     }
-    std::fs::create_dir_all(target)
-        .with_context(|| format!("creating the mount point {}", target.display()))?;
-    if std::fs::read_dir(target)
-        .with_context(|| format!("listing {}", target.display()))?
-        .next()
-        .is_some()
-    {
+    let has_files = match std::fs::read_dir(target) {
+        Ok(mut entries) => entries.next().is_some(),
+        // systemd creates a mount unit's missing mount point itself.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("listing {}", target.display())),
+    };
+    if has_files {
         // Something wrote here while the disk was absent; mounting hides it, not deletes it.
         tracing::warn!(step = "disk", mount_point = %target.display(), "the mount point is not empty on the root filesystem; its files stay hidden under the data disk");
     }
-    tracing::info!(step = "disk", action = "mount", device = %device.display(), mount_point = %target.display(), "mounting the data disk");
+    Ok(())
+}
+
+/// Mounts `device` (ext4) at `target` with mount(2), creating the directory. The mount is
+/// made in this process's mount namespace: only for a `--root` sandbox (see
+/// [`super::Mounter`]).
+pub(crate) fn mount_syscall(device: &Path, target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("creating the mount point {}", target.display()))?;
     mount(
         Some(device),
         target,
@@ -86,4 +95,32 @@ pub(crate) fn mount_now(device: &Path, target: &Path) -> Result<()> {
     )
     .with_context(|| format!("mounting {} at {}", device.display(), target.display()))?;
     Ok(())
+}
+
+/// Confirms from mountinfo that `device` itself is what is mounted at `target` now. A mount
+/// made by systemd in the host's namespace shows here too (mounts propagate into the
+/// service's namespace), and systemd mounts by filesystem UUID, which a second disk with
+/// the same UUID (a cloned snapshot) could also answer to.
+pub(crate) fn confirm_mounted(device: &Path, target: &Path) -> Result<()> {
+    let want = sysfs::block_devnum(device)?
+        .with_context(|| format!("{} is not a block device", device.display()))?;
+    let mounts = sysfs::read_mountinfo()?;
+    // The last entry for a path is the one on top.
+    match mounts.iter().rev().find(|m| m.mount_point == target) {
+        Some(m) if m.devnum == Some(want) => Ok(()),
+        Some(m) => bail!(
+            "{} is mounted from {} ({} {}), not from the data disk {} ({want}); unmount it (`umount {}`) and check which disk holds that filesystem UUID",
+            target.display(),
+            m.devnum.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
+            m.fs_type,
+            m.source,
+            device.display(),
+            target.display()
+        ),
+        None => bail!(
+            "the mount of {} at {} reported success but mountinfo shows nothing mounted there",
+            device.display(),
+            target.display()
+        ),
+    }
 }

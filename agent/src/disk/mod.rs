@@ -139,6 +139,18 @@ impl DiskObservation {
     }
 }
 
+/// Who mounts the data disk once it is formatted or checked.
+pub enum Mounter<'a> {
+    /// mount(2) from the agent's own process. For a `--root` sandbox only: its mount point
+    /// lies under the sandbox, which no systemd mount unit (`Where=` is a node path) names.
+    Syscall,
+    /// systemd starts the persisted mount unit, given its name. The mount is then made in
+    /// the host's mount namespace: the packaged unit runs the agent in a namespace of its
+    /// own (ProtectSystem= and friends, docs/packaging.md), where a mount(2) would stay
+    /// invisible to RKE2 and Longhorn.
+    Systemd(&'a (dyn Fn(&str) -> Result<()> + Sync)),
+}
+
 /// What [`apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskAction {
@@ -229,16 +241,22 @@ fn examine(
     })
 }
 
-/// Acts on an observation: format a blank disk, check our own, mount it at the target
-/// and persist the mount. The decision is re-made from a fresh probe immediately before
-/// acting, and nothing is done unless it still agrees, so a stale observation (or a
-/// `plan` shown long ago) can never format a disk that has changed since.
+/// Acts on an observation: format a blank disk, check our own, persist the mount, mount
+/// it at the target with `mounter` and confirm from mountinfo that it is mounted. The
+/// decision is re-made from a fresh probe immediately before acting, and nothing is done
+/// unless it still agrees, so a stale observation (or a `plan` shown long ago) can never
+/// format a disk that has changed since.
 ///
 /// A refusal comes back as an error wrapping [`Refused`]; the disk is untouched.
 /// Crash safety: a run killed after mkfs re-probes as our ext4 and is reused, never
 /// formatted again; one killed inside mkfs is finished thanks to the [`FormatMarker`]
 /// (see docs/disk-safety.md).
-pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result<DiskOutcome> {
+pub fn apply(
+    obs: &DiskObservation,
+    cfg: &DataDiskConfig,
+    root: &Root,
+    mounter: &Mounter<'_>,
+) -> Result<DiskOutcome> {
     let opts = InspectOptions::from(cfg);
     let refused = |reason: String| {
         anyhow::Error::new(Refused {
@@ -294,7 +312,6 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
             })?;
             // Cleared before the first mount: while the marker exists the disk holds no data.
             FormatMarker::clear(root)?;
-            apply::mount_now(&obs.device, &target)?;
             (DiskAction::Formatted, uuid, true)
         }
         DecisionKind::Reuse => {
@@ -304,7 +321,6 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
             let uuid = uuid_of(&fresh)?;
             // A marker can only be left for some other disk here; it is obsolete.
             FormatMarker::clear(root)?;
-            apply::mount_now(&obs.device, &target)?;
             (DiskAction::Reused, uuid, true)
         }
         DecisionKind::Mounted => {
@@ -313,8 +329,31 @@ pub fn apply(obs: &DiskObservation, cfg: &DataDiskConfig, root: &Root) -> Result
         }
         DecisionKind::Refuse => unreachable!("a refusal never gets past the agreement check"),
     };
+    if mounted_now {
+        apply::check_mount_point(&target)?;
+    }
+    // Persisted before the mount: systemd mounts from this unit. The filesystem is already
+    // confirmed ours (after mkfs) or checked (e2fsck), so a boot after a crash here may
+    // mount it.
     let persisted =
         unit::persist(root, &opts.mount_point, &uuid).context("persisting the data disk mount")?;
+    if mounted_now {
+        let (device, mount_point) = (obs.device.display(), target.display());
+        match mounter {
+            Mounter::Syscall => {
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, "mounting the data disk with mount(2)");
+                apply::mount_syscall(&obs.device, &target)?
+            }
+            Mounter::Systemd(start) => {
+                let unit = unit::unit_name(&opts.mount_point);
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, %unit, "mounting the data disk: systemd starts {unit}");
+                start(&unit).with_context(|| {
+                    format!("mounting {device} at {mount_point} by starting {unit}")
+                })?
+            }
+        }
+        apply::confirm_mounted(&obs.device, &target)?;
+    }
     let outcome = DiskOutcome {
         device: obs.device.clone(),
         uuid,

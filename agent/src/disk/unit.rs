@@ -1,7 +1,7 @@
 //! The persistent mount: a systemd mount unit we own entirely, enabled by its
 //! `local-fs.target.wants` symlink (what `systemctl enable` would create).
 
-use crate::fsutil::{self, write_if_changed, WriteOutcome};
+use crate::fsutil::{self, create_dirs, write_if_changed, WriteOutcome};
 use crate::paths::Root;
 use anyhow::{Context, Result};
 use std::fs;
@@ -111,7 +111,7 @@ fn ensure_symlink(link: &Path, target: &Path) -> Result<bool> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", link.display())),
     }
     let dir = link.parent().context("the link has no parent directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dirs(dir)?;
     let tmp = fsutil::temp_path(link)?;
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;

@@ -72,6 +72,15 @@ const SEEDS: &[Seed] = &[
 /// Where the seeded manifests' sources are explained.
 const GUIDE: &str = "docs/rke2-and-manifests.md";
 
+/// Objects seeded as they are (no chart, nothing per cluster): (file name, source).
+const OBJECTS: &[(&str, &str)] = &[(
+    "canarie-deny-imds-egress.yaml",
+    include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/seed/canarie-deny-imds-egress.yaml"
+    )),
+)];
+
 const GITREPO_FILE: &str = "canarie-gitrepo.yaml";
 const GITREPO_SOURCE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -81,7 +90,11 @@ const GITREPO_SOURCE: &str = include_str!(concat!(
 /// The file name of every manifest [`render`] can write, whatever the config: what the agent
 /// owns in the manifests directory (a name no longer rendered is removed).
 pub(super) fn file_names() -> impl Iterator<Item = &'static str> {
-    SEEDS.iter().map(|s| s.file).chain([GITREPO_FILE])
+    SEEDS
+        .iter()
+        .map(|s| s.file)
+        .chain(OBJECTS.iter().map(|(file, _)| *file))
+        .chain([GITREPO_FILE])
 }
 
 /// Longhorn keeps this many replicas of each volume: one per data-disk node, at most three.
@@ -116,7 +129,7 @@ fn traefik_values(config: &NodeConfig) -> Vec<(&'static str, String)> {
 
 /// Every manifest a server gets, in write order.
 pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
-    let mut files = Vec::with_capacity(SEEDS.len() + 1);
+    let mut files = Vec::with_capacity(SEEDS.len() + OBJECTS.len() + 1);
     for seed in SEEDS {
         let doc = helm_object(seed, config)
             .with_context(|| format!("rendering manifests/seed/{}", seed.file))?;
@@ -127,6 +140,15 @@ pub(super) fn render(config: &NodeConfig) -> Result<Vec<RenderedFile>> {
                 "manifests/seed/{} and helm-values/{}",
                 seed.file, seed.values.0
             ),
+            GUIDE,
+        )?);
+    }
+    for (file, source) in OBJECTS {
+        let doc = parse(source).with_context(|| format!("rendering manifests/seed/{file}"))?;
+        files.push(manifest(
+            file,
+            std::slice::from_ref(&doc),
+            &format!("manifests/seed/{file}"),
             GUIDE,
         )?);
     }

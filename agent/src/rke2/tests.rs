@@ -710,3 +710,32 @@ fn config_files_and_manifests_are_split_by_directory() {
     assert!(owned_manifests().iter().all(|f| in_manifests(&f.path)));
     assert!(render_manifests(&agent()).unwrap().is_empty());
 }
+
+#[test]
+fn every_server_denies_pod_egress_to_imds_and_agents_get_no_manifests() {
+    // Whatever the cluster has (no git_repo, no Fleet bundles), the server's manifests
+    // carry the policy: nothing else keeps pods away from the node identity's tokens.
+    let bare = with_json(SERVER_JSON, |v| {
+        v["cluster"].as_object_mut().unwrap().remove("git_repo");
+    });
+    for config in [server(), bare] {
+        let policy = manifest(&config, "canarie-deny-imds-egress.yaml");
+        assert_eq!(
+            policy["kind"],
+            Value::from("CiliumClusterwideNetworkPolicy")
+        );
+        let spec = &policy["spec"];
+        assert_eq!(spec["endpointSelector"], Value::Mapping(Default::default()));
+        assert_eq!(
+            spec["egressDeny"][0]["toCIDR"][0],
+            Value::from("169.254.169.254/32")
+        );
+    }
+    let agent_files = files(&agent(), &MOUNTED);
+    assert!(
+        !agent_files
+            .keys()
+            .any(|p| p.starts_with(crate::paths::RKE2_MANIFESTS_DIR)),
+        "{agent_files:?}"
+    );
+}

@@ -1,5 +1,7 @@
 //! The few systemd D-Bus calls the agent needs (zbus): reload unit files, read a unit's
-//! state, start a unit and wait for its start job's result with a deadline.
+//! state, start a unit and wait for its start job's result with a deadline. Starting,
+//! restarting and reloading are privileged: systemd grants them to a root caller only
+//! with CAP_SYS_ADMIN in its effective set (docs/packaging.md, the unit's capabilities).
 //!
 //! A few hand-declared methods instead of a full typed binding such as `zbus_systemd`:
 //! the agent uses five calls, and the fake Manager in the tests implements the same five.
@@ -155,6 +157,18 @@ impl Systemd {
     /// unit's state and where to look next.
     pub async fn start_and_wait(&self, unit: &str, timeout: Duration) -> Result<()> {
         self.job_and_wait(JobKind::Start, unit, timeout).await
+    }
+
+    /// Starts a unit whose file the agent has just written, and waits for the job like
+    /// [`Self::start_and_wait`]. systemd reads a unit file it has never loaded on first
+    /// use; one it holds an older copy of (`NeedDaemonReload`) or found missing earlier is
+    /// re-read with a reload first.
+    pub async fn start_written_unit(&self, unit: &str, timeout: Duration) -> Result<()> {
+        let state = self.unit_state(unit).await?;
+        if state.load_state != "loaded" || state.need_daemon_reload {
+            self.reload().await?;
+        }
+        self.start_and_wait(unit, timeout).await
     }
 
     /// Restarts `unit` (it re-reads its config) and waits for the job like [`Self::start_and_wait`].

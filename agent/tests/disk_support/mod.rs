@@ -242,7 +242,7 @@ impl Node {
 
     /// The disk step's apply with the node's config.
     pub fn apply(&self, obs: &DiskObservation) -> anyhow::Result<DiskOutcome> {
-        disk::apply(obs, &self.cfg, &self.root)
+        disk::apply(obs, &self.cfg, &self.root, &disk::Mounter::Syscall)
     }
 
     /// Observes and applies, which must succeed.
@@ -414,7 +414,7 @@ pub fn assert_refused_untouched(
         "expected a refusal, got {:?}",
         obs.decision
     );
-    let err = disk::apply(&obs, cfg, root).expect_err("apply must refuse");
+    let err = disk::apply(&obs, cfg, root, &disk::Mounter::Syscall).expect_err("apply must refuse");
     let refused = err
         .downcast_ref::<Refused>()
         .unwrap_or_else(|| panic!("not a refusal: {err:#}"));

@@ -115,3 +115,30 @@ fn start_timeout_is_above_the_agents_own_deadlines() {
         margin.as_secs()
     );
 }
+
+#[test]
+fn every_line_of_the_unit_is_explained_in_the_docs() {
+    let docs = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/packaging.md"
+    ));
+    let start = docs
+        .find("## The unit, line by line")
+        .expect("docs/packaging.md has the section");
+    let section = &docs[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut missing = Vec::new();
+    for line in UNIT.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with('[') || line.is_empty() {
+            continue;
+        }
+        let key = line.split_once('=').expect("key=value").0;
+        if !section.contains(&format!("`{key}=")) {
+            missing.push(key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/packaging.md (\"The unit, line by line\") does not explain {missing:?}"
+    );
+}

@@ -7,8 +7,14 @@ use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::steps::StepId;
 use crate::reconcile::Context;
+use crate::systemd::Systemd;
 use anyhow::{Context as _, Result};
 use std::time::Duration;
+
+/// How long systemd may take to mount the data disk: the mount job includes waiting for
+/// udev's `/dev/disk/by-uuid` link of a just-made filesystem (systemd's own device
+/// timeout is 90 s).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct DataDiskStep<'a> {
     cx: &'a Context,
@@ -118,9 +124,30 @@ impl Step for DataDiskStep<'_> {
             return Ok(Vec::new());
         };
         let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
-        let outcome = tokio::task::spawn_blocking(move || disk::apply(&obs, &cfg_owned, &root))
-            .await
-            .context("the data disk step panicked")??;
+        let (runtime, bus) = (
+            tokio::runtime::Handle::current(),
+            self.cx.dbus_address.clone(),
+        );
+        let outcome = tokio::task::spawn_blocking(move || {
+            // On a node systemd mounts (the agent's own mount namespace is private); in a
+            // `--root` sandbox the agent mounts under the sandbox itself.
+            let start = |unit: &str| {
+                runtime.block_on(async {
+                    Systemd::connect(bus.as_deref())
+                        .await?
+                        .start_written_unit(unit, MOUNT_TIMEOUT)
+                        .await
+                })
+            };
+            let mounter = if root.is_host() {
+                disk::Mounter::Systemd(&start)
+            } else {
+                disk::Mounter::Syscall
+            };
+            disk::apply(&obs, &cfg_owned, &root, &mounter)
+        })
+        .await
+        .context("the data disk step panicked")??;
         self.outcome = Some(outcome);
         Ok(self.planned.clone())
     }
