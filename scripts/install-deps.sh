@@ -22,6 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Packages whose files the tests use but which must not be installed here (promtool,
+# WALinuxAgent's protocol code): downloaded and unpacked only.
+scripts/deps/fetch-debs.sh
+
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] || {
     # Debian 12's own cargo (1.63) is too old for the workspace (rust-version 1.89).

@@ -248,18 +248,32 @@ def crd_header(crd_file: str) -> dict:
 
 
 def chart_defaults(chart: str) -> dict:
-    """The pinned chart's default values (values.yaml), with the Grafana sub-chart's
-    defaults under `grafana` for kube-prometheus-stack (its own block overrides them)."""
+    """The pinned chart's default values (values.yaml), with the defaults of the sub-charts
+    kept in reference/ (Grafana, node-exporter) under their keys for kube-prometheus-stack
+    (the parent's own block overrides them)."""
     version = chart_version(chart)
     base = REF / "charts" / chart
     defaults = load_yaml(base / f"{chart}-{version}.values.yaml") or {}
     if chart == "kube-prometheus-stack":
-        # subcharts.grafana reads "<version> from <repo> (...)" in the pin file.
-        grafana = str(chart_pin(chart)["subcharts"]["grafana"]).split()[0]
-        sub = load_yaml(base / f"grafana-{grafana}.values.yaml") or {}
         defaults = dict(defaults)
-        defaults["grafana"] = deep_merge(sub, defaults.get("grafana") or {})
+        for sub_chart in ("grafana", "prometheus-node-exporter"):
+            # subcharts.<name> reads "<version>[ from <repo> (...)]" in the pin file.
+            sub_version = str(chart_pin(chart)["subcharts"][sub_chart]).split()[0]
+            sub = load_yaml(base / f"{sub_chart}-{sub_version}.values.yaml") or {}
+            defaults[sub_chart] = deep_merge(sub, defaults.get(sub_chart) or {})
     return defaults
+
+
+def subchart_conditions(chart: str) -> dict[str, str]:
+    """Sub-chart name -> the value that enables it (Chart.yaml `condition`), for a pinned
+    chart whose Chart.yaml is in reference/: Helm renders nothing of a disabled sub-chart."""
+    if chart not in pinned_charts() and chart not in DEFERRED_PINS:
+        return {}  # RKE2's bundled charts: no sub-chart conditions are used
+    path = REF / "charts" / chart / f"{chart}-{chart_version(chart)}.Chart.yaml"
+    if not path.is_file():
+        return {}
+    deps = (load_yaml(path) or {}).get("dependencies") or []
+    return {d.get("alias") or d["name"]: d["condition"] for d in deps if d.get("condition")}
 
 
 # Falco is deferred and therefore not in lifecycle/pinned-charts.yaml; its pin is the one

@@ -22,6 +22,7 @@ from bundlelib import (
     helm_options,
     load_yaml,
     load_yaml_docs,
+    subchart_conditions,
     values_files,
 )
 
@@ -162,6 +163,14 @@ def get_path(values, dotted: str):
     return node
 
 
+def switch_value(values, dotted: str, chart: str | None):
+    """The switch's value, or MISSING when it sits in a sub-chart its condition disables."""
+    condition = subchart_conditions(chart).get(dotted.split(".")[0]) if chart else None
+    if condition and get_path(values, condition) is False:
+        return MISSING
+    return get_path(values, dotted)
+
+
 def switch_is_on(value, kinds: list[str]) -> bool:
     """A switch gives host access when true or a port number, when a volume list holds a hostPath volume,
     when a capabilities list adds one beyond baseline's, or when any other list or map is
@@ -214,7 +223,7 @@ def needs_problems(row_name: str, values: dict | None = None) -> list[str]:
     switchable = {k for kinds in switches.values() for k in kinds}
     on: dict[str, list[str]] = {}
     for path, kinds in switches.items():
-        value = get_path(values or {}, path)
+        value = switch_value(values or {}, path, source_of(row_name).chart)
         if switch_is_on(value, kinds):
             for kind in kinds:
                 on.setdefault(kind, []).append(path)
@@ -234,7 +243,7 @@ def stray_switch_problems(source_key: str, values: dict | None = None) -> list[s
     own = {p for r in rows for p in (workloads()[r].get("switches") or {})}
     problems = []
     for path, kinds in switches_of_chart(src.chart).items():
-        if path not in own and switch_is_on(get_path(values or {}, path), kinds):
+        if path not in own and switch_is_on(switch_value(values or {}, path, src.chart), kinds):
             problems.append(f"{src.label}: {path} turns on {', '.join(kinds)}, but no row of this source declares that switch")
     return problems
 
