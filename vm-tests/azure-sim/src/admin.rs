@@ -79,6 +79,10 @@ pub(crate) async fn handle(req: Request<Incoming>, state: &State) -> Response<Re
                 _ => text(400, "the body must be `true` or `false`"),
             })
         }
+        ("POST", ["wireserver", "incarnation"]) => {
+            let incarnation = state.next_incarnation();
+            Ok(json_response(200, &json!({ "incarnation": incarnation })))
+        }
         ("PUT", ["user-data"]) => body_text(req).await.map(|value| {
             state.set_user_data(Some(value));
             no_content()
@@ -98,7 +102,7 @@ pub(crate) async fn handle(req: Request<Incoming>, state: &State) -> Response<Re
                 Err(e) => text(400, format!("rules rejected: {e:#}")),
             }
         }),
-        (_, ["requests" | "user-data" | "rules"] | ["secrets", ..]) => {
+        (_, ["requests" | "user-data" | "rules"] | ["secrets", ..] | ["wireserver", ..]) => {
             Ok(text(405, format!("{method} is not supported on {path}")))
         }
         _ => Ok(text(

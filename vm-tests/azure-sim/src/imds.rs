@@ -261,6 +261,11 @@ pub(crate) fn instance_document(state: &State) -> Value {
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
         s.subscription_id, s.resource_group, s.name
     );
+    let public_keys: Vec<Value> = s
+        .public_keys
+        .iter()
+        .map(|key| json!({"keyData": key.key_data, "path": key.path}))
+        .collect();
     let subnet = match s.private_ip.rsplit_once('.') {
         Some((prefix, _)) => format!("{prefix}.0"),
         None => s.private_ip.clone(),
@@ -274,9 +279,9 @@ pub(crate) fn instance_document(state: &State) -> Value {
             "name": s.name,
             "offer": "",
             "osProfile": {
-                "adminUsername": "azureuser",
-                "computerName": s.name,
-                "disablePasswordAuthentication": "true"
+                "adminUsername": s.admin_username,
+                "computerName": s.computer_name(),
+                "disablePasswordAuthentication": s.disable_password_authentication.to_string()
             },
             "osType": "Linux",
             "placementGroupId": "",
@@ -285,7 +290,7 @@ pub(crate) fn instance_document(state: &State) -> Value {
             "platformUpdateDomain": "0",
             "priority": "",
             "provider": "Microsoft.Compute",
-            "publicKeys": [],
+            "publicKeys": public_keys,
             "publisher": "",
             "resourceGroupName": s.resource_group,
             "resourceId": resource_id,

@@ -1,5 +1,6 @@
-//! azure-sim: a simulated Azure Instance Metadata Service (plain HTTP) and Key Vault
-//! (HTTPS with a CA generated per run) that speak the real protocol, plus scripted faults.
+//! azure-sim: a simulated Azure Instance Metadata Service (plain HTTP), Key Vault (HTTPS
+//! with a CA generated per run) and WireServer (plain HTTP) that speak the real protocol,
+//! plus scripted faults.
 //! See docs/azure-sim.md. Listens on loopback only.
 
 mod admin;
@@ -11,6 +12,7 @@ mod server;
 mod state;
 mod tls;
 mod vault;
+mod wireserver;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,8 +26,9 @@ use tokio::task::JoinHandle;
 
 pub use imds::KNOWN_API_VERSIONS;
 pub use rules::{Endpoint, Preset, Rule};
-pub use scenario::{Identities, RateLimit, Scenario, SecretSpec};
-pub use state::RequestRecord;
+pub use scenario::{Identities, PublicKey, RateLimit, Scenario, SecretSpec, WireServerSpec};
+pub use state::{HealthRecord, RequestRecord};
+pub use wireserver::PROTOCOL_VERSION as WIRESERVER_PROTOCOL_VERSION;
 
 use rules::Service;
 use state::State;
@@ -37,6 +40,8 @@ pub struct SimOptions {
     pub imds_listen: SocketAddr,
     /// Key Vault listener (HTTPS); must be a loopback address. Port 0 picks a free port.
     pub vault_listen: SocketAddr,
+    /// WireServer listener (plain HTTP); must be a loopback address. Port 0 picks a free port.
+    pub wireserver_listen: SocketAddr,
     pub scenario: Scenario,
     /// Also write every request as a JSON line to this file (truncated at start).
     pub request_log: Option<PathBuf>,
@@ -50,6 +55,7 @@ impl Default for SimOptions {
         SimOptions {
             imds_listen: loopback_any_port,
             vault_listen: loopback_any_port,
+            wireserver_listen: loopback_any_port,
             scenario: Scenario::default(),
             request_log: None,
             extra_sans: Vec::new(),
@@ -62,6 +68,7 @@ pub struct Sim {
     state: Arc<State>,
     imds_addr: SocketAddr,
     vault_addr: SocketAddr,
+    wireserver_addr: SocketAddr,
     ca_pem: String,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -81,6 +88,7 @@ impl Sim {
     pub async fn start(opts: SimOptions) -> anyhow::Result<Sim> {
         ensure_loopback("IMDS", opts.imds_listen)?;
         ensure_loopback("Key Vault", opts.vault_listen)?;
+        ensure_loopback("WireServer", opts.wireserver_listen)?;
         let start = Instant::now();
         let state = Arc::new(
             State::new(opts.scenario, opts.request_log.as_deref(), start)
@@ -94,6 +102,14 @@ impl Sim {
         let vault_listener = TcpListener::bind(opts.vault_listen)
             .await
             .with_context(|| format!("cannot listen on {} for Key Vault", opts.vault_listen))?;
+        let wireserver_listener = TcpListener::bind(opts.wireserver_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} for WireServer", opts.wireserver_listen)
+            })?;
+        let wireserver_addr = wireserver_listener
+            .local_addr()
+            .context("cannot read the WireServer listener's address")?;
         let imds_addr = imds_listener
             .local_addr()
             .context("cannot read the IMDS listener's address")?;
@@ -115,14 +131,24 @@ impl Sim {
                 Some(acceptor),
                 state.clone(),
                 Service::Vault,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(server::accept_loop(
+                wireserver_listener,
+                None,
+                state.clone(),
+                Service::WireServer,
                 shutdown_rx,
             )),
         ];
-        tracing::info!("azure-sim: IMDS on http://{imds_addr}, Key Vault on https://{vault_addr}");
+        tracing::info!(
+            "azure-sim: IMDS on http://{imds_addr}, Key Vault on https://{vault_addr}, WireServer on http://{wireserver_addr}"
+        );
         Ok(Sim {
             state,
             imds_addr,
             vault_addr,
+            wireserver_addr,
             ca_pem: pki.ca_pem,
             shutdown_tx,
             tasks,
@@ -137,6 +163,36 @@ impl Sim {
     /// `https://127.0.0.1:PORT`: use as the vault URL.
     pub fn vault_url(&self) -> String {
         format!("https://{}", self.vault_addr)
+    }
+
+    /// `http://127.0.0.1:PORT`: use as the WireServer base URL.
+    pub fn wireserver_url(&self) -> String {
+        format!("http://{}", self.wireserver_addr)
+    }
+
+    pub fn wireserver_addr(&self) -> SocketAddr {
+        self.wireserver_addr
+    }
+
+    /// The goal state's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.state.incarnation()
+    }
+
+    /// Moves the goal state to a new incarnation, as Azure does when the VM model changes.
+    pub fn next_incarnation(&self) -> u64 {
+        self.state.next_incarnation()
+    }
+
+    /// The health reports accepted so far (answered 2xx), in order. The request log also
+    /// holds the ones that parsed but were refused (stale incarnation, a rule's 5xx).
+    pub fn health_reports(&self) -> Vec<HealthRecord> {
+        self.state
+            .requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .filter_map(|r| r.health)
+            .collect()
     }
 
     pub fn imds_addr(&self) -> SocketAddr {

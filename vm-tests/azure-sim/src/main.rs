@@ -12,7 +12,7 @@ use azure_sim::{write_atomic, Scenario, Sim, SimOptions};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Simulated Azure IMDS (HTTP) and Key Vault (HTTPS) on loopback, for tests.
+/// Simulated Azure IMDS (HTTP), Key Vault (HTTPS) and WireServer (HTTP) on loopback, for tests.
 #[derive(Parser, Debug)]
 #[command(name = "azure-sim", version)]
 struct Args {
@@ -26,13 +26,17 @@ struct Args {
     /// Key Vault listen address (loopback only); port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     vault_listen: SocketAddr,
+    /// WireServer listen address (loopback only); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    wireserver_listen: SocketAddr,
     /// Where to write the PEM of this run's CA (trust it to reach the vault).
     #[arg(long, value_name = "PATH")]
     ca_out: PathBuf,
     /// Append every request as a JSON line here (truncated at start; never holds tokens or secret values).
     #[arg(long, value_name = "FILE")]
     request_log: Option<PathBuf>,
-    /// Written atomically once both listeners are up: {"imds_url","vault_url","ca_file","pid"}.
+    /// Written atomically once all listeners are up:
+    /// {"imds_url","vault_url","wireserver_url","ca_file","pid"}.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
     /// Extra subject alternative name for the vault certificate (repeatable).
@@ -59,6 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sim = Sim::start(SimOptions {
         imds_listen: args.imds_listen,
         vault_listen: args.vault_listen,
+        wireserver_listen: args.wireserver_listen,
         scenario,
         request_log: args.request_log.clone(),
         extra_sans: args.extra_sans.clone(),
@@ -70,6 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let info = serde_json::json!({
             "imds_url": sim.imds_url(),
             "vault_url": sim.vault_url(),
+            "wireserver_url": sim.wireserver_url(),
             "ca_file": ca_file,
             "pid": std::process::id(),
         });

@@ -43,6 +43,9 @@ pub struct Rule {
     pub hang: bool,
     /// Send the body one byte per this many milliseconds.
     pub trickle_ms: Option<u64>,
+    /// Close the connection without an answer (what a client sees of a host that is not
+    /// reachable yet: the request fails before any status arrives).
+    pub close: bool,
 }
 
 /// Named faults, one per item in azure-protocol.md's list (6, 7 and the plain 401 challenge
@@ -77,6 +80,10 @@ pub enum Preset {
     Hang,
     #[serde(rename = "trickle")]
     Trickle,
+    /// WireServer: serve the goal state, then move to a new incarnation, so a health report
+    /// built from what was just read is stale (answered 410 until the client reads again).
+    #[serde(rename = "wire_new_incarnation")]
+    WireNewIncarnation,
 }
 
 /// Which requests a rule catches.
@@ -95,6 +102,15 @@ pub enum Endpoint {
     Secret,
     /// any Key Vault request that carries an Authorization header
     Vault,
+    /// WireServer `GET /?comp=versions`
+    Versions,
+    /// WireServer `GET /machine/?comp=goalstate`
+    GoalState,
+    /// WireServer health reports: `POST /machine?comp=health` and `POST /provisioning/health`
+    Health,
+    /// any WireServer request
+    #[serde(rename = "wireserver")]
+    WireServer,
     /// everything
     Any,
 }
@@ -103,6 +119,7 @@ pub enum Endpoint {
 pub(crate) enum Service {
     Imds,
     Vault,
+    WireServer,
 }
 
 impl Service {
@@ -110,6 +127,7 @@ impl Service {
         match self {
             Service::Imds => "imds",
             Service::Vault => "vault",
+            Service::WireServer => "wireserver",
         }
     }
 }
@@ -121,6 +139,9 @@ impl Endpoint {
                 Some(Service::Imds)
             }
             Endpoint::Secret | Endpoint::Vault => Some(Service::Vault),
+            Endpoint::Versions | Endpoint::GoalState | Endpoint::Health | Endpoint::WireServer => {
+                Some(Service::WireServer)
+            }
             Endpoint::Any => None,
         }
     }
@@ -133,6 +154,10 @@ impl Endpoint {
             Endpoint::Imds => "imds",
             Endpoint::Secret => "secret",
             Endpoint::Vault => "vault",
+            Endpoint::Versions => "versions",
+            Endpoint::GoalState => "goal_state",
+            Endpoint::Health => "health",
+            Endpoint::WireServer => "wireserver",
             Endpoint::Any => "any",
         }
     }
@@ -155,6 +180,7 @@ impl Preset {
             Preset::Kv429 => "kv_429",
             Preset::Hang => "hang",
             Preset::Trickle => "trickle",
+            Preset::WireNewIncarnation => "wire_new_incarnation",
         }
     }
 
@@ -169,6 +195,7 @@ impl Preset {
             }
             Preset::Kv404 => Endpoint::Secret,
             Preset::Hang | Preset::Trickle => Endpoint::Any,
+            Preset::WireNewIncarnation => Endpoint::GoalState,
         }
     }
 
@@ -189,7 +216,7 @@ impl Preset {
             Preset::Kv403AccessDenied => reply::kv_access_denied(),
             Preset::Kv404 => reply::kv_secret_not_found(ctx.secret_id.unwrap_or("unknown")),
             Preset::Kv429 => reply::kv_throttled(),
-            Preset::Hang | Preset::Trickle => return None,
+            Preset::Hang | Preset::Trickle | Preset::WireNewIncarnation => return None,
         })
     }
 }
@@ -252,7 +279,10 @@ fn validate_rule(rule: &Rule) -> anyhow::Result<()> {
             }
         }
     }
-    if rule.secret.is_some() && endpoint.service() == Some(Service::Imds) {
+    if (rule.hang || rule.preset == Some(Preset::Hang)) && rule.close {
+        bail!("`hang` and `close` contradict each other: pick one");
+    }
+    if rule.secret.is_some() && endpoint.service().is_some_and(|s| s != Service::Vault) {
         bail!(
             "`secret` only matches Key Vault requests, but `endpoint` is `{}`",
             endpoint.name()
@@ -292,6 +322,7 @@ impl Endpoint {
             Endpoint::Any => true,
             Endpoint::Imds => ctx.service == Service::Imds,
             Endpoint::Vault => ctx.service == Service::Vault,
+            Endpoint::WireServer => ctx.service == Service::WireServer,
             specific => ctx.endpoint == Some(specific),
         }
     }
@@ -317,6 +348,10 @@ pub(crate) struct Plan {
     pub delay: Option<Duration>,
     pub trickle: Option<Duration>,
     pub rule: Option<String>,
+    /// Close the connection instead of answering.
+    pub close: bool,
+    /// WireServer: move to a new goal state incarnation once this answer is decided.
+    pub new_incarnation: bool,
 }
 
 impl Plan {
@@ -326,6 +361,8 @@ impl Plan {
             delay: None,
             trickle: None,
             rule: None,
+            close: false,
+            new_incarnation: false,
         }
     }
 }
@@ -388,6 +425,8 @@ impl RuleSet {
                 delay: None,
                 trickle: None,
                 rule: label,
+                close: false,
+                new_incarnation: false,
             };
         }
         let canned = rule.preset.and_then(|p| p.reply(ctx));
@@ -417,6 +456,8 @@ impl RuleSet {
             delay: rule.delay_ms.map(Duration::from_millis),
             trickle: trickle_ms.map(Duration::from_millis),
             rule: label,
+            close: rule.close,
+            new_incarnation: rule.preset == Some(Preset::WireNewIncarnation),
         }
     }
 }

@@ -22,8 +22,18 @@ pub struct Scenario {
     pub subscription_id: String,
     /// `compute.vmId`.
     pub vm_id: String,
-    /// `compute.name` (also `osProfile.computerName`).
+    /// `compute.name` (also `osProfile.computerName` unless `computer_name` is set).
     pub name: String,
+    /// `compute.osProfile.adminUsername`.
+    pub admin_username: String,
+    /// `compute.osProfile.computerName`; defaults to `name`.
+    pub computer_name: Option<String>,
+    /// `compute.osProfile.disablePasswordAuthentication` (served as "true"/"false").
+    pub disable_password_authentication: bool,
+    /// `compute.publicKeys`: the SSH public keys Azure puts in the admin's authorized_keys.
+    pub public_keys: Vec<PublicKey>,
+    /// What the WireServer's goal state names (incarnation, container, role instance).
+    pub wireserver: WireServerSpec,
     pub location: String,
     pub resource_group: String,
     pub vm_size: String,
@@ -54,6 +64,11 @@ impl Default for Scenario {
             subscription_id: "8d10da13-8125-4ba9-a717-bf7490507b3d".into(),
             vm_id: "02aab8a4-74ef-476e-8182-f6d2ba4166a6".into(),
             name: "sim-vm-0".into(),
+            admin_username: "azureuser".into(),
+            computer_name: None,
+            disable_password_authentication: true,
+            public_keys: Vec::new(),
+            wireserver: WireServerSpec::default(),
             location: "westeurope".into(),
             resource_group: "sim-rg".into(),
             vm_size: "Standard_D4s_v5".into(),
@@ -77,6 +92,10 @@ impl fmt::Debug for Scenario {
             .field("tenant_id", &self.tenant_id)
             .field("vm_id", &self.vm_id)
             .field("name", &self.name)
+            .field("admin_username", &self.admin_username)
+            .field("computer_name", &self.computer_name)
+            .field("public_keys", &self.public_keys.len())
+            .field("wireserver", &self.wireserver)
             .field("identities", &self.identities)
             .field("user_data_set", &self.user_data.is_some())
             .field("user_data_json_set", &self.user_data_json.is_some())
@@ -110,6 +129,14 @@ impl Scenario {
         if self.user_data.is_some() && self.user_data_json.is_some() {
             bail!("set either `user_data` (base64 text) or `user_data_json` (an object), not both");
         }
+        if self.admin_username.is_empty() {
+            bail!("`admin_username` must not be empty (Azure always names an admin user)");
+        }
+        for (index, key) in self.public_keys.iter().enumerate() {
+            if key.key_data.trim().is_empty() || !key.path.starts_with('/') {
+                bail!("`public_keys[{index}]` needs a non-empty `key_data` and an absolute `path`");
+            }
+        }
         if let Some(limit) = &self.vault_rate_limit {
             limit
                 .validate()
@@ -117,6 +144,11 @@ impl Scenario {
         }
         crate::rules::validate_rules(&self.rules).context("`rules` is not valid")?;
         Ok(())
+    }
+
+    /// `compute.osProfile.computerName`.
+    pub fn computer_name(&self) -> &str {
+        self.computer_name.as_deref().unwrap_or(&self.name)
     }
 
     /// The `compute.userData` value the scenario starts with.
@@ -200,5 +232,39 @@ impl RateLimit {
             bail!("`window_s` must be a positive number of seconds");
         }
         Ok(())
+    }
+}
+
+/// One `compute.publicKeys` entry. Public keys are not secrets, so Debug shows them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKey {
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA... comment`).
+    pub key_data: String,
+    /// Where Azure asks the key to go; the portal's default is
+    /// `/home/<admin>/.ssh/authorized_keys`.
+    pub path: String,
+}
+
+/// The WireServer goal state's identifiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WireServerSpec {
+    /// `Incarnation` at start; the `wire_new_incarnation` preset and `POST
+    /// /_sim/wireserver/incarnation` move it on.
+    pub incarnation: u64,
+    /// `Container/ContainerId` (a GUID on Azure).
+    pub container_id: String,
+    /// `RoleInstance/InstanceId` (`<deployment guid>.<role>_IN_0` on Azure).
+    pub role_instance_id: String,
+}
+
+impl Default for WireServerSpec {
+    fn default() -> Self {
+        WireServerSpec {
+            incarnation: 1,
+            container_id: "c6d5526c-5ac2-4200-b6e2-56f2b70c5ab2".into(),
+            role_instance_id: "b61f93d0-e1ed-40b2-b067-22c243233448.MachineRole_IN_0".into(),
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::reply::Reply;
 use crate::rules::{Plan, Service};
 use crate::state::{RequestRecord, State};
-use crate::{admin, imds, vault};
+use crate::{admin, imds, vault, wireserver};
 
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -41,6 +41,15 @@ pub(crate) struct RequestInfo {
     pub has_forwarded_for: bool,
     pub user_agent: Option<String>,
     pub bearer: Option<String>,
+    /// WireServer: `x-ms-version`.
+    pub ms_version: Option<String>,
+    /// WireServer: `x-ms-agent-name` (XML protocol).
+    pub agent_name: Option<String>,
+    /// WireServer: `x-ms-guest-agent-name` (JSON protocol).
+    pub guest_agent_name: Option<String>,
+    pub content_type: Option<String>,
+    /// The request body (read only for the WireServer, whose reports are POSTs).
+    pub body: Bytes,
 }
 
 impl RequestInfo {
@@ -65,6 +74,11 @@ impl RequestInfo {
             has_forwarded_for: headers.contains_key("x-forwarded-for"),
             user_agent: header("user-agent").map(str::to_string),
             bearer,
+            ms_version: header("x-ms-version").map(str::to_string),
+            agent_name: header("x-ms-agent-name").map(str::to_string),
+            guest_agent_name: header("x-ms-guest-agent-name").map(str::to_string),
+            content_type: header("content-type").map(str::to_string),
+            body: Bytes::new(),
         }
     }
 }
@@ -93,21 +107,55 @@ fn build(status: u16, headers: &[(String, String)], body: ResponseBody) -> Respo
     response
 }
 
+/// The connection is closed without an answer (a `close` rule).
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by a rule")
+    }
+}
+
+impl std::error::Error for Closed {}
+
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
     service: Service,
     local: SocketAddr,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, Closed> {
     if service == Service::Imds && req.uri().path().starts_with("/_sim/") {
-        return admin::handle(req, &state).await;
+        return Ok(admin::handle(req, &state).await);
     }
-    let info = RequestInfo::new(&req, local);
+    let mut info = RequestInfo::new(&req, local);
     let elapsed_ms = state.elapsed_ms();
     let seq = state.next_seq();
+    if service == Service::WireServer {
+        match Limited::new(req.into_body(), wireserver::MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => info.body = body.to_bytes(),
+            Err(e) => {
+                tracing::warn!("wireserver: cannot read a request body: {e}");
+                return Ok(full(
+                    413,
+                    &[],
+                    Bytes::from_static(b"request body too large or broken\n"),
+                ));
+            }
+        }
+    }
+    let mut health = None;
     let plan: Plan = match service {
         Service::Imds => imds::handle(&state, &info),
         Service::Vault => vault::handle(&state, &info),
+        Service::WireServer => {
+            let outcome = wireserver::handle(&state, &info);
+            health = outcome.health;
+            outcome.plan
+        }
     };
     // Recorded before the answer leaves, so a client that got its answer always finds the
     // request in `requests()`.
@@ -125,7 +173,12 @@ async fn handle(
         has_authorization: info.has_authorization,
         has_forwarded_for: info.has_forwarded_for,
         user_agent: info.user_agent,
+        agent_name: info.agent_name.or(info.guest_agent_name),
+        health,
     });
+    if plan.close {
+        return Err(Closed);
+    }
     let Some(reply) = plan.reply else {
         // `hang`: keep the connection open and never answer; shutdown drops the task.
         std::future::pending::<()>().await;
@@ -134,14 +187,14 @@ async fn handle(
     if let Some(delay) = plan.delay {
         tokio::time::sleep(delay).await;
     }
-    match plan.trickle {
+    Ok(match plan.trickle {
         Some(interval) => build(
             reply.status,
             &reply.headers,
             Trickle::new(reply.body, interval).boxed_unsync(),
         ),
         None => full(reply.status, &reply.headers, reply.body),
-    }
+    })
 }
 
 /// A body sent one byte per `interval`, with its full length announced up front, like a
@@ -245,7 +298,7 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let svc = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(req, state, service, local).await) }
+        async move { handle(req, state, service, local).await }
     });
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());

@@ -40,6 +40,27 @@ pub struct RequestRecord {
     pub has_authorization: bool,
     pub has_forwarded_for: bool,
     pub user_agent: Option<String>,
+    /// WireServer: the `x-ms-agent-name` (XML protocol) or `x-ms-guest-agent-name` (JSON
+    /// protocol) header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// WireServer: the health report this request carried, when it parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
+}
+
+/// A health report as the simulator understood it (State, SubStatus, Description are what
+/// the platform shows as the VM's provisioning state and message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// "xml" (`POST /machine?comp=health`) or "json" (`POST /provisioning/health`).
+    pub protocol: String,
+    /// `Ready` or `NotReady`.
+    pub state: String,
+    pub sub_status: Option<String>,
+    pub description: Option<String>,
+    /// XML only: the `GoalStateIncarnation` the client reported against.
+    pub incarnation: Option<String>,
 }
 
 pub(crate) struct SecretVersion {
@@ -75,6 +96,8 @@ pub(crate) struct State {
     tokens: Mutex<HashMap<String, IssuedToken>>,
     rules: RwLock<Arc<RuleSet>>,
     throttle: Option<Throttle>,
+    /// The WireServer goal state's current incarnation.
+    pub incarnation: AtomicU64,
     log: RequestLog,
 }
 
@@ -144,6 +167,7 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             rules: RwLock::new(rules),
             throttle,
+            incarnation: AtomicU64::new(scenario.wireserver.incarnation),
             log: RequestLog {
                 seq: AtomicU64::new(0),
                 records: Mutex::new(Vec::new()),
@@ -232,6 +256,16 @@ impl State {
         }
         counter.1 += 1;
         counter.1 <= throttle.limit
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::SeqCst)
+    }
+
+    /// Moves the goal state to a new incarnation (what Azure does when the VM's model
+    /// changes); returns the new one.
+    pub fn next_incarnation(&self) -> u64 {
+        self.incarnation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     pub fn elapsed_ms(&self) -> u64 {

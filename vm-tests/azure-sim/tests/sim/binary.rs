@@ -51,6 +51,14 @@ async fn binary_serves_until_sigterm() {
     };
     assert!(azure.imds_url.starts_with("http://127.0.0.1:"));
     assert!(azure.vault_url.starts_with("https://127.0.0.1:"));
+    let wireserver = info["wireserver_url"].as_str().unwrap();
+    let versions = azure
+        .http
+        .get(format!("{wireserver}/?comp=versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.status(), 200);
 
     let token = azure.token().await;
     let secret = azure
@@ -73,7 +81,7 @@ async fn binary_serves_until_sigterm() {
         !ready.exists(),
         "the ready file goes away with the simulator"
     );
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
 }
 
 fn run_expecting_failure(args: &[&str]) -> String {

@@ -7,3 +7,4 @@ mod faults;
 mod imds;
 mod support;
 mod vault;
+mod wireserver;
