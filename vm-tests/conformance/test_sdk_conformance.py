@@ -10,21 +10,14 @@ connection elsewhere (the SDK's default IMDS address 169.254.169.254 included).
 """
 
 import json
-import os
 import re
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
-
-REPO = Path(__file__).resolve().parents[2]
-BINARY = REPO / "target" / "debug" / "azure-sim"
+from simproc import admin, guard_loopback, running_sim
 
 SECRET_NAME = "rke2-join-token"
 SECRET_VALUE = "K10-conformance-join-token-5d2e"
@@ -47,52 +40,12 @@ OTHER_IDENTITY_VARS = [
     "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST",
 ]
 
-# urllib without any proxy, for the simulator's admin API.
-_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    if not BINARY.exists():
-        pytest.fail(f"{BINARY} is missing: run `cargo build --workspace --bins` first")
-    work = tmp_path_factory.mktemp("azure-sim")
-    scenario = work / "scenario.json"
-    scenario.write_text(json.dumps(SCENARIO))
-    ready = work / "ready.json"
-    stderr = open(work / "stderr.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(BINARY),
-            "--scenario", str(scenario),
-            "--ca-out", str(work / "ca.pem"),
-            "--request-log", str(work / "requests.jsonl"),
-            "--ready-file", str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"azure-sim exited with {proc.returncode}: {(work / 'stderr.log').read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail("azure-sim did not write its ready file within 30 s")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        info["request_log"] = work / "requests.jsonl"
+    with running_sim(tmp_path_factory.mktemp("azure-sim"), SCENARIO) as info:
         yield info
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        finally:
-            stderr.close()
-
-
-def _is_loopback(address):
-    host = address[0] if isinstance(address, tuple) else address
-    return host in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
 
 
 @pytest.fixture(autouse=True)
@@ -103,37 +56,9 @@ def only_loopback(sim, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", sim["imds_url"])
-
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    refused = []
-
-    def guard(address):
-        if not _is_loopback(address):
-            refused.append(address)
-            raise OSError(f"test guard: connection to non-loopback {address!r} refused")
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            guard(address)
-        return real_connect(self, address)
-
-    def connect_ex(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            guard(address)
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    refused = guard_loopback(monkeypatch)
     yield
     assert refused == [], f"something tried to leave loopback: {refused}"
-
-
-def admin(sim, method, path, body=None):
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(f"{sim['imds_url']}/_sim/{path}", data=data, method=method)
-    with _direct.open(request, timeout=10) as response:
-        return response.status, response.read().decode()
 
 
 def requests_since(sim, count):
