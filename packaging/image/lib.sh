@@ -178,13 +178,97 @@ pkg_installed() { # ROOT PACKAGE
   [ "$(in_image "$1" dpkg-query -W -f '${Status}' "$2" 2>/dev/null)" = "install ok installed" ]
 }
 
-# --- the checks every baked image passes ------------------------------------------------------
+# --- provisioning: who answers Azure's first boot (docs/image.md) ------------------------------
+# agent: canarie-agent provisions the VM from IMDS and reports to WireServer; cloud-init and
+# walinuxagent are purged with their leftovers. cloud-init: the base image's agent does
+# Azure's provisioning, canarie-agent the cluster (the split of images baked before).
+PROVISIONING_MODES="agent cloud-init"
+PROVISIONING_MARKER=/usr/share/canarie-image/provisioning
 PROVISIONING_AGENTS="cloud-init walinuxagent azure-init"
+# Purged in agent mode (cloud-init-base: Debian 13 splits cloud-init; waagent: Debian's name).
+PURGED_AGENTS="cloud-init cloud-init-base walinuxagent waagent"
+# What they leave behind when purged, or what a booted base carries: state, config, logs,
+# and the network and SSH configuration cloud-init wrote for the base's own first boot.
+AGENT_LEFTOVERS="/etc/cloud /var/lib/cloud /var/lib/waagent /etc/waagent.conf /var/log/cloud-init.log
+/var/log/cloud-init-output.log /var/log/waagent.log /etc/netplan/50-cloud-init.yaml
+/etc/network/interfaces.d/50-cloud-init /etc/network/interfaces.d/50-cloud-init.cfg
+/etc/sudoers.d/90-cloud-init-users /etc/ssh/sshd_config.d/50-cloud-init.conf
+/etc/systemd/system/cloud-init.target.wants /etc/systemd/system/cloud-config.target.wants"
+# Without cloud-init nothing writes a network configuration at boot: systemd-networkd runs
+# DHCP on Azure's synthetic NIC (hv_netvsc; with accelerated networking the Mellanox VF
+# with the same MAC is its slave and must stay unconfigured), and systemd-resolved takes
+# the DNS servers DHCP names (Azure's 168.63.129.16, or the VNet's own).
+NETWORK_FILE=/etc/systemd/network/50-canarie-azure.network
+NETWORK_UNITS="systemd-networkd.service systemd-resolved.service"
+network_file_content() {
+  cat <<'NETWORK'
+# canarie node image (packaging/image/bake, --provisioning agent): no cloud-init writes a
+# network configuration, so systemd-networkd does DHCP on Azure's synthetic NIC. The
+# accelerated-networking VF (mlx4/mlx5, same MAC) is driven through it and left alone.
+[Match]
+Driver=hv_netvsc
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+UseDomains=true
+NETWORK
+}
+
+# A unit or link under /etc/systemd that still belongs to a purged agent.
+stray_agent_link() { # ROOT -> the first such path, or nothing
+  find "$1/etc/systemd" \( -type l -o -type f \) \( -name 'cloud-init*' -o -name 'cloud-config*' -o -name 'cloud-final*' \
+    -o -name 'walinuxagent*' -o -name 'waagent*' \) -print -quit 2>/dev/null || true
+}
+
+provisioning_checks() { # ROOT MODE
+  local root=$1 mode=$2 f pkg state unit
+  pkg_installed "$root" openssh-server || check_failed "openssh-server is not installed (Azure's admin login needs sshd)"
+  case "$mode" in
+    agent)
+      for pkg in $PURGED_AGENTS azure-init; do
+        state=$(in_image "$root" dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null || true)
+        case "$state" in
+          "" | *" not-installed") ;;
+          "install ok installed") check_failed "$pkg is installed, but the image is baked for --provisioning agent (canarie-agent provisions the VM)" ;;
+          *) check_failed "$pkg is not purged (dpkg: $state): its configuration is left in the image" ;;
+        esac
+      done
+      for f in $AGENT_LEFTOVERS; do
+        [ ! -e "$root$f" ] && [ ! -L "$root$f" ] || check_failed "$f is left in the image (a cloud-init/walinuxagent leftover)"
+      done
+      f=$(stray_agent_link "$root")
+      [ -z "$f" ] || check_failed "${f#"$root"} is left in the image (a unit of a purged provisioning agent)"
+      [ -f "$root$NETWORK_FILE" ] && [ "$(cat "$root$NETWORK_FILE")" = "$(network_file_content)" ] ||
+        check_failed "$NETWORK_FILE is missing or changed: without cloud-init the NIC gets no address"
+      for unit in $NETWORK_UNITS; do
+        state=$(unit_state "$root" "$unit")
+        [ "$state" = enabled ] || check_failed "$unit is $state, not enabled (the network without cloud-init needs it)"
+      done
+      ;;
+    cloud-init)
+      for f in $PROVISIONING_AGENTS; do
+        pkg_installed "$root" "$f" && return 0
+      done
+      check_failed "no provisioning agent (${PROVISIONING_AGENTS// /, }) in the image: Azure would never see the VM as ready"
+      ;;
+    *) check_failed "the image's provisioning mode is '$mode' ($PROVISIONING_MARKER; one of: $PROVISIONING_MODES)" ;;
+  esac
+}
+
+# --- the checks every baked image passes ------------------------------------------------------
 RKE2_UNITS="rke2-server.service rke2-agent.service"
 ISCSI_UNITS="iscsid.service iscsid.socket"
 
-image_checks() { # ROOT [AGENT_VERSION]
-  local root=$1 want_version=${2:-} got unit state f line src agent=""
+image_checks() { # ROOT [AGENT_VERSION] [PROVISIONING MODE; default: the image's marker]
+  local root=$1 want_version=${2:-} mode=${3:-} got unit state f line src
+  if [ -z "$mode" ]; then
+    mode=$(cat "$root$PROVISIONING_MARKER" 2>/dev/null || true)
+    [ -n "$mode" ] || check_failed "$PROVISIONING_MARKER is missing: not an image the bake wrote (or baked before --provisioning)"
+  fi
   got=$(in_image "$root" dpkg-query -W -f '${Status} ${Version}' canarie-agent 2>/dev/null || true)
   case "$got" in
     "install ok installed "*) ;;
@@ -231,10 +315,7 @@ image_checks() { # ROOT [AGENT_VERSION]
     check_failed "files were written into $EFI_DIR on the root filesystem (the EFI partition was not mounted)"
   fi
 
-  for f in $PROVISIONING_AGENTS; do
-    pkg_installed "$root" "$f" && agent=$f && break
-  done
-  [ -n "$agent" ] || check_failed "no provisioning agent (${PROVISIONING_AGENTS// /, }) in the image: Azure would never see the VM as ready"
+  provisioning_checks "$root" "$mode"
   f=$(grep -rlis -e 'rke2' -e 'k3s' "$root/etc/cloud" 2>/dev/null | head -n 1 || true)
   [ -z "$f" ] || check_failed "${f#"$root"} mentions rke2/k3s: the image must carry no cluster logic for cloud-init (canarie-agent bootstraps the cluster)"
 

@@ -71,11 +71,16 @@ def debs_cache() -> Path:
     return CACHE_DIR / f"image-bake-debs-{vm_image.rootfs_key()}"
 
 
+# What the base (the vm-tests root filesystem) lacks: open-iscsi for Longhorn, and for
+# --provisioning agent systemd-resolved (DNS from DHCP without cloud-init).
+EXTRA_PACKAGES = ["open-iscsi", "systemd-resolved"]
+
+
 def prepare() -> None:
-    """open-iscsi and what it needs beyond the base image, resolved by the host's apt
+    """EXTRA_PACKAGES and what they need beyond the base image, resolved by the host's apt
     against the base image's own dpkg status (the recipe docs/image.md gives users)."""
     dest = debs_cache()
-    if dest.exists() and any(dest.glob("open-iscsi_*.deb")):
+    if dest.exists() and all(any(dest.glob(f"{p}_*.deb")) for p in EXTRA_PACKAGES):
         log(f"image-bake: cached open-iscsi packages in {dest}")
         return
     tarball = vm_image.rootfs_tarball()
@@ -86,7 +91,7 @@ def prepare() -> None:
         run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
              "-o", f"Dir::State::status={tmp}/var/lib/dpkg/status",
              "-o", f"Dir::Cache::archives={partial}", "-o", "APT::Sandbox::User=root",
-             "-o", "Debug::NoLocking=1", "install", "open-iscsi"])
+             "-o", "Debug::NoLocking=1", "install", *EXTRA_PACKAGES])
         (partial / "partial").rmdir()
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(str(partial), dest)
@@ -205,6 +210,14 @@ LEFTOVERS = {
     "var/lib/cloud/instances/previous-vm/boot-finished": "1\n",
     "var/lib/systemd/random-seed": "seed\n",
     "root/.bash_history": "history\n",
+    # what cloud-init and walinuxagent wrote on the base's own first boot
+    "etc/netplan/50-cloud-init.yaml": "network: {version: 2}\n",
+    "etc/network/interfaces.d/50-cloud-init": "auto eth0\n",
+    "etc/ssh/sshd_config.d/50-cloud-init.conf": "PasswordAuthentication yes\n",
+    "etc/sudoers.d/90-cloud-init-users": "azureuser ALL=(ALL) NOPASSWD:ALL\n",
+    "var/lib/waagent/Incarnation": "1\n",
+    "etc/waagent.conf": "Provisioning.Agent=auto\n",
+    "var/log/cloud-init.log": "a cloud-init log line\n",
 }
 
 
@@ -214,6 +227,10 @@ def plant_leftovers(rootfs: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(content)
     (rootfs / "var/lib/cloud/instance").symlink_to("/var/lib/cloud/instances/previous-vm")
+    # A stray link to a walinuxagent unit (the package is gone, its enablement is not).
+    wants = rootfs / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "walinuxagent.service").symlink_to("/lib/systemd/system/walinuxagent.service")
 
 
 # --- running the commands ------------------------------------------------------------------------
@@ -303,6 +320,8 @@ def test_arguments(r: Results, work: Path, base: Path, deb: Path, artifacts: Pat
     d = broken_artifacts("big-images", big_images)
     case("with more to install than the image has room for", bake(out, base, deb, d, "--extra-debs", str(debs)),
          "MiB free and the bake needs about", "pass --size")
+    case("with an unknown provisioning mode", bake(out, base, deb, artifacts, "--provisioning", "ignition"),
+         "--provisioning ignition is not a mode")
     case("with --size below the base's size", bake(out, base, deb, artifacts, "--size", "1G"), "smaller than the base image")
     # Found only inside the image: the base has no open-iscsi and none was given.
     case("without open-iscsi anywhere", bake(out, base, deb, artifacts), "open-iscsi is neither in the base image nor in --extra-debs")
@@ -323,7 +342,8 @@ def test_failed_check(r: Results, work: Path, base: Path, deb: Path, artifacts: 
     with open(d / "install.sh", "a") as f:
         f.write("mkdir -p /etc/cloud/cloud.cfg.d\n"
                 "printf 'runcmd:\\n  - systemctl enable --now rke2-server\\n' >/etc/cloud/cloud.cfg.d/50-rke2.cfg\n")
-    p = bake(out, base, deb, d, "--extra-debs", str(debs_cache()))
+    # With --provisioning agent, /etc/cloud goes with cloud-init; the split keeps it.
+    p = bake(out, base, deb, d, "--extra-debs", str(debs_cache()), "--provisioning", "cloud-init")
     ok, detail = one_line_error(p, "bake", "check failed: /etc/cloud/cloud.cfg.d/50-rke2.cfg mentions rke2")
     r.check(ok and no_leftovers(out) and not loops_on(out.parent), f"a failed check fails the bake, nothing left: {detail}")
 
@@ -366,6 +386,15 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
       echo "preset $(grep -c . etc/systemd/system-preset/20-canarie.preset)"
       echo "policy-rc.d $(test -e usr/sbin/policy-rc.d && echo present || echo absent)"
       echo "initrd-iscsi $(chroot . lsinitramfs "/boot/$(cd boot && ls initrd.img-*)" | grep -c 'scripts/local-top/iscsi' || true)"
+      echo "provisioning $(cat usr/share/canarie-image/provisioning)"
+      for p in cloud-init walinuxagent openssh-server systemd-resolved; do
+        echo "pkg $p $(chroot . dpkg-query -W -f '${Status}' $p 2>/dev/null | awk '{print $NF}')"
+      done
+      echo "stray $(find etc/systemd \( -name 'cloud-*' -o -name 'walinuxagent*' \) | tr '\n' ' ')"
+      echo "network $(cat etc/systemd/network/50-canarie-azure.network | grep -c 'Driver=hv_netvsc')"
+      echo "resolv $(readlink etc/resolv.conf)"
+      echo "networkd $(chroot . env SYSTEMD_OFFLINE=1 systemctl is-enabled systemd-networkd.service systemd-resolved.service | tr '\n' ' ')"
+      echo "host-keys $(ls etc/ssh | grep -c '^ssh_host_' || true)"
       echo "root-size $(df -B1M --output=size . | tail -n 1 | tr -d ' ')"
       echo "tmp $(find tmp var/tmp -mindepth 1 | wc -l)"
       echo "journal-dirs $(find var/log/journal -mindepth 1 | wc -l)"
@@ -393,6 +422,20 @@ def test_bake(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) ->
     r.check("iscsid.service" in get("sysinit"), f"iscsid enabled ({get('sysinit')})")
     r.check(get("policy-rc.d") == "absent", "no policy-rc.d left behind")
     r.check(int(get("initrd-iscsi") or 0) > 0, "the initramfs on /boot was rebuilt with open-iscsi's hook")
+    r.check(get("provisioning") == "agent", f"baked for --provisioning agent by default ({get('provisioning')})")
+    pkgs = dict(v.split(" ", 1) if " " in v else (v, "") for v in facts.get("pkg", []))
+    r.check(pkgs.get("cloud-init") in ("", "not-installed") and pkgs.get("walinuxagent") in ("", "not-installed"),
+            f"cloud-init and walinuxagent purged ({pkgs})")
+    r.check(pkgs.get("openssh-server") == "installed" and pkgs.get("systemd-resolved") == "installed",
+            f"openssh-server and systemd-resolved installed ({pkgs})")
+    r.check(get("stray").strip() == "", f"no unit or link of cloud-init or walinuxagent left under /etc/systemd ({get('stray')})")
+    r.check(get("network") == "1", "systemd-networkd does DHCP on the hv_netvsc NIC")
+    r.check(get("resolv") == "../run/systemd/resolve/stub-resolv.conf", f"/etc/resolv.conf is resolved's stub ({get('resolv')})")
+    r.check(get("networkd").split() == ["enabled", "enabled"], f"systemd-networkd and systemd-resolved enabled ({get('networkd')})")
+    r.check(get("host-keys") == "0", f"no SSH host keys in the image ({get('host-keys')})")
+    p = subprocess.run([str(VERIFY), "--provisioning", "cloud-init", str(vhd)], capture_output=True, text=True)
+    ok, detail = one_line_error(p, "verify", "baked with --provisioning agent, not cloud-init")
+    r.check(ok, f"verify --provisioning cloud-init refuses the agent image: {detail}")
     r.check(int(get("root-size") or 0) > 1600, f"root filesystem grown with --size ({get('root-size')} MiB)")
     r.check(get("tmp") == "0", "/tmp and /var/tmp are empty")
     r.check(get("journal-dirs") == "0", "no journal directory named after the old machine-id")
@@ -412,6 +455,24 @@ def test_rebake(r: Results, work: Path, vhd: Path, deb: Path, artifacts: Path) -
         r.check(v.returncode == 0 and out.stat().st_size == vhd.stat().st_size,
                 f"verify accepts it, same size {out.stat().st_size} ({v.stderr.strip()})")
         out.unlink()
+
+
+def test_bake_cloud_init(r: Results, work: Path, base: Path, deb: Path, artifacts: Path) -> None:
+    """--provisioning cloud-init: today's split, cloud-init stays (its state is cleaned)."""
+    out = work / "cloud-init.vhd"
+    p = bake(out, base, deb, artifacts, "--extra-debs", str(debs_cache()), "--provisioning", "cloud-init")
+    if not r.check(p.returncode == 0, f"bake --provisioning cloud-init succeeds ({p.stderr.strip()})"):
+        return
+    v = subprocess.run([str(VERIFY), "--provisioning", "cloud-init", str(out)], capture_output=True, text=True)
+    r.check(v.returncode == 0, f"verify --provisioning cloud-init accepts it ({v.stdout.strip()[-200:]} {v.stderr.strip()})")
+    q = image_shell(out, "ro", 'cd "$root"; cat usr/share/canarie-image/provisioning; '
+                    "chroot . dpkg-query -W -f '${Status}\n' cloud-init; test -e etc/systemd/network/50-canarie-azure.network && echo network || true")
+    r.check(q.stdout.split("\n")[:2] == ["cloud-init", "install ok installed"] and "network" not in q.stdout,
+            f"cloud-init kept, no networkd file of the agent mode ({q.stdout.strip()!r})")
+    v = subprocess.run([str(VERIFY), "--provisioning", "agent", str(out)], capture_output=True, text=True)
+    ok, detail = one_line_error(v, "verify", "not agent")
+    r.check(ok, f"verify --provisioning agent refuses it: {detail}")
+    out.unlink()
 
 
 def deb_version(deb: Path) -> str:
@@ -440,8 +501,19 @@ BROKEN = [
      "touch usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
      "sed -i 's/^hosts:.*/hosts: files dns/' etc/nsswitch.conf; rm usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
      "uses 'resolve'"),
-    ("cluster logic for cloud-init", "printf 'runcmd:\\n - systemctl start rke2-server\\n' > etc/cloud/cloud.cfg.d/99-old.cfg",
-     "rm etc/cloud/cloud.cfg.d/99-old.cfg", "99-old.cfg mentions rke2"),
+    ("cloud-init's configuration", "mkdir -p etc/cloud/cloud.cfg.d && printf 'runcmd:\\n - systemctl start rke2-server\\n' > etc/cloud/cloud.cfg.d/99-old.cfg",
+     "rm -r etc/cloud", "/etc/cloud is left"),
+    ("walinuxagent's state", "mkdir var/lib/waagent", "rmdir var/lib/waagent", "/var/lib/waagent is left"),
+    ("a stray cloud-init unit link", "ln -s /lib/systemd/system/cloud-final.service etc/systemd/system/multi-user.target.wants/",
+     "rm etc/systemd/system/multi-user.target.wants/cloud-final.service", "cloud-final.service is left"),
+    ("systemd-networkd masked", "ln -s /dev/null etc/systemd/system/systemd-networkd.service",
+     "rm etc/systemd/system/systemd-networkd.service", "systemd-networkd.service is masked"),
+    ("the DHCP network file changed", "sed -i s/hv_netvsc/eth0/ etc/systemd/network/50-canarie-azure.network",
+     "sed -i s/eth0/hv_netvsc/ etc/systemd/network/50-canarie-azure.network", "50-canarie-azure.network is missing or changed"),
+    ("no openssh-server", "mv var/lib/dpkg/status status; sed '/^Package: openssh-server$/,/^$/d' status > var/lib/dpkg/status",
+     "mv status var/lib/dpkg/status", "openssh-server is not installed"),
+    ("no provisioning marker", "mv usr/share/canarie-image/provisioning .", "mv provisioning usr/share/canarie-image/",
+     "provisioning is missing"),
 ]
 
 
@@ -522,6 +594,9 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         test_rebake(r, work, vhd, deb, artifacts)
         timings["re-bake"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        test_bake_cloud_init(r, work, base, deb, artifacts)
+        timings["cloud-init bake"] = time.monotonic() - t0
         t0 = time.monotonic()
         test_checks_refuse(r, work, vhd)
         timings["broken images"] = time.monotonic() - t0
