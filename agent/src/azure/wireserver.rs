@@ -148,6 +148,25 @@ pub fn health_xml(goal: &GoalState, health: &Health) -> String {
     )
 }
 
+/// The body of a 2xx answer, or the attempt's error classified by the retry list.
+async fn success_body(resp: reqwest::Response, what: &str) -> Result<Vec<u8>, AttemptError> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = read_capped(resp, GOAL_STATE_BODY_CAP)
+        .await
+        .map_err(AttemptError::retry)?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(http::status_error(
+        status,
+        &headers,
+        &body,
+        WIRESERVER_RETRY_STATUSES,
+        what,
+    ))
+}
+
 #[derive(Debug, Clone)]
 pub struct WireServerClient {
     base: url::Url,
@@ -187,20 +206,7 @@ impl WireServerClient {
             .send()
             .await
             .map_err(|e| transport_error(e, "the WireServer"))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_capped(resp, GOAL_STATE_BODY_CAP)
-            .await
-            .map_err(AttemptError::retry)?;
-        if !status.is_success() {
-            return Err(http::status_error(
-                status,
-                &headers,
-                &body,
-                WIRESERVER_RETRY_STATUSES,
-                "WireServer goal state",
-            ));
-        }
+        let body = success_body(resp, "WireServer goal state").await?;
         let text = String::from_utf8_lossy(&body);
         // A goal state without a RoleInstance happens while the platform is still writing
         // it (WALinuxAgent retries the same): another attempt.
@@ -218,21 +224,8 @@ impl WireServerClient {
             .send()
             .await
             .map_err(|e| transport_error(e, "the WireServer"))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_capped(resp, GOAL_STATE_BODY_CAP)
-            .await
-            .map_err(AttemptError::retry)?;
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(http::status_error(
-            status,
-            &headers,
-            &body,
-            WIRESERVER_RETRY_STATUSES,
-            "WireServer health report",
-        ))
+        success_body(resp, "WireServer health report").await?;
+        Ok(())
     }
 
     /// Reports `health`: each attempt reads the goal state first, so a report refused
