@@ -44,6 +44,10 @@ pub struct GlobalArgs {
     /// Resolve every host path under this directory (a sandbox).
     #[arg(long, global = true, env = "CANARIE_ROOT", default_value = "/")]
     pub root: PathBuf,
+    /// WireServer base URL for provisioning reports (default: http://168.63.129.16 when
+    /// --root is /; a --root sandbox reports only to an explicit URL).
+    #[arg(long, global = true, env = "CANARIE_WIRESERVER_URL")]
+    pub wireserver_url: Option<String>,
     /// Read the node config from this file instead of IMDS userData.
     #[arg(long, global = true, env = "CANARIE_CONFIG")]
     pub config: Option<PathBuf>,

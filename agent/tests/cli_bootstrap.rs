@@ -140,16 +140,13 @@ async fn bad_user_data_is_one_clear_line_and_no_change() {
             "{expected}: {}",
             line[0]
         );
-        // Only the record of the failed run may be written; nothing of the node's config.
-        let after: Vec<_> = sb
-            .snapshot()
-            .into_iter()
-            .filter(|f| !f.0.ends_with("state.json"))
-            .collect();
-        let before: Vec<_> = before
-            .into_iter()
-            .filter(|f| !f.0.ends_with("state.json"))
-            .collect();
+        // Only the record of the failed run (state, metrics) may be written; nothing of the
+        // node's config.
+        let record = |f: &(std::path::PathBuf, Vec<u8>, u32, std::time::SystemTime)| {
+            f.0.ends_with("state.json") || f.0.ends_with("canarie_agent.prom")
+        };
+        let after: Vec<_> = sb.snapshot().into_iter().filter(|f| !record(f)).collect();
+        let before: Vec<_> = before.into_iter().filter(|f| !record(f)).collect();
         assert_eq!(after, before, "{expected}: bootstrap changed the node");
         assert!(sb.systemd.started().is_empty());
     }

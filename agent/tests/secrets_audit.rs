@@ -118,7 +118,17 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
     // Success paths: plan, bootstrap, a converged re-run at trace level, doctor.
     audit.run(&sb, &["plan"], "info", ok).await;
     audit.run(&sb, &["plan", "--json"], "trace", ok).await;
-    audit.run(&sb, &["bootstrap"], "debug", ok).await;
+    // The first bootstrap reports to the WireServer (Provisioning, then Ready): the reports
+    // are in the request log swept below.
+    let wireserver = sb.sim.sim.wireserver_url();
+    audit
+        .run(
+            &sb,
+            &["bootstrap", "--wireserver-url", &wireserver],
+            "debug",
+            ok,
+        )
+        .await;
     let trace = audit.run(&sb, &["bootstrap"], "trace", ok).await;
     // The trace run must really carry the dependencies' logs, or it proves nothing.
     assert!(
@@ -229,7 +239,16 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
     // the secret disabled, the bearer token refused, the identity endpoint failing.
     let fresh = Sandbox::new(server_config()).await;
     fresh.sim.sim.set_secret_enabled(SECRET, false);
-    audit.run(&fresh, &["bootstrap"], "trace", |c| c == 4).await;
+    // A refused first boot reports ProvisioningFailed with its error chain and hint.
+    let fresh_wireserver = fresh.sim.sim.wireserver_url();
+    audit
+        .run(
+            &fresh,
+            &["bootstrap", "--wireserver-url", &fresh_wireserver],
+            "trace",
+            |c| c == 4,
+        )
+        .await;
     audit
         .run_journal(&fresh, &["bootstrap"], "trace", |c| c == 4)
         .await;
@@ -262,7 +281,19 @@ async fn no_command_shows_a_secret_anywhere_but_the_token_file() {
             &all_secrets,
         );
     }
-    // Nor did the simulator record one.
+    // Nor did the simulator record one, health reports to its WireServer included.
+    assert!(sb
+        .sim
+        .sim
+        .health_reports()
+        .iter()
+        .any(|h| h.state == "Ready"));
+    assert!(fresh
+        .sim
+        .sim
+        .health_reports()
+        .iter()
+        .any(|h| h.sub_status.as_deref() == Some("ProvisioningFailed")));
     for sim in [&sb.sim.sim, &fresh.sim.sim] {
         let records = serde_json::to_string(&sim.requests()).unwrap();
         assert_absent("the request log", &records, &all_secrets);
@@ -282,6 +313,13 @@ fn assert_only_in_token_file(sb: &Sandbox, current: Option<&str>, all_secrets: &
     let least = if current.is_some() { 10 } else { 2 };
     let paths: Vec<_> = files.iter().map(|f| f.0.display().to_string()).collect();
     assert!(paths.len() >= least, "the runs wrote few files: {paths:?}");
+    // The metrics file is among the files swept (node-exporter publishes it cluster-wide).
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with("metrics/canarie_agent.prom")),
+        "no metrics file: {paths:?}"
+    );
     let mut seen_token_file = false;
     for (path, bytes, mode, _) in files {
         let text = String::from_utf8_lossy(&bytes);

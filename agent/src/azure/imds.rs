@@ -56,6 +56,31 @@ pub struct Compute {
     pub location: String,
     #[serde(default)]
     pub tags_list: Vec<Tag>,
+    #[serde(default)]
+    pub os_profile: OsProfile,
+    #[serde(default)]
+    pub public_keys: Vec<PublicKey>,
+}
+
+/// `compute.osProfile`: what platform provisioning sets up (IMDS sends every value as a
+/// string, `disablePasswordAuthentication` too).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OsProfile {
+    #[serde(default)]
+    pub admin_username: String,
+    #[serde(default)]
+    pub computer_name: String,
+    #[serde(default)]
+    pub disable_password_authentication: String,
+}
+
+/// One `compute.publicKeys` entry: an SSH public key and the file Azure asks it to go in.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKey {
+    pub key_data: String,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -53,6 +53,11 @@ fn context(global: &GlobalArgs) -> Context {
     cx.ca_file = global.ca_file.clone();
     cx.config_file = global.config.clone();
     cx.dbus_address = global.dbus_address.clone();
+    cx.wireserver_url = global.wireserver_url.clone().or_else(|| {
+        cx.root
+            .is_host()
+            .then(|| crate::azure::WIRESERVER_DEFAULT_URL.to_string())
+    });
     cx.imds_policy.deadline = Duration::from_secs(global.imds_deadline);
     cx.vault_policy.deadline = Duration::from_secs(global.vault_deadline);
     cx.fallback_deadline = Duration::from_secs(global.fallback_deadline);

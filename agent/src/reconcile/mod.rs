@@ -3,6 +3,7 @@
 //! `plan` runs observe+decide; `bootstrap` applies too. Knows steps, not HTTP (`inputs.rs`
 //! reads the config and Key Vault through the azure clients).
 
+pub mod azure_report;
 pub mod change;
 pub mod inputs;
 pub mod report;
@@ -33,6 +34,11 @@ pub struct Context {
     pub ca_file: Option<PathBuf>,
     pub config_file: Option<PathBuf>,
     pub dbus_address: Option<String>,
+    /// Where to report provisioning health; `None`: no report (a sandbox without a URL).
+    pub wireserver_url: Option<String>,
+    pub wireserver_policy: RetryPolicy,
+    /// The report before RKE2's start must not hold the start for long.
+    pub progress_report_deadline: Duration,
     pub imds_policy: RetryPolicy,
     pub vault_policy: RetryPolicy,
     /// Deadlines on a node that converged before: it can fall back on its local state, so
@@ -50,6 +56,9 @@ impl Context {
             ca_file: None,
             config_file: None,
             dbus_address: None,
+            wireserver_url: None,
+            wireserver_policy: crate::azure::wireserver::WIRESERVER_POLICY,
+            progress_report_deadline: Duration::from_secs(60),
             imds_policy: RetryPolicy::IMDS,
             vault_policy: RetryPolicy::VAULT,
             fallback_deadline: Duration::from_secs(30),

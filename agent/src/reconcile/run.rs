@@ -2,6 +2,7 @@
 //! after it. A failed step stops the run (`?` on [`Stopped`]); [`Run::finish`] then completes
 //! the report and, after `bootstrap`, records the run in the node state.
 
+use super::azure_report::{self, Moment};
 use super::inputs::KeyVault;
 use super::report::{self, RunReport};
 use super::state::{self, NodeState};
@@ -25,6 +26,10 @@ use std::time::{Duration, Instant};
 pub async fn run(cx: &Context, mode: Mode) -> Result<RunReport> {
     let mut run = Run::start(cx, mode)?;
     let converged = run.steps().await.ok();
+    if mode == Mode::Apply {
+        let moment = Moment::Finished(run.report.report.failure_line());
+        azure_report::send(cx, &mut run.state, &moment, run.vm_id.as_deref()).await;
+    }
     Ok(run.finish(converged))
 }
 
@@ -38,6 +43,8 @@ struct Run<'a> {
     report: Reporter,
     started: Instant,
     started_at: String,
+    /// The VM's id, once platform provisioning read the instance metadata (KVP report).
+    vm_id: Option<String>,
 }
 
 /// Runs steps in the run's mode and puts their reports in the run's report.
@@ -100,6 +107,7 @@ impl<'a> Run<'a> {
             },
             started,
             started_at,
+            vm_id: None,
         })
     }
 
@@ -187,6 +195,19 @@ impl<'a> Run<'a> {
         {
             restart_reasons.push("files an earlier run wrote but did not restart RKE2 for".into());
         }
+        if mode == Mode::Apply {
+            // Heard from early, while RKE2's first start takes its minutes; bounded so a
+            // WireServer that does not answer delays the start by little.
+            let mut early = cx.clone();
+            early.wireserver_policy.deadline = cx.progress_report_deadline;
+            azure_report::send(
+                &early,
+                &mut self.state,
+                &Moment::BeforeStart,
+                self.vm_id.as_deref(),
+            )
+            .await;
+        }
         self.report
             .step(StartStep::new(
                 cx,
@@ -213,6 +234,7 @@ impl<'a> Run<'a> {
             report: Reporter { mode, mut report },
             started,
             started_at,
+            vm_id: _,
         } = self;
         for step in StepId::ALL {
             if !report.steps.iter().any(|s| s.step == step) {
@@ -283,6 +305,7 @@ mod tests {
             },
             started: Instant::now(),
             started_at: state::now_rfc3339(),
+            vm_id: None,
         };
         let _: Stopped = run
             .report

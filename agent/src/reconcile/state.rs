@@ -41,6 +41,33 @@ pub struct NodeState {
     /// The most recent run, converged or not.
     #[serde(default)]
     pub last_run: Option<RunRecord>,
+    /// What was reported to Azure's WireServer (reconcile/azure_report.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_report: Option<AzureReportRecord>,
+}
+
+/// Reports to Azure: whether the platform still waits for one, and the last one sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureReportRecord {
+    /// When the WireServer accepted `Ready` (RFC 3339). Set once; no report follows it.
+    #[serde(default)]
+    pub ready_reported_at: Option<String>,
+    #[serde(default)]
+    pub last: Option<LastReport>,
+}
+
+/// The last report sent (never a secret: the failure line and a fixed progress text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReport {
+    pub at: String,
+    /// `Ready` or `NotReady`.
+    pub state: String,
+    #[serde(default)]
+    pub sub_status: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `accepted`, or `failed: <why>`.
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

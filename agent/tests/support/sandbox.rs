@@ -206,7 +206,10 @@ impl Sandbox {
         after
             .iter()
             .zip(before)
-            .filter(|(a, b)| a != b && !a.0.ends_with("state.json"))
+            // The state and the metrics (its run timestamp) are rewritten by every run.
+            .filter(|(a, b)| {
+                a != b && !a.0.ends_with("state.json") && !a.0.ends_with("canarie_agent.prom")
+            })
             .map(|(a, _)| {
                 let node_path = a.0.strip_prefix(self.root()).expect("under the root");
                 format!("/{}", node_path.display())
