@@ -7,6 +7,7 @@ checks prove it), and only the machinery differs."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -59,3 +60,15 @@ def cloud_config(node_config: dict, rendered: Path) -> str:
 
 def meta_data(instance_id: str, hostname: str) -> str:
     return f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
+
+
+def platform_cloud_config(admin: str, public_key: str) -> str:
+    """cloud-init's part of today's split image (docs/image.md): Azure's platform provisioning
+    as its Azure data source does it (the admin user with a locked password and sudo, its key,
+    no password login; the hostname comes from meta-data, host keys and growpart from the
+    default modules), here from a NoCloud seed. The agent does the rest, as on the image."""
+    user = {"name": admin, "lock_passwd": True, "shell": "/bin/bash",
+            "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": [public_key]}
+    # JSON is YAML: no quoting rules to get wrong for the key.
+    return ("#cloud-config\n# vm-tests: the platform provisioning of the split image (harness/baseline.py)\n"
+            f"users: [{json.dumps(user)}]\nssh_pwauth: false\n")

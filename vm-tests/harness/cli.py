@@ -130,6 +130,9 @@ SCENARIOS = {
     "keyvault-403": f"a new node whose Key Vault role takes {scenarios.RBAC_DELAY_S} s to propagate: the bootstrap waits, then succeeds",
     "foreign-filesystem": "xfs on the data disk: refused, disk unchanged, RKE2 not started, the cause named",
     "cloud-init-baseline": "the same nodes bootstrapped the old way by cloud-init (for the timing comparison)",
+    "no-cloud-init": "cloud-init disabled: the agent provisions user, key, hostname and host keys, sshd takes the key, "
+                     "Ready reaches the WireServer only after RKE2's start (beside it, the same node with cloud-init)",
+    "provisioning-failed": "Key Vault denies for good: NotReady/ProvisioningFailed naming the join-token step reaches the WireServer",
 }
 PREREQS = {"reboot": ["fresh-cluster"], "rebuild": ["reboot"], "imds-down": ["reboot"]}
 
@@ -167,10 +170,15 @@ def test(r: Run, only: list[str] | None) -> int:
         step("keyvault-403", scenarios.keyvault_403, r)
         step("foreign-filesystem", scenarios.foreign_filesystem, r)
 
-    # Three independent lines; vm.SLOTS keeps two guests running at a time.
-    with ThreadPoolExecutor(3) as pool:
+    def provisioning_line():
+        step("no-cloud-init", scenarios.no_cloud_init, r)
+        step("provisioning-failed", scenarios.provisioning_failed, r)
+
+    # Independent lines; vm.SLOTS keeps two guests running at a time.
+    with ThreadPoolExecutor(4) as pool:
         for f in [pool.submit(cluster_line), pool.submit(faults_line),
-                  pool.submit(step, "cloud-init-baseline", scenarios.cloud_init_baseline, r)]:
+                  pool.submit(step, "cloud-init-baseline", scenarios.cloud_init_baseline, r),
+                  pool.submit(provisioning_line)]:
             f.result()
 
     ordered = list(results.values())
@@ -181,6 +189,8 @@ def test(r: Run, only: list[str] | None) -> int:
     if "fresh-cluster" in results and "cloud-init-baseline" in results:
         print("\n".join(timing.comparison([b for _, b in results["fresh-cluster"].boots],
                                           [b for _, b in results["cloud-init-baseline"].boots])))
+    if "no-cloud-init" in results:
+        print("\n".join(timing.cloud_init_pair([b for _, b in results["no-cloud-init"].boots])))
     print()
     print_checks(ordered, passed_too=True)
     passed = sum(sc.ok for sc in ordered)

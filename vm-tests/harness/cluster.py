@@ -47,10 +47,15 @@ class Run:
         # The shape of an RKE2 token; random per run, never printed.
         return f"K10{secrets.token_hex(32)}::server:{secrets.token_hex(16)}"
 
-    def vm(self, name: str, *, label: str | None = None) -> VM:
+    def vm(self, name: str, *, label: str | None = None, config_changes: dict | None = None,
+           sim_scenario: dict | None = None) -> VM:
         """A new VM (fresh OS and data disk) with its own azure-sim. `label` names its
-        directory when one run has two VMs for the same node (the baseline's)."""
+        directory when one run has two VMs for the same node (the baseline's).
+        `config_changes` go into the node config (a dict merges into its section);
+        `sim_scenario` adds to the simulator's scenario (docs/azure-sim.md)."""
         role, config = node_config(name)
+        for key, value in (config_changes or {}).items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
         machine = str(uuid.uuid4())
         node = Node(name=name, role=role, config=config, uuid=machine,
                     has_data_disk="data_disk" in config)
@@ -59,6 +64,7 @@ class Run:
             "vm_id": machine, "name": name, "tags": {"role": role},
             "user_data_json": config,
             "secrets": {config["join_token"]["secret"]: {"value": self.join_token}},
+            **(sim_scenario or {}),
         })
         self.sims.append(sim)
         sim.start()

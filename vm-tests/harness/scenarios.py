@@ -13,6 +13,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import baseline
 from .cluster import Run
@@ -25,6 +26,8 @@ SECRET = "rke2-join-token"
 GUEST_DEADLINE = 300
 BOOT_TIMEOUT = 480
 RBAC_DELAY_S = 60
+# In the timing table: who bootstraps (vm.VM.boot's modes).
+MODE_LABELS = {"agent": "", "baseline": " (cloud-init)", "split": " (cloud-init + agent)"}
 
 
 @dataclass
@@ -46,10 +49,10 @@ class Scenario:
         return bool(ok)
 
     def boot(self, vm: VM, *, expect: dict, mode: str = "agent", extra: dict | None = None,
-             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT) -> Boot:
+             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT, files: dict | None = None) -> Boot:
         b = vm.boot(mode=mode, expect=expect, timeout=timeout,
-                    extra={"guest_deadline": deadline, **(extra or {})})
-        label = f"{vm.node.name} boot {b.number}" + (" (cloud-init)" if mode == "baseline" else "")
+                    extra={"guest_deadline": deadline, **(extra or {})}, files=files)
+        label = f"{vm.node.name} boot {b.number}" + MODE_LABELS[mode]
         with self._lock:
             self.boots.append((label, b))
         self.check(b.ok, f"{label}: guest checks ({len(b.checks)}): "
@@ -305,3 +308,126 @@ def run_guarded(sc: Scenario, fn, *args) -> Scenario:
         sc.error = f"{type(e).__name__}: {e}"
         log(f"{sc.name}: error: {sc.error}\n{traceback.format_exc()}")
     return sc
+
+
+# --- issue 22: the image without cloud-init; provisioning reports to the WireServer -------------
+
+# Not the simulator's default (azureuser): the user must come from what IMDS serves.
+ADMIN_USER = "canarieops"
+# The agent's RBAC wait in the provisioning-failed node config (default 600 s), so the test
+# sees the failure report within minutes.
+FAILED_RBAC_WAIT_S = 30
+
+
+def ssh_keys(r: Run) -> dict[str, Path]:
+    """This run's two test key pairs (made on the host with ssh-keygen): `ssh-admin`, which the
+    simulator gives the VM as its admin key, and `ssh-other`, which it does not. Both private
+    keys go into the guest (fw_cfg), where its ssh client logs in to its own sshd."""
+    d = r.work / "ssh-keys"
+    keys = {name: d / name for name in ("ssh-admin", "ssh-other")}
+    if not d.exists():
+        d.mkdir(mode=0o700)
+        for name, path in keys.items():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"canarie-vmtest-{name}", "-f", str(path)])
+    return keys
+
+
+def platform_vm(r: Run, name: str, label: str, keys: dict[str, Path]) -> tuple[VM, dict]:
+    """A VM whose simulator serves an admin user, computer name and public key in IMDS
+    (compute.osProfile, compute.publicKeys), and the guest's expectations of them."""
+    public = Path(f"{keys['ssh-admin']}.pub").read_text().strip()
+    vm = r.vm(name, label=label, sim_scenario={
+        "admin_username": ADMIN_USER, "computer_name": name,
+        "public_keys": [{"key_data": public, "path": f"/home/{ADMIN_USER}/.ssh/authorized_keys"}]})
+    return vm, {"admin_username": ADMIN_USER, "computer_name": name, "public_key": public}
+
+
+def health_reports(vm: VM) -> list[dict]:
+    """The provisioning reports the simulator's WireServer accepted, in arrival order."""
+    return [q for q in vm.sim.requests() if q.get("health") and q["status"] == 200]
+
+
+def reported(reports: list[dict]) -> list[str]:
+    return [f"{q['health']['state']}" + (f"/{q['health']['sub_status']}" if q["health"].get("sub_status") else "")
+            for q in reports]
+
+
+def check_ready_after_start(sc: Scenario, vm: VM, boot: Boot, label: str) -> None:
+    """Ready reached Azure after RKE2's start, never before. Two clocks, so an order of events
+    each side records: the simulator's log holds the reports in arrival order; the guest's
+    journal holds the agent's "reported to Azure" for each, and systemd's RKE2 start job,
+    on one monotonic clock with the stand-in's own record of its start."""
+    accepted = reported(health_reports(vm))
+    sc.check(accepted == ["NotReady/Provisioning", "Ready"],
+             f"{label}: the simulator's WireServer accepted NotReady/Provisioning, then Ready, nothing else: {accepted}")
+    jobs = boot.data.get("timeline", [])
+    unit = f"rke2-{vm.node.role}.service"
+    start = next((j["mono_us"] for j in jobs if j["unit"] == unit and j["result"] == "begin"), None)
+    done = next((j["mono_us"] for j in jobs if j["unit"] == unit and j["result"] == "done"), None)
+    journal = [(e["mono_us"], e["fields"].get("F_STATE", "") + (f"/{e['fields']['F_SUB_STATUS']}"
+                if e["fields"].get("F_SUB_STATUS", "-") != "-" else ""))
+               for e in boot.data.get("agent_log", []) if "reported to Azure" in (e["message"] or "")]
+    boot_id = (boot.data.get("boot") or {}).get("boot_id")
+    standin = [s["uptime"] * 1e6 for s in boot.data.get("rke2_starts", []) if s["boot_id"] == boot_id and s["ok"]]
+    states = [s for _, s in journal]
+    ready = [t for t, s in journal if s == "Ready"]
+    provisioning = [t for t, s in journal if s == "NotReady/Provisioning"]
+    ok = (states == accepted and start is not None and done is not None and len(ready) == 1 and standin
+          and provisioning and provisioning[0] < start < done < ready[0] and standin[0] < ready[0])
+    sc.check(ok, f"{label}: in the guest's journal the agent's reports match the simulator's ({states}); "
+             f"Provisioning sent before RKE2's start job and Ready after its success and after the stand-in "
+             f"ran (µs since boot: Provisioning {provisioning[:1]}, start {start}, done {done}, "
+             f"stand-in {[int(t) for t in standin[:1]]}, Ready {ready})")
+
+
+def no_cloud_init(sc: Scenario, r: Run) -> None:
+    """The image without cloud-init: the agent provisions the VM (user, key, hostname, host
+    keys) and reports Ready only once RKE2 started. Beside it, the same node on the same image
+    with cloud-init enabled (a NoCloud seed with the same user, key and computer name: today's
+    split) gives the timing comparison of the same run."""
+    keys = ssh_keys(r)
+    node = "cp-01"
+
+    def without() -> None:
+        vm, platform = platform_vm(r, node, "no-cloud-init", keys)
+        boot = sc.boot(vm, expect=expect_converged(vm), extra={"platform": platform}, files=keys)
+        label = f"{node} (no cloud-init)"
+        check_files(sc, r, vm, boot, label)
+        check_sim_served(sc, vm, label)
+        check_ready_after_start(sc, vm, boot, label)
+
+    def with_cloud_init() -> None:
+        vm, platform = platform_vm(r, node, "no-cloud-init-split", keys)
+        seed = {"user_data": baseline.platform_cloud_config(ADMIN_USER, platform["public_key"]),
+                "meta_data": baseline.meta_data(vm.node.uuid, platform["computer_name"])}
+        boot = sc.boot(vm, mode="split", expect=expect_converged(vm),
+                       extra={"platform": platform, "cloud_init": seed}, files=keys)
+        check_files(sc, r, vm, boot, f"{node} (cloud-init + agent)")
+
+    parallel(lambda fn: fn(), [without, with_cloud_init])
+
+
+def provisioning_failed(sc: Scenario, r: Run) -> None:
+    """Key Vault denies the join token for good: the agent gives up after its RBAC wait and
+    tells Azure NotReady/ProvisioningFailed, naming the step, while the platform still waits."""
+    vm = r.vm("cp-01", label="provisioning-failed",
+              config_changes={"join_token": {"rbac_wait_seconds": FAILED_RBAC_WAIT_S}})
+    vm.sim.set_rules([{"name": "rbac-never", "preset": "kv_403_rbac", "secret": SECRET}])
+    boot = sc.boot(vm, expect={"agent": "failed", "rke2": False, "mount": False})
+    label = "cp-01 (Key Vault denies)"
+    failure = [e for e in agent_entries(boot) if "bootstrap failed in step" in e]
+    sc.check(failure and "step join-token" in failure[0],
+             f"{label}: the agent's failure names the join-token step" + (f": {failure[0][:200]}" if failure else ""))
+    reqs = vm.sim.requests()
+    denied = [q for q in reqs if q["service"] == "vault" and q["status"] == 403 and q["error"] == "ForbiddenByRbac"]
+    reports = health_reports(vm)
+    sc.check(reported(reports) == ["NotReady/ProvisioningFailed"],
+             f"{label}: the simulator's WireServer accepted one report, NotReady/ProvisioningFailed, and no Ready: "
+             f"{reported(reports)}")
+    description = (reports[0]["health"].get("description") or "") if reports else ""
+    sc.check("join-token" in description and r.join_token not in description,
+             f"{label}: its description names the join-token step: {description[:300]!r}")
+    waited = (reports[0]["elapsed_ms"] - denied[0]["elapsed_ms"]) / 1000 if reports and denied else None
+    sc.check(waited is not None and waited >= FAILED_RBAC_WAIT_S and boot.complete,
+             f"{label}: reported {waited if waited is None else round(waited)} s after the first of {len(denied)} "
+             f"403 ForbiddenByRbac (the node's RBAC wait: {FAILED_RBAC_WAIT_S} s), before the boot ended")

@@ -1,6 +1,6 @@
 """One azure-sim process per VM (the simulator holds one VM's IMDS identity and userData),
 listening on the host's loopback only; QEMU forwards the guest's 169.254.169.254:80 and the
-vault address to it."""
+vault address and the WireServer's 168.63.129.16:80 to it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class AzureSim:
         self.ca_file = self.dir / "ca.pem"
         self.request_log = self.dir / "requests.jsonl"
         self.proc: subprocess.Popen | None = None
-        self.imds_port = self.vault_port = 0
+        self.imds_port = self.vault_port = self.wireserver_port = 0
 
     def start(self) -> "AzureSim":
         ready = self.dir / "ready.json"
@@ -35,7 +35,8 @@ class AzureSim:
         self.proc = subprocess.Popen(
             [str(SIM_BINARY), "--scenario", str(self.scenario_file), "--ca-out", str(self.ca_file),
              "--request-log", str(self.request_log), "--ready-file", str(ready),
-             "--imds-listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"],
+             "--imds-listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0",
+             "--wireserver-listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
         stderr.close()
         deadline = time.monotonic() + 20
@@ -47,6 +48,7 @@ class AzureSim:
         info = json.loads(ready.read_text())
         self.imds_port = _loopback_port(info["imds_url"])
         self.vault_port = _loopback_port(info["vault_url"])
+        self.wireserver_port = _loopback_port(info["wireserver_url"])
         return self
 
     def stop(self) -> None:

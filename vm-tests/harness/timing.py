@@ -8,7 +8,8 @@ import statistics
 from .vm import Boot
 
 # Where each side's bootstrap machinery begins: the agent's unit, or cloud-init's first stage.
-MACHINERY = {"agent": "canarie-agent.service", "baseline": "cloud-init-local.service"}
+MACHINERY = {"agent": "canarie-agent.service", "baseline": "cloud-init-local.service",
+             "split": "canarie-agent.service"}
 
 
 def _first(boot: Boot, unit: str, result: str) -> float | None:
@@ -57,3 +58,16 @@ def comparison(agent_first_boots: list[Boot], baseline_boots: list[Boot]) -> lis
         out.append(f"  {what}: canarie-agent {a:.1f} s, cloud-init {b:.1f} s (median of first boots); "
                    f"cloud-init / canarie = {b / a:.1f}x")
     return out
+
+
+def cloud_init_pair(boots: list[Boot]) -> list[str]:
+    """The same node on the same image, with cloud-init (`split`: its platform provisioning,
+    then the agent) and without (`agent`, cloud-init=disabled), booted side by side: kernel
+    start to RKE2's start job (the issue-22 benchmark, docs/benchmarks.md; reported, never
+    asserted)."""
+    got = {b.mode: t for b in boots if (t := boot_timing(b))}
+    if not {"agent", "split"} <= set(got):
+        return ["  kernel start -> RKE2 start, with vs without cloud-init: not measured"]
+    a, b = got["agent"]["kernel_to_rke2"], got["split"]["kernel_to_rke2"]
+    return [f"  kernel start -> RKE2 start, same image: with cloud-init {b:.1f} s, without {a:.1f} s; "
+            f"with / without = {b / a:.1f}x (one boot each, side by side)"]

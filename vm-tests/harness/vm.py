@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -15,11 +16,17 @@ from pathlib import Path
 
 from .image import Image
 from .sim import AzureSim
-from .util import log, run
+from .util import VM_TESTS, log, run
 
 # Guest addresses QEMU forwards to azure-sim on 127.0.0.1 (restrict=on: nothing else).
 IMDS_ADDR = "169.254.169.254"
 VAULT_ADDR = "169.254.169.253"
+# Azure's WireServer, on a second NIC: QEMU forwards a guest address only inside its netdev's
+# subnet, and 168.63.129.16 is not in 169.254.169.0/24 (docs/vm-tests.md, "How a run works").
+WIRESERVER_ADDR = "168.63.129.16"
+# The NIC's MAC, read from the guest's network file that matches it (one place for it).
+WIRESERVER_NETWORK = VM_TESTS / "guest/etc/systemd/network/05-vmtest-wireserver.network"
+WIRESERVER_MAC = re.search(r"^MACAddress=(\S+)$", WIRESERVER_NETWORK.read_text(), re.M).group(1)
 DATA_LINK = "/dev/disk/azure/scsi1/lun0"
 # Two guests at a time on the 2-core machine, one vCPU each (docs/vm-tests.md).
 SLOTS = threading.Semaphore(2)
@@ -115,7 +122,11 @@ class VM:
              str(self.os_disk)])
 
     def boot(self, *, mode: str = "agent", expect: dict, timeout: float = 300,
-             extra: dict | None = None) -> Boot:
+             extra: dict | None = None, files: dict[str, Path] | None = None) -> Boot:
+        """mode: `agent` (cloud-init disabled on the kernel command line), `baseline`
+        (cloud-init only, the agent masked) or `split` (both: cloud-init's platform
+        provisioning from a NoCloud seed, then the agent). `files` go to the guest through
+        fw_cfg as opt/org.canarie/NAME (setup copies `ssh-*` to /run/canarie-vmtest, 0600)."""
         n = len(self.boots) + 1
         boot = Boot(node=self.node.name, role=self.node.role, number=n, mode=mode)
         tag = f"{self.node.name}#{n}"
@@ -130,10 +141,12 @@ class VM:
         results = self.dir / f"boot{n}-results.log"
         boot.console = self.dir / f"boot{n}-console.log"
         boot.qemu_log = self.dir / f"boot{n}-qemu.log"
-        cmdline = [f"root={self.image.root_device}", "rw", "console=ttyS0", "loglevel=4",
-                   f"systemd.hostname={self.node.name}"]
-        # One image for both: the canarie boots disable cloud-init, the baseline's mask the agent.
-        cmdline.append("cloud-init=disabled" if mode == "agent" else "systemd.mask=canarie-agent.service")
+        cmdline = [f"root={self.image.root_device}", "rw", "console=ttyS0", "loglevel=4"]
+        if "platform" not in inputs:  # else the hostname is the provisioning's to set
+            cmdline.append(f"systemd.hostname={self.node.name}")
+        # One image for all: the canarie boots disable cloud-init, the baseline's mask the agent.
+        cmdline += {"agent": ["cloud-init=disabled"], "baseline": ["systemd.mask=canarie-agent.service"],
+                    "split": []}[mode]
         cmd = [
             "qemu-system-x86_64", "-name", tag, "-nodefaults", "-no-user-config", "-display", "none",
             "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "1", "-m", "1024",
@@ -148,6 +161,12 @@ class VM:
                 f"guestfwd=tcp:{VAULT_ADDR}:443-cmd:socat - TCP:127.0.0.1:{self.sim.vault_port}",
             ]),
             "-device", "virtio-net-pci,netdev=n0,romfile=",
+            # restrict=on as above: the WireServer forward is all this NIC reaches.
+            "-netdev", ",".join([
+                "user,id=n1,restrict=on,net=168.63.129.0/24,host=168.63.129.1",
+                f"guestfwd=tcp:{WIRESERVER_ADDR}:80-cmd:socat - TCP:127.0.0.1:{self.sim.wireserver_port}",
+            ]),
+            "-device", f"virtio-net-pci,netdev=n1,mac={WIRESERVER_MAC},romfile=",
             "-device", "virtio-rng-pci",
             "-device", "virtio-serial-pci",
             "-chardev", f"file,id=results,path={results}",
@@ -155,6 +174,8 @@ class VM:
             "-fw_cfg", f"name=opt/org.canarie/vmtest.json,file={inputs_file}",
             "-fw_cfg", f"name=opt/org.canarie/sim-ca.pem,file={self.sim.ca_file}",
         ]
+        for name, path in (files or {}).items():
+            cmd += ["-fw_cfg", f"name=opt/org.canarie/{name},file={path}"]
         if self.data_disk:
             cmd += ["-device", "virtio-scsi-pci,id=scsi0",
                     "-drive", f"file={self.data_disk},if=none,id=data0,format=raw,cache=writeback",
