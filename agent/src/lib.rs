@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub mod metrics;
 pub mod nodefile;
 pub mod paths;
+pub mod provision;
 pub mod reconcile;
 pub mod rke2;
 pub mod subprocess;

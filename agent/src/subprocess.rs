@@ -11,6 +11,7 @@ pub struct Program {
     program: OsString,
     args: Vec<OsString>,
     interactive: bool,
+    input: Option<Vec<u8>>,
 }
 
 impl Program {
@@ -21,6 +22,7 @@ impl Program {
             program: program.as_ref().to_os_string(),
             args: Vec::new(),
             interactive: false,
+            input: None,
         }
     }
 
@@ -46,11 +48,19 @@ impl Program {
         self
     }
 
+    /// Standard input is `bytes` instead of /dev/null (sfdisk reads its script there).
+    pub fn input(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.input = Some(bytes.into());
+        self
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).stdout(Stdio::piped());
         if self.interactive {
             cmd.stdin(Stdio::inherit()).stderr(Stdio::inherit());
+        } else if self.input.is_some() {
+            cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
         } else {
             cmd.stdin(Stdio::null()).stderr(Stdio::piped());
         }
@@ -59,7 +69,16 @@ impl Program {
 
     /// Runs the program to its end.
     pub fn output(&self) -> std::io::Result<Output> {
-        self.command().output()
+        let Some(input) = &self.input else {
+            return self.command().output();
+        };
+        let mut child = self.command().spawn()?;
+        // Small scripts only: written whole before the output is read.
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin.write_all(input)?;
+        }
+        child.wait_with_output()
     }
 
     /// Runs the program to its end on the async runtime. It is killed when the caller
@@ -107,6 +126,12 @@ mod tests {
         assert_eq!(last_line_of(&out), "oops");
         let quiet = Program::new("true").output().unwrap();
         assert_eq!(last_line_of(&quiet), "(no output)");
+    }
+
+    #[test]
+    fn input_is_fed_to_standard_input() {
+        let out = Program::new("cat").input("a script\n").output().unwrap();
+        assert_eq!(out.stdout, b"a script\n");
     }
 
     #[tokio::test]

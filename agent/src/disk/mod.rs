@@ -12,7 +12,7 @@ mod decide;
 mod discover;
 mod marker;
 mod probe;
-mod sysfs;
+pub(crate) mod sysfs;
 mod unit;
 
 pub use blkid::{SafeProbe, SafeValues, Signature};

@@ -10,6 +10,7 @@ mod disk;
 mod files;
 mod host;
 mod net;
+mod provisioning;
 mod report;
 mod runs;
 mod units;
@@ -58,6 +59,10 @@ pub const IMDS: Spec = spec("imds", "IMDS reachable");
 pub const IMDS_PROXY: Spec = spec("imds-proxy", "IMDS not behind a proxy");
 // A check that examines one step's work is named after the step.
 pub const CONFIG: Spec = spec(StepId::Config.name(), "Node config valid");
+pub const PROVISIONING: Spec = spec(
+    StepId::Provisioning.name(),
+    "VM provisioned (user, keys, hostname, host keys)",
+);
 pub const IDENTITY: Spec = node_spec("identity", "Managed-identity token");
 pub const KEY_VAULT: Spec = node_spec("key-vault", "Join token readable in Key Vault");
 pub const JOIN_TOKEN_FILE: Spec = node_spec("join-token-file", "Join token file");
@@ -75,12 +80,14 @@ pub const KERNEL: Spec = spec("kernel", "Kernel ready for Cilium");
 pub const RESOURCES: Spec = spec("resources", "CPU and memory");
 pub const DISK_SPACE: Spec = spec("disk-space", "Free space for RKE2");
 pub const LAST_RUN: Spec = spec("last-run", "Last bootstrap run");
+pub const AZURE_REPORT: Spec = spec("azure-report", "Provisioning reported to Azure");
 
 /// Every check, in report order.
 pub const CHECKS: &[Spec] = &[
     IMDS,
     IMDS_PROXY,
     CONFIG,
+    PROVISIONING,
     IDENTITY,
     KEY_VAULT,
     JOIN_TOKEN_FILE,
@@ -98,6 +105,7 @@ pub const CHECKS: &[Spec] = &[
     RESOURCES,
     DISK_SPACE,
     LAST_RUN,
+    AZURE_REPORT,
 ];
 
 /// One check's deadline. Network checks retry within it; a hung endpoint fails the check.
@@ -318,6 +326,10 @@ async fn node_checks(
     )];
     let (check, imds_up) = budget.run(&IMDS, cloud::imds(opts)).await;
     checks.push(check);
+    let (provisioned, _) = budget
+        .run(&PROVISIONING, provisioning::provisioned(opts, imds_up))
+        .await;
+    checks.push(provisioned);
     let (check, loaded) = budget
         .run(&CONFIG, cloud::config(opts, imds_up, state))
         .await;
@@ -392,5 +404,14 @@ async fn host_checks(opts: &Options, budget: &Budget, state: Option<&NodeState>)
         budget.run(&DISK_SPACE, host::disk_space(opts)),
     );
     let last_run = instant(&LAST_RUN, runs::last_run(opts, state));
-    vec![time.0, rke2.0, kernel.0, resources.0, space.0, last_run]
+    let report = instant(&AZURE_REPORT, provisioning::azure_report(state));
+    vec![
+        time.0,
+        rke2.0,
+        kernel.0,
+        resources.0,
+        space.0,
+        last_run,
+        report,
+    ]
 }

@@ -7,7 +7,7 @@
 use super::{cloud, Options, Outcome, Spec};
 use super::{
     CONFIG, DATA_DISK, DATA_DISK_MOUNT, DISK_SPACE, IDENTITY, IMDS, JOIN_TOKEN_FILE, KEY_VAULT,
-    RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
+    PROVISIONING, RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
 };
 use crate::reconcile::state::{self, NodeState, RunRecord, StepRecord, STATE_FILE};
 use crate::reconcile::StepId;
@@ -17,6 +17,7 @@ use std::time::SystemTime;
 fn examined_by(step: StepId) -> &'static [Spec] {
     match step {
         StepId::Config => &[CONFIG, IMDS],
+        StepId::Provisioning => &[PROVISIONING, IMDS],
         StepId::JoinToken => &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],
         StepId::DataDisk => &[DATA_DISK, DATA_DISK_MOUNT],
         StepId::Rke2Config => &[RKE2_CONFIG, DISK_SPACE],

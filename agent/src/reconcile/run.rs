@@ -12,6 +12,7 @@ use super::steps::config::ConfigStep;
 use super::steps::data_disk::DataDiskStep;
 use super::steps::files::FilesStep;
 use super::steps::join_token::JoinTokenStep;
+use super::steps::provisioning::ProvisioningStep;
 use super::steps::start::StartStep;
 use super::steps::StepId;
 use super::Context;
@@ -111,7 +112,7 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The steps, in order: config → (join token ∥ data disk) → RKE2 config and server
+    /// The steps, in order: config → provisioning → (join token ∥ data disk) → RKE2 config and server
     /// manifests → cluster secrets → start RKE2.
     async fn steps(&mut self) -> Result<Converged, Stopped> {
         let cx = self.cx;
@@ -123,6 +124,14 @@ impl<'a> Run<'a> {
             .report
             .describe_config(&loaded.source, &loaded.config);
         let config = loaded.config;
+
+        // The VM as Azure asked for it (user, keys, hostname, host keys, root filesystem),
+        // before anything reads the hostname or RKE2 starts.
+        let provisioned = self
+            .report
+            .step(ProvisioningStep::new(cx, &self.state))
+            .await?;
+        self.vm_id = provisioned.vm_id;
 
         // One managed-identity token for the run's Key Vault reads. The token fetch does not
         // wait for the disk, nor the disk for Azure.

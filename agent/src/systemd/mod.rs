@@ -5,6 +5,7 @@
 //!
 //! A few hand-declared methods instead of a full typed binding such as `zbus_systemd`:
 //! the agent uses five calls, and the fake Manager in the tests implements the same five.
+//! The node's hostname goes through systemd-hostnamed ([`hostname`]).
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
@@ -88,6 +89,22 @@ impl JobKind {
     }
 }
 
+pub mod hostname;
+
+/// The system bus, or the bus at `address` (tests: a private bus).
+pub(crate) async fn connect_bus(address: Option<&str>) -> Result<zbus::Connection> {
+    Ok(match address {
+        Some(addr) => zbus::connection::Builder::address(addr)
+            .with_context(|| format!("D-Bus address {addr:?} is not valid"))?
+            .build()
+            .await
+            .with_context(|| format!("connecting to the D-Bus at {addr}"))?,
+        None => zbus::Connection::system()
+            .await
+            .context("connecting to the system D-Bus")?,
+    })
+}
+
 pub struct Systemd {
     conn: zbus::Connection,
     manager: ManagerProxy<'static>,
@@ -96,16 +113,7 @@ pub struct Systemd {
 impl Systemd {
     /// Connects to systemd on the system bus, or on `address` (tests: a private bus).
     pub async fn connect(address: Option<&str>) -> Result<Self> {
-        let conn = match address {
-            Some(addr) => zbus::connection::Builder::address(addr)
-                .with_context(|| format!("D-Bus address {addr:?} is not valid"))?
-                .build()
-                .await
-                .with_context(|| format!("connecting to the D-Bus at {addr}"))?,
-            None => zbus::Connection::system()
-                .await
-                .context("connecting to the system D-Bus")?,
-        };
+        let conn = connect_bus(address).await?;
         let manager = ManagerProxy::new(&conn)
             .await
             .context("creating the systemd Manager proxy")?;

@@ -101,6 +101,7 @@ impl Sandbox {
             "5c2b1a0e9d8f4e7a8b6c5d4e3f2a1b0c\n",
         )
         .unwrap();
+        super::seed_accounts(dir.path());
         let systemd = FakeSystemd::start().await;
         Sandbox { dir, sim, systemd }
     }

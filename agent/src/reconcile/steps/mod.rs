@@ -1,4 +1,4 @@
-//! The steps, in order: config → (join token ∥ data disk) → RKE2 config → server manifests
+//! The steps, in order: config → provisioning → (join token ∥ data disk) → RKE2 config → server manifests
 //! → cluster secrets → start RKE2.
 //!
 //! [`StepId`] is the table of steps: each step's name, exit code and explanations are written
@@ -11,12 +11,14 @@ pub mod config;
 pub mod data_disk;
 pub mod files;
 pub mod join_token;
+pub mod provisioning;
 pub mod start;
 
 /// One step of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepId {
     Config,
+    Provisioning,
     JoinToken,
     DataDisk,
     Rke2Config,
@@ -45,8 +47,9 @@ const FILES_EXIT_CODE: i32 = 6;
 
 impl StepId {
     /// Every step, in run order.
-    pub const ALL: [StepId; 7] = [
+    pub const ALL: [StepId; 8] = [
         StepId::Config,
+        StepId::Provisioning,
         StepId::JoinToken,
         StepId::DataDisk,
         StepId::Rke2Config,
@@ -63,6 +66,12 @@ impl StepId {
                 exit_code: 3,
                 hint: "fix the node config (user_data in infra-tofu, or --config FILE) and run again",
                 does: "reads the node config",
+            },
+            StepId::Provisioning => StepInfo {
+                name: "provisioning",
+                exit_code: 9,
+                hint: "check the VM's osProfile and publicKeys (admin_username, computer_name, SSH keys in infra-tofu) and `canarie-agent doctor`",
+                does: "provisions the VM from IMDS: admin user, SSH keys, hostname, SSH host keys, root filesystem grown",
             },
             StepId::JoinToken => StepInfo {
                 name: "join-token",

@@ -1,0 +1,544 @@
+//! Platform provisioning without cloud-init: what Azure asks of a new VM from its instance
+//! metadata (`compute.osProfile`, `compute.publicKeys`), converged on every boot.
+//!
+//! - the admin user (`adminUsername`): created when missing with `useradd`, password
+//!   locked, in the groups Debian's cloud images give their default user (those the node
+//!   has), with passwordless sudo as Azure's images grant it (a drop-in in /etc/sudoers.d);
+//! - its `authorized_keys` (`publicKeys[].path`, which must lie under the user's home):
+//!   exactly the keys IMDS lists, mode 0600 in a 0700 `.ssh`, owned by the user;
+//! - the static hostname (`computerName`): over D-Bus to systemd-hostnamed on a node,
+//!   written to `ROOT/etc/hostname` in a `--root` sandbox (no hostnamed there);
+//! - SSH host keys generated when missing (`ssh-keygen -A`), when sshd is installed;
+//! - the root filesystem grown to its disk ([`grow`]).
+//!
+//! [`observe`] reads the node, [`decide`] (pure) turns what it saw and what IMDS asks into
+//! [`Task`]s, [`apply`] does one task. The step (`reconcile/steps/provisioning.rs`) observes
+//! and decides again right before acting and once more to confirm.
+
+pub mod accounts;
+pub mod grow;
+
+use crate::azure::imds::Compute;
+use crate::fsutil;
+use crate::paths::Root;
+use crate::subprocess::{self, Program};
+use accounts::{Account, UserFacts};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The groups Debian's cloud images give their default user (cloud-init's `default_user`
+/// in Debian's /etc/cloud/cloud.cfg), which is what an Azure admin user gets on them; only
+/// those the node has are used.
+pub const ADMIN_GROUPS: &[&str] = &[
+    "adm", "audio", "cdrom", "dialout", "dip", "floppy", "netdev", "plugdev", "sudo", "video",
+];
+/// Passwordless sudo for the admin user, as waagent (`/etc/sudoers.d/waagent`) and
+/// cloud-init (`/etc/sudoers.d/90-cloud-init-users`) grant it on Azure.
+pub const SUDOERS_DROPIN: &str = "/etc/sudoers.d/90-canarie-admin";
+/// sudo reads drop-ins only when they are not writable by anyone (sudoers(5)).
+pub const SUDOERS_MODE: u32 = 0o440;
+pub const KEYS_MODE: u32 = 0o600;
+pub const SSH_DIR_MODE: u32 = 0o700;
+/// What `ssh-keygen -A` generates (OpenSSH 9), each `/etc/ssh/ssh_host_<type>_key`.
+pub const HOST_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
+
+/// What Azure asks of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub user: String,
+    pub hostname: String,
+    /// Each authorized_keys file and its contents (one key a line).
+    pub keys: BTreeMap<PathBuf, String>,
+}
+
+impl Desired {
+    /// From instance metadata; a value the node must not take is an error naming it.
+    pub fn from_metadata(compute: &Compute) -> Result<Desired> {
+        let os = &compute.os_profile;
+        let user = os.admin_username.clone();
+        ensure!(
+            accounts::valid_user_name(&user) && user != "root",
+            "IMDS compute.osProfile.adminUsername {user:?} is not a user name this node takes \
+             (letters, digits, '_' and '-', at most 32, not root); fix admin_username in infra-tofu"
+        );
+        let hostname = os.computer_name.clone();
+        ensure!(
+            valid_hostname(&hostname),
+            "IMDS compute.osProfile.computerName {hostname:?} is not a valid hostname \
+             (labels of letters, digits and '-', at most 64 characters); fix the VM's computer_name"
+        );
+        let mut keys: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for (i, key) in compute.public_keys.iter().enumerate() {
+            let line = key.key_data.trim();
+            ensure!(
+                !line.is_empty() && !line.contains(['\n', '\r', '\0']),
+                "IMDS compute.publicKeys[{i}].keyData is empty or more than one line"
+            );
+            let file = keys.entry(PathBuf::from(&key.path)).or_default();
+            file.push_str(line);
+            file.push('\n');
+        }
+        Ok(Desired {
+            user,
+            hostname,
+            keys,
+        })
+    }
+}
+
+/// An RFC 1123 hostname that hostnamed takes as static hostname (at most 64 characters).
+pub fn valid_hostname(name: &str) -> bool {
+    name.len() <= 64
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// One authorized_keys file as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysFile {
+    /// Contents and mode are right.
+    pub current: bool,
+    /// File and directory owned by the user, the directory 0700.
+    pub owned: bool,
+}
+
+/// SSH host keys as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Types without a key.
+    Missing(Vec<&'static str>),
+    /// sshd or ssh-keygen is not installed: nothing to generate keys for or with.
+    NoSsh(&'static str),
+}
+
+/// What the node has of what [`Desired`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub user: UserFacts,
+    /// `None`: no /etc/sudoers.d (sudo is not installed).
+    pub sudoers_current: Option<bool>,
+    pub keys: BTreeMap<PathBuf, KeysFile>,
+    pub hostname: String,
+    pub host_keys: HostKeys,
+    pub root_fs: std::result::Result<grow::RootPartition, grow::Note>,
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    CreateUser { groups: Vec<String> },
+    AddToGroups(Vec<String>),
+    LockPassword,
+    WriteSudoers,
+    WriteKeys(PathBuf),
+    SetHostname,
+    GenerateHostKeys(Vec<&'static str>),
+    Grow(grow::Grow),
+}
+
+/// The decision: what to do, and what was left alone and why (logged once a run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub tasks: Vec<Task>,
+    pub notes: Vec<String>,
+}
+
+/// The sudoers line for `user` (a name [`accounts::valid_user_name`] accepted).
+pub fn sudoers_contents(user: &str) -> String {
+    format!("# Written by canarie-agent: the Azure admin user, as Azure images grant it.\n{user} ALL=(ALL) NOPASSWD:ALL\n")
+}
+
+/// What the node must change. Errors are refusals: an existing system account under the
+/// admin's name, a key file outside the admin's home.
+pub fn decide(desired: &Desired, seen: &Observed) -> Result<Decision> {
+    let mut d = Decision::default();
+    let wanted_groups: Vec<String> = ADMIN_GROUPS
+        .iter()
+        .filter(|g| seen.user.groups.contains(**g))
+        .map(|g| g.to_string())
+        .collect();
+    let home = match &seen.user.account {
+        None => {
+            d.tasks.push(Task::CreateUser {
+                groups: wanted_groups,
+            });
+            PathBuf::from("/home").join(&desired.user)
+        }
+        Some(account) => {
+            ensure!(
+                account.uid >= 1000,
+                "the admin user {:?} that IMDS names is a system account on this node (uid {}); \
+                 choose another admin_username",
+                account.name,
+                account.uid
+            );
+            let missing: Vec<String> = wanted_groups
+                .into_iter()
+                .filter(|g| !seen.user.member_of.contains(g))
+                .collect();
+            if !missing.is_empty() {
+                d.tasks.push(Task::AddToGroups(missing));
+            }
+            if !seen.user.password_locked {
+                d.tasks.push(Task::LockPassword);
+            }
+            account.home.clone()
+        }
+    };
+    match seen.sudoers_current {
+        Some(false) => d.tasks.push(Task::WriteSudoers),
+        Some(true) => {}
+        None => d
+            .notes
+            .push("no /etc/sudoers.d (sudo is not installed): no sudo rule written".into()),
+    }
+    for path in desired.keys.keys() {
+        ensure!(
+            accounts::is_under(path, &home),
+            "IMDS compute.publicKeys path {} is not under the admin user's home {}; \
+             use {}/.ssh/authorized_keys",
+            path.display(),
+            home.display(),
+            home.display()
+        );
+        let fine = seen
+            .keys
+            .get(path)
+            .is_some_and(|k| k.current && k.owned && seen.user.account.is_some());
+        if !fine {
+            d.tasks.push(Task::WriteKeys(path.clone()));
+        }
+    }
+    if seen.hostname != desired.hostname {
+        d.tasks.push(Task::SetHostname);
+    }
+    match &seen.host_keys {
+        HostKeys::Missing(types) if !types.is_empty() => {
+            d.tasks.push(Task::GenerateHostKeys(types.clone()))
+        }
+        HostKeys::Missing(_) => {}
+        HostKeys::NoSsh(why) => d.notes.push(format!("{why}: no SSH host keys generated")),
+    }
+    match seen.root_fs.as_ref().map(grow::decide) {
+        Ok(Ok(Some(g))) => d.tasks.push(Task::Grow(g)),
+        Ok(Ok(None)) => {}
+        Ok(Err(note)) => d.notes.push(note),
+        Err(note) => d.notes.push(note.clone()),
+    }
+    Ok(d)
+}
+
+/// Why cloud-init is the node's provisioner, when it is: installed and not disabled (an
+/// image baked with `--provisioning cloud-init`). Two provisioners must not fight over the
+/// same user and hostname.
+pub fn cloud_init_provisions(root: &Root) -> Option<String> {
+    if !root.join("/usr/bin/cloud-init").exists()
+        || root.join("/etc/cloud/cloud-init.disabled").exists()
+    {
+        return None;
+    }
+    if root.is_host()
+        && std::fs::read_to_string("/proc/cmdline")
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "cloud-init=disabled"))
+    {
+        return None;
+    }
+    Some("cloud-init is installed and enabled: it provisions this node".into())
+}
+
+/// Where the hostname is read and set.
+pub enum HostnameTarget {
+    /// systemd-hostnamed on the system bus, or on the bus at this address.
+    Hostnamed(Option<String>),
+    /// `ROOT/etc/hostname` (a `--root` sandbox has no hostnamed of its own).
+    File,
+}
+
+/// What the node has (read-only).
+pub async fn observe(
+    root: &Root,
+    desired: &Desired,
+    hostname: &HostnameTarget,
+) -> Result<Observed> {
+    let user = accounts::observe(root, &desired.user)?;
+    let sudoers_dir = root.join("/etc/sudoers.d");
+    let sudoers_current = if sudoers_dir.is_dir() {
+        Some(fsutil::is_current(
+            &root.join(SUDOERS_DROPIN),
+            sudoers_contents(&desired.user).as_bytes(),
+            SUDOERS_MODE,
+        )?)
+    } else {
+        None
+    };
+    let mut keys = BTreeMap::new();
+    for (path, contents) in &desired.keys {
+        keys.insert(
+            path.clone(),
+            observe_keys(root, path, contents, user.account.as_ref())?,
+        );
+    }
+    let hostname = match hostname {
+        HostnameTarget::Hostnamed(address) => {
+            crate::systemd::hostname::Hostnamed::connect(address.as_deref())
+                .await?
+                .static_hostname()
+                .await?
+        }
+        HostnameTarget::File => read_optional(&root.join("/etc/hostname"))?
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    };
+    Ok(Observed {
+        user,
+        sudoers_current,
+        keys,
+        hostname,
+        host_keys: observe_host_keys(root),
+        root_fs: grow::observe(root)?,
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn observe_keys(
+    root: &Root,
+    path: &Path,
+    contents: &str,
+    account: Option<&Account>,
+) -> Result<KeysFile> {
+    let host = root.join(path);
+    let current = fsutil::is_current(&host, contents.as_bytes(), KEYS_MODE)?;
+    let owned = match (account, host.parent()) {
+        (Some(a), Some(dir)) => {
+            let owns = |p: &Path| {
+                std::fs::symlink_metadata(p)
+                    .map(|m| m.uid() == a.uid && m.gid() == a.gid && !m.file_type().is_symlink())
+                    .unwrap_or(false)
+            };
+            let dir_mode = std::fs::symlink_metadata(dir)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0);
+            owns(&host) && owns(dir) && dir_mode == SSH_DIR_MODE
+        }
+        _ => false,
+    };
+    Ok(KeysFile { current, owned })
+}
+
+fn observe_host_keys(root: &Root) -> HostKeys {
+    if !root.join("/etc/ssh/sshd_config").exists() {
+        return HostKeys::NoSsh("sshd is not installed (no /etc/ssh/sshd_config)");
+    }
+    if which("ssh-keygen").is_none() {
+        return HostKeys::NoSsh("ssh-keygen is not installed");
+    }
+    HostKeys::Missing(
+        HOST_KEY_TYPES
+            .iter()
+            .copied()
+            .filter(|t| !root.join(host_key_path(t)).exists())
+            .collect(),
+    )
+}
+
+pub fn host_key_path(key_type: &str) -> String {
+    format!("/etc/ssh/ssh_host_{key_type}_key")
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Does `task`. `seen` is the observation the task was decided from, right before.
+pub async fn apply(
+    root: &Root,
+    desired: &Desired,
+    seen: &Observed,
+    hostname: &HostnameTarget,
+    task: &Task,
+) -> Result<()> {
+    let prefix: Vec<std::ffi::OsString> = if root.is_host() {
+        Vec::new()
+    } else {
+        vec!["--prefix".into(), root.dir().as_os_str().to_owned()]
+    };
+    match task {
+        Task::CreateUser { groups } => {
+            let mut useradd = Program::new("useradd").args(&prefix).args([
+                "--create-home",
+                "--user-group",
+                "--shell",
+                "/bin/bash",
+            ]);
+            if !groups.is_empty() {
+                useradd = useradd.args(["--groups", &groups.join(",")]);
+            }
+            run(
+                useradd.arg(&desired.user),
+                "useradd (creating the admin user)",
+            )?;
+            // useradd leaves the password field "!" (locked); a distribution whose useradd
+            // does otherwise is caught by the confirming observation.
+        }
+        Task::AddToGroups(groups) => run(
+            Program::new("usermod")
+                .args(&prefix)
+                .args(["--append", "--groups", &groups.join(",")])
+                .arg(&desired.user),
+            "usermod (adding the admin user to its groups)",
+        )?,
+        Task::LockPassword => run(
+            Program::new("usermod")
+                .args(&prefix)
+                .arg("--lock")
+                .arg(&desired.user),
+            "usermod --lock (locking the admin user's password)",
+        )?,
+        Task::WriteSudoers => {
+            fsutil::write_if_changed(
+                &root.join(SUDOERS_DROPIN),
+                sudoers_contents(&desired.user).as_bytes(),
+                SUDOERS_MODE,
+            )
+            .with_context(|| format!("writing {SUDOERS_DROPIN}"))?;
+        }
+        Task::WriteKeys(path) => {
+            let account = seen
+                .user
+                .account
+                .as_ref()
+                .with_context(|| format!("the admin user {} does not exist", desired.user))?;
+            write_keys(root, account, path, &desired.keys[path])?;
+        }
+        Task::SetHostname => match hostname {
+            HostnameTarget::Hostnamed(address) => {
+                crate::systemd::hostname::Hostnamed::connect(address.as_deref())
+                    .await?
+                    .set_static_hostname(&desired.hostname)
+                    .await?
+            }
+            HostnameTarget::File => {
+                fsutil::write_if_changed(
+                    &root.join("/etc/hostname"),
+                    format!("{}\n", desired.hostname).as_bytes(),
+                    0o644,
+                )
+                .context("writing /etc/hostname")?;
+            }
+        },
+        Task::GenerateHostKeys(_) => {
+            let mut keygen = Program::new("ssh-keygen").arg("-A");
+            if !root.is_host() {
+                keygen = keygen.arg("-f").arg(root.dir());
+            }
+            run(keygen, "ssh-keygen -A (generating SSH host keys)")?;
+        }
+        Task::Grow(g) => {
+            let part = seen
+                .root_fs
+                .as_ref()
+                .map_err(|note| anyhow::anyhow!("{note}"))?;
+            grow::apply(part, *g)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one authorized_keys file: its directory (0700) and the file (0600), both owned by
+/// the admin user. A symlink on the way is refused: the agent writes as root into a
+/// directory the user owns.
+fn write_keys(root: &Root, account: &Account, path: &Path, contents: &str) -> Result<()> {
+    let home = root.join(&account.home);
+    let file = root.join(path);
+    let dir = file
+        .parent()
+        .with_context(|| format!("{} has no directory", path.display()))?;
+    ensure!(
+        home.is_dir(),
+        "the admin user's home {} is missing",
+        account.home.display()
+    );
+    // Each directory from the home down to the key file's.
+    let below: Vec<PathBuf> = dir
+        .strip_prefix(&home)
+        .with_context(|| format!("{} is not under {}", path.display(), account.home.display()))?
+        .components()
+        .scan(home.clone(), |at, c| {
+            at.push(c);
+            Some(at.clone())
+        })
+        .collect();
+    for d in below {
+        match std::fs::symlink_metadata(&d) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                bail!(
+                    "{} is a symlink or not a directory: refusing to write keys through it",
+                    d.display()
+                )
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", d.display())),
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(SSH_DIR_MODE))
+            .with_context(|| format!("setting the mode of {}", d.display()))?;
+        std::os::unix::fs::lchown(&d, Some(account.uid), Some(account.gid))
+            .with_context(|| format!("giving {} to {}", d.display(), account.name))?;
+    }
+    if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symlink: refusing to write keys through it",
+            file.display()
+        );
+    }
+    fsutil::write_if_changed(&file, contents.as_bytes(), KEYS_MODE)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::os::unix::fs::lchown(&file, Some(account.uid), Some(account.gid))
+        .with_context(|| format!("giving {} to {}", file.display(), account.name))?;
+    Ok(())
+}
+
+/// Runs `program` to its end; a non-zero exit is an error with its last line.
+fn run(program: Program, what: &str) -> Result<()> {
+    let out = program
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            subprocess::last_line_of(&out)
+        );
+    }
+    Ok(())
+}
+
+/// The groups of [`ADMIN_GROUPS`] the node has (for doctor).
+pub fn admin_groups_on(facts: &UserFacts) -> BTreeSet<String> {
+    ADMIN_GROUPS
+        .iter()
+        .filter(|g| facts.groups.contains(**g))
+        .map(|g| g.to_string())
+        .collect()
+}
