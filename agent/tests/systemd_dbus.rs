@@ -153,5 +153,8 @@ async fn the_hostname_goes_through_hostnamed_once() {
     let decision = provision::decide(&desired, &seen).unwrap();
     assert!(!decision.tasks.contains(&Task::SetHostname), "{decision:?}");
     assert_eq!(fake.state.lock().unwrap().hostname_sets, 1);
-    assert!(!root.join("/etc/hostname").exists(), "hostnamed writes it, not the agent");
+    assert!(
+        !root.join("/etc/hostname").exists(),
+        "hostnamed writes it, not the agent"
+    );
 }
