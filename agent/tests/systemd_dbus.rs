@@ -122,3 +122,39 @@ async fn a_bad_bus_address_is_a_clear_error() {
         .unwrap();
     assert!(format!("{err:#}").contains("connecting to the D-Bus at unix:path=/nonexistent/bus"));
 }
+
+#[tokio::test]
+async fn the_hostname_goes_through_hostnamed_once() {
+    use canarie_agent::paths::Root;
+    use canarie_agent::provision::{self, Desired, HostnameTarget, Task};
+    use canarie_agent::systemd::hostname::Hostnamed;
+
+    let fake = FakeSystemd::start().await;
+    let hostnamed = Hostnamed::connect(Some(&fake.address)).await.unwrap();
+    assert_eq!(hostnamed.static_hostname().await.unwrap(), "");
+
+    // The provisioning step's own observe/decide/apply, against that hostnamed.
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::new(dir.path());
+    let target = HostnameTarget::Hostnamed(Some(fake.address.clone()));
+    let desired = Desired {
+        user: "ops".into(),
+        hostname: "wk-01".into(),
+        keys: Default::default(),
+    };
+    let seen = provision::observe(&root, &desired, &target).await.unwrap();
+    let decision = provision::decide(&desired, &seen).unwrap();
+    assert!(decision.tasks.contains(&Task::SetHostname), "{decision:?}");
+    provision::apply(&root, &desired, &seen, &target, &Task::SetHostname)
+        .await
+        .unwrap();
+    assert_eq!(hostnamed.static_hostname().await.unwrap(), "wk-01");
+    let seen = provision::observe(&root, &desired, &target).await.unwrap();
+    let decision = provision::decide(&desired, &seen).unwrap();
+    assert!(!decision.tasks.contains(&Task::SetHostname), "{decision:?}");
+    assert_eq!(fake.state.lock().unwrap().hostname_sets, 1);
+    assert!(
+        !root.join("/etc/hostname").exists(),
+        "hostnamed writes it, not the agent"
+    );
+}

@@ -1,8 +1,18 @@
 //! The Hyper-V KVP pool the Azure host reads provisioning results from
 //! (`/var/lib/hyperv/.kvp_pool_1`): fixed-size records of a 512-byte key and a 2048-byte
-//! value, UTF-8, zero padded (azure-protocol.md; the layout azure-init's kvp.rs and
-//! cloud-init's Azure KVP reporter write). The host reads at most 1022 bytes of a value, so
-//! a `PROVISIONING_REPORT` value is kept under that instead of being split.
+//! value, UTF-8, zero padded (azure-protocol.md). The host reads at most 1022 bytes of a
+//! value, so a `PROVISIONING_REPORT` value is kept under that instead of being split.
+//!
+//! Checked against upstream (Azure/azure-init, `libazureinit/src/kvp.rs`, commit
+//! 27adc475): `HV_KVP_EXCHANGE_MAX_KEY_SIZE` 512, `HV_KVP_EXCHANGE_MAX_VALUE_SIZE` 2048,
+//! `HV_KVP_AZURE_MAX_VALUE_SIZE` 1022; `encode_kvp_item` zero-pads the key to 512 bytes and
+//! each value slice of at most 1022 bytes to 2048; records are appended under an exclusive
+//! `flock`. The value (`libazureinit/src/health.rs` `encoded_success_report`, `error.rs`
+//! `as_encoded_report`) is `result=success|agent=…|pps_type=None|vm_id=…|timestamp=<RFC
+//! 3339>`, or `result=error|reason=…|agent=…|…`, pipe-delimited CSV (a field is quoted only
+//! when it holds `|`, `"` or a line break; ours never does, see [`provisioning_report`]).
+//! We keep one NUL after the key (511 bytes at most), which a reader stopping at the first
+//! NUL reads the same.
 
 use anyhow::{Context, Result};
 use std::io::Write as _;
@@ -29,7 +39,8 @@ pub fn record(key: &str, value: &str) -> Vec<u8> {
 }
 
 /// The `PROVISIONING_REPORT` value: `result=success|…` or `result=error|reason=…|…`.
-/// `|` separates fields, so a reason never carries one.
+/// `|` separates fields and `"` would make it a quoted CSV field, so a reason carries
+/// neither (nor a line break): the value is one unquoted record.
 pub fn provisioning_report(error: Option<&str>, vm_id: &str, timestamp: &str) -> String {
     let agent = concat!("canarie-agent/", env!("CARGO_PKG_VERSION"));
     let tail = format!("agent={agent}|pps_type=None|vm_id={vm_id}|timestamp={timestamp}");
@@ -37,7 +48,15 @@ pub fn provisioning_report(error: Option<&str>, vm_id: &str, timestamp: &str) ->
         None => format!("result=success|{tail}"),
         Some(reason) => {
             let room = HOST_VALUE_LIMIT.saturating_sub(tail.len() + "result=error|reason=|".len());
-            let mut reason: String = reason.replace('|', "/");
+            let mut reason: String = reason
+                .chars()
+                .map(|c| match c {
+                    '|' => '/',
+                    '"' => '\'',
+                    '\n' | '\r' => ' ',
+                    c => c,
+                })
+                .collect();
             while reason.len() > room {
                 reason.pop();
             }
@@ -78,12 +97,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = dir.path().join(".kvp_pool_1");
         let value = provisioning_report(
-            Some(&format!("a|b {}", "x".repeat(3000))),
+            Some(&format!("a|b \"c\"\n{}", "x".repeat(3000))),
             "vm-1",
             "2026-01-01T00:00:00Z",
         );
         assert!(value.len() <= HOST_VALUE_LIMIT);
-        assert!(value.starts_with("result=error|reason=a/b "));
+        assert!(
+            value.starts_with("result=error|reason=a/b 'c' x"),
+            "{value}"
+        );
         assert!(value.ends_with("|vm_id=vm-1|timestamp=2026-01-01T00:00:00Z"));
         append(&pool, PROVISIONING_REPORT_KEY, &value).unwrap();
         append(

@@ -542,3 +542,166 @@ pub fn admin_groups_on(facts: &UserFacts) -> BTreeSet<String> {
         .map(|g| g.to_string())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::imds::{OsProfile, PublicKey};
+
+    fn compute(user: &str, host: &str, keys: &[(&str, &str)]) -> Compute {
+        Compute {
+            vm_id: "vm".into(),
+            name: host.into(),
+            location: String::new(),
+            tags_list: Vec::new(),
+            os_profile: OsProfile {
+                admin_username: user.into(),
+                computer_name: host.into(),
+                disable_password_authentication: "true".into(),
+            },
+            public_keys: keys
+                .iter()
+                .map(|(k, p)| PublicKey {
+                    key_data: k.to_string(),
+                    path: p.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn converged(desired: &Desired) -> Observed {
+        Observed {
+            user: UserFacts {
+                account: Some(Account {
+                    name: desired.user.clone(),
+                    uid: 1000,
+                    gid: 1000,
+                    home: PathBuf::from("/home").join(&desired.user),
+                }),
+                member_of: ["adm", "sudo"].map(String::from).into(),
+                groups: ["adm", "sudo", "root"].map(String::from).into(),
+                password_locked: true,
+            },
+            sudoers_current: Some(true),
+            keys: desired
+                .keys
+                .keys()
+                .map(|p| {
+                    (
+                        p.clone(),
+                        KeysFile {
+                            current: true,
+                            owned: true,
+                        },
+                    )
+                })
+                .collect(),
+            hostname: desired.hostname.clone(),
+            host_keys: HostKeys::Missing(Vec::new()),
+            root_fs: Err("sandbox".into()),
+        }
+    }
+
+    #[test]
+    fn a_new_vm_needs_everything_and_a_converged_one_nothing() {
+        let desired = Desired::from_metadata(&compute(
+            "ops",
+            "cp-01",
+            &[
+                ("ssh-ed25519 AAAA a", "/home/ops/.ssh/authorized_keys"),
+                ("ssh-ed25519 BBBB b", "/home/ops/.ssh/authorized_keys"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            desired.keys[Path::new("/home/ops/.ssh/authorized_keys")],
+            "ssh-ed25519 AAAA a\nssh-ed25519 BBBB b\n"
+        );
+        let seen = converged(&desired);
+        assert_eq!(decide(&desired, &seen).unwrap().tasks, []);
+
+        let mut fresh = seen.clone();
+        fresh.user.account = None;
+        fresh.user.member_of.clear();
+        fresh.sudoers_current = Some(false);
+        fresh.keys.clear();
+        fresh.hostname = "localhost".into();
+        fresh.host_keys = HostKeys::Missing(vec!["ed25519"]);
+        let tasks = decide(&desired, &fresh).unwrap().tasks;
+        assert_eq!(
+            tasks,
+            [
+                Task::CreateUser {
+                    groups: vec!["adm".into(), "sudo".into()]
+                },
+                Task::WriteSudoers,
+                Task::WriteKeys("/home/ops/.ssh/authorized_keys".into()),
+                Task::SetHostname,
+                Task::GenerateHostKeys(vec!["ed25519"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn drift_is_repaired_and_what_cannot_be_done_is_noted() {
+        let desired = Desired::from_metadata(&compute(
+            "ops",
+            "cp-01",
+            &[("k", "/home/ops/.ssh/authorized_keys")],
+        ))
+        .unwrap();
+        let mut seen = converged(&desired);
+        seen.user.password_locked = false;
+        seen.user.member_of.remove("sudo");
+        seen.keys.values_mut().for_each(|k| k.owned = false);
+        seen.sudoers_current = None;
+        seen.host_keys = HostKeys::NoSsh("sshd is not installed");
+        let d = decide(&desired, &seen).unwrap();
+        assert_eq!(
+            d.tasks,
+            [
+                Task::AddToGroups(vec!["sudo".into()]),
+                Task::LockPassword,
+                Task::WriteKeys("/home/ops/.ssh/authorized_keys".into()),
+            ]
+        );
+        assert_eq!(d.notes.len(), 3, "{:?}", d.notes);
+    }
+
+    #[test]
+    fn refusals_name_the_value_and_the_fix() {
+        for (user, host, why) in [
+            ("root", "cp-01", "adminUsername \"root\""),
+            ("a:b", "cp-01", "adminUsername"),
+            ("ops", "bad_host", "computerName \"bad_host\""),
+            ("ops", "", "computerName"),
+        ] {
+            let err = Desired::from_metadata(&compute(user, host, &[])).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{err:#}");
+        }
+        let two_lines = compute(
+            "ops",
+            "cp-01",
+            &[("k\nops ALL", "/home/ops/.ssh/authorized_keys")],
+        );
+        assert!(Desired::from_metadata(&two_lines).is_err());
+
+        let outside = Desired::from_metadata(&compute(
+            "ops",
+            "cp-01",
+            &[("k", "/root/.ssh/authorized_keys")],
+        ))
+        .unwrap();
+        let err = decide(&outside, &converged(&outside)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not under the admin user's home"),
+            "{err:#}"
+        );
+        let mut system = converged(&outside);
+        system.user.account.as_mut().unwrap().uid = 1;
+        let desired = Desired::from_metadata(&compute("ops", "cp-01", &[])).unwrap();
+        let err = decide(&desired, &system).unwrap_err();
+        assert!(format!("{err:#}").contains("system account"), "{err:#}");
+        assert!(sudoers_contents("ops").ends_with("\nops ALL=(ALL) NOPASSWD:ALL\n"));
+    }
+}

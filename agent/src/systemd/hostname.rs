@@ -23,7 +23,10 @@ pub struct Hostnamed {
 impl Hostnamed {
     pub async fn connect(address: Option<&str>) -> Result<Self> {
         let conn = super::connect_bus(address).await?;
-        let proxy = Hostname1Proxy::new(&conn)
+        // Read fresh each time: a cached value would hide a change made by someone else.
+        let proxy = Hostname1Proxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
             .await
             .context("creating the systemd-hostnamed proxy")?;
         Ok(Hostnamed { proxy })

@@ -277,6 +277,13 @@ impl Drop for Lab {
             let _ = Command::new("swapoff").arg(&dev).status();
         }
         for dev in self.loops.drain(..).rev() {
+            // Partitions added with partx outlive a detach of a loop device without
+            // partscan; the next test to get the device must not find them.
+            let _ = Command::new("partx")
+                .arg("--delete")
+                .arg(&dev)
+                .stderr(std::process::Stdio::null())
+                .status();
             let _ = Command::new("losetup").arg("-d").arg(&dev).status();
         }
     }

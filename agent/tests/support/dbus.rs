@@ -1,5 +1,6 @@
 //! A private `dbus-daemon` and a small fake of systemd's Manager on it: StartUnit with
-//! JobRemoved signals, LoadUnit with unit state properties, Reload and Subscribe.
+//! JobRemoved signals, LoadUnit with unit state properties, Reload and Subscribe; and of
+//! systemd-hostnamed (SetStaticHostname, StaticHostname).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -18,8 +19,30 @@ pub enum StartOutcome {
     Hang,
 }
 
+/// systemd-hostnamed's static hostname, as a test sees it.
+struct Hostname1 {
+    state: Shared,
+}
+
+#[zbus::interface(name = "org.freedesktop.hostname1")]
+impl Hostname1 {
+    async fn set_static_hostname(&mut self, hostname: String, _interactive: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.static_hostname = hostname;
+        state.hostname_sets += 1;
+    }
+
+    #[zbus(property)]
+    async fn static_hostname(&self) -> String {
+        self.state.lock().unwrap().static_hostname.clone()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FakeState {
+    /// hostnamed's StaticHostname, and how many times it was set.
+    pub static_hostname: String,
+    pub hostname_sets: u32,
     pub outcomes: HashMap<String, StartOutcome>,
     pub started: Vec<String>,
     pub restarted: Vec<String>,
@@ -230,6 +253,15 @@ impl FakeSystemd {
                 Manager {
                     state: state.clone(),
                     next_job: 0,
+                },
+            )
+            .unwrap()
+            .name("org.freedesktop.hostname1")
+            .unwrap()
+            .serve_at(
+                "/org/freedesktop/hostname1",
+                Hostname1 {
+                    state: state.clone(),
                 },
             )
             .unwrap()
