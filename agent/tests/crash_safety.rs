@@ -69,8 +69,16 @@ fn end_state(sb: &Sandbox, device: Option<&Path>) -> BTreeMap<String, String> {
             !rel.contains(".canarie-tmp"),
             "a temp file was left behind: {rel}"
         );
-        if rel.starts_with("var/lib/longhorn/") || rel == "var/lib/canarie-agent/state.json" {
-            continue; // the filesystem's own files; timestamps
+        if rel.starts_with("var/lib/longhorn/")
+            || rel == "var/lib/canarie-agent/state.json"
+            || rel == "var/lib/canarie-agent/metrics/canarie_agent.prom"
+        {
+            continue; // the filesystem's own files; timestamps and durations
+        }
+        // useradd/usermod keep the previous account files as `passwd-` etc.: which version
+        // that is depends on how many of them ran, not on the end state.
+        if ["etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"].contains(&rel.as_str()) {
+            continue;
         }
         let text = String::from_utf8_lossy(&bytes)
             .replace(&uuid, "<uuid>")

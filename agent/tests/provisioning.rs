@@ -92,6 +92,9 @@ async fn a_new_vm_gets_its_user_keys_sudo_hostname_and_host_keys_then_nothing_ch
         );
     }
 
+    let home = sb.path("/home/ops");
+    assert_eq!(mode(&home), 0o750);
+    assert_eq!(fs::metadata(&home).unwrap().uid(), uid);
     let keys = sb.path(KEYS);
     assert_eq!(
         fs::read_to_string(&keys).unwrap(),

@@ -119,7 +119,8 @@ fn read_uevent_key(dir: &Path, key: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
-fn read_devnum(dir: &Path) -> Result<Option<DevNum>> {
+/// The device number in `dir/dev` (a sysfs block device directory); `None` without one.
+pub(crate) fn read_devnum(dir: &Path) -> Result<Option<DevNum>> {
     let path = dir.join("dev");
     match fs::read_to_string(&path) {
         Ok(text) => Ok(DevNum::parse(&text)),

@@ -14,7 +14,7 @@
 //! when that partition is the last one on its disk: no other disk or partition is touched.
 
 use super::run;
-use crate::disk::sysfs::{self, DevNum};
+use crate::disk::sysfs;
 use crate::paths::Root;
 use crate::subprocess::Program;
 use anyhow::{Context, Result};
@@ -86,7 +86,9 @@ pub fn observe(root: &Root) -> Result<std::result::Result<RootPartition, Note>> 
     let start = read_number(&part_dir.join("start"))?.context("partition without a start")?;
     let size = read_number(&part_dir.join("size"))?.context("partition without a size")?;
     let disk_size = read_number(&disk_dir.join("size"))?.context("disk without a size")?;
-    let disk = sysfs::BlockInfo::read(read_devnum(disk_dir)?)?;
+    let disk_devnum = sysfs::read_devnum(disk_dir)?
+        .with_context(|| format!("{} has no device number", disk_dir.display()))?;
+    let disk = sysfs::BlockInfo::read(disk_devnum)?;
     let mut last = true;
     for (other, _) in disk
         .partitions
@@ -214,21 +216,6 @@ fn read_number(path: &Path) -> Result<Option<u64>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-}
-
-fn read_devnum(dir: &Path) -> Result<DevNum> {
-    let path = dir.join("dev");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (maj, min) = text
-        .trim()
-        .split_once(':')
-        .with_context(|| format!("parsing {}", path.display()))?;
-    Ok(DevNum(nix::sys::stat::makedev(
-        maj.parse()
-            .with_context(|| format!("parsing {}", path.display()))?,
-        min.parse()
-            .with_context(|| format!("parsing {}", path.display()))?,
-    )))
 }
 
 #[cfg(test)]

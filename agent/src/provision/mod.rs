@@ -123,6 +123,8 @@ pub enum HostKeys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub user: UserFacts,
+    /// The user's home directory exists.
+    pub home_present: bool,
     /// `None`: no /etc/sudoers.d (sudo is not installed).
     pub sudoers_current: Option<bool>,
     pub keys: BTreeMap<PathBuf, KeysFile>,
@@ -134,7 +136,11 @@ pub struct Observed {
 /// One thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Task {
-    CreateUser { groups: Vec<String> },
+    CreateUser {
+        groups: Vec<String>,
+    },
+    /// The user's home, with /etc/skel's files, made whole or not at all.
+    CreateHome,
     AddToGroups(Vec<String>),
     LockPassword,
     WriteSudoers,
@@ -150,6 +156,15 @@ pub struct Decision {
     pub tasks: Vec<Task>,
     pub notes: Vec<String>,
 }
+
+/// Where a new admin user's home goes.
+pub fn default_home(user: &str) -> PathBuf {
+    PathBuf::from("/home").join(user)
+}
+
+/// A new home's mode: the user's alone to write, readable by its group (Ubuntu's
+/// `HOME_MODE`; sshd's `StrictModes` accepts it).
+pub const HOME_MODE: u32 = 0o750;
 
 /// The sudoers line for `user` (a name [`accounts::valid_user_name`] accepted).
 pub fn sudoers_contents(user: &str) -> String {
@@ -170,7 +185,8 @@ pub fn decide(desired: &Desired, seen: &Observed) -> Result<Decision> {
             d.tasks.push(Task::CreateUser {
                 groups: wanted_groups,
             });
-            PathBuf::from("/home").join(&desired.user)
+            d.tasks.push(Task::CreateHome);
+            default_home(&desired.user)
         }
         Some(account) => {
             ensure!(
@@ -189,6 +205,9 @@ pub fn decide(desired: &Desired, seen: &Observed) -> Result<Decision> {
             }
             if !seen.user.password_locked {
                 d.tasks.push(Task::LockPassword);
+            }
+            if !seen.home_present {
+                d.tasks.push(Task::CreateHome);
             }
             account.home.clone()
         }
@@ -269,6 +288,10 @@ pub async fn observe(
     hostname: &HostnameTarget,
 ) -> Result<Observed> {
     let user = accounts::observe(root, &desired.user)?;
+    let home_present = user
+        .account
+        .as_ref()
+        .is_some_and(|a| root.join(&a.home).is_dir());
     let sudoers_dir = root.join("/etc/sudoers.d");
     let sudoers_current = if sudoers_dir.is_dir() {
         Some(fsutil::is_current(
@@ -300,6 +323,7 @@ pub async fn observe(
     };
     Ok(Observed {
         user,
+        home_present,
         sudoers_current,
         keys,
         hostname,
@@ -383,12 +407,13 @@ pub async fn apply(
     };
     match task {
         Task::CreateUser { groups } => {
-            let mut useradd = Program::new("useradd").args(&prefix).args([
-                "--create-home",
-                "--user-group",
-                "--shell",
-                "/bin/bash",
-            ]);
+            // The home is made by the next task, whole or not at all: a useradd killed
+            // between its account files and the home would leave a user without one.
+            let mut useradd = Program::new("useradd")
+                .args(&prefix)
+                .args(["--no-create-home", "--user-group", "--shell", "/bin/bash"])
+                .arg("--home-dir")
+                .arg(default_home(&desired.user));
             if !groups.is_empty() {
                 useradd = useradd.args(["--groups", &groups.join(",")]);
             }
@@ -398,6 +423,14 @@ pub async fn apply(
             )?;
             // useradd leaves the password field "!" (locked); a distribution whose useradd
             // does otherwise is caught by the confirming observation.
+        }
+        Task::CreateHome => {
+            let account = seen
+                .user
+                .account
+                .as_ref()
+                .with_context(|| format!("the admin user {} does not exist", desired.user))?;
+            create_home(root, account)?;
         }
         Task::AddToGroups(groups) => run(
             Program::new("usermod")
@@ -459,6 +492,65 @@ pub async fn apply(
                 .map_err(|note| anyhow::anyhow!("{note}"))?;
             grow::apply(part, *g)?;
         }
+    }
+    Ok(())
+}
+
+/// Makes `account`'s home: a directory beside it, filled from /etc/skel (under the root),
+/// given to the user, then renamed into place, so a killed run leaves either no home or a
+/// whole one (and a leftover the next run removes).
+fn create_home(root: &Root, account: &Account) -> Result<()> {
+    let home = root.join(&account.home);
+    let parent = home
+        .parent()
+        .with_context(|| format!("{} has no parent", account.home.display()))?;
+    fsutil::create_dirs(parent)?;
+    let tmp = fsutil::temp_path(&home)?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    copy_skel(&root.join("/etc/skel"), &tmp, account)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(HOME_MODE))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    std::os::unix::fs::lchown(&tmp, Some(account.uid), Some(account.gid))
+        .with_context(|| format!("giving {} to {}", tmp.display(), account.name))?;
+    std::fs::rename(&tmp, &home)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), home.display()))?;
+    fsutil::sync_dir(parent)
+}
+
+/// Copies the regular files and directories of `skel` (if it exists) into `to`, owned by
+/// the user, modes kept. Symlinks and special files are skipped.
+fn copy_skel(skel: &Path, to: &Path, account: &Account) -> Result<()> {
+    let entries = match std::fs::read_dir(skel) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", skel.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", skel.display()))?;
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        let dest = to.join(entry.file_name());
+        if meta.is_dir() {
+            std::fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            copy_skel(&entry.path(), &dest, account)?;
+        } else if meta.is_file() {
+            std::fs::copy(entry.path(), &dest).with_context(|| {
+                format!("copying {} to {}", entry.path().display(), dest.display())
+            })?;
+        } else {
+            continue;
+        }
+        std::fs::set_permissions(
+            &dest,
+            std::fs::Permissions::from_mode(meta.permissions().mode() & 0o777),
+        )
+        .with_context(|| format!("setting the mode of {}", dest.display()))?;
+        std::os::unix::fs::lchown(&dest, Some(account.uid), Some(account.gid))
+            .with_context(|| format!("giving {} to {}", dest.display(), account.name))?;
     }
     Ok(())
 }
@@ -582,6 +674,7 @@ mod tests {
                 groups: ["adm", "sudo", "root"].map(String::from).into(),
                 password_locked: true,
             },
+            home_present: true,
             sudoers_current: Some(true),
             keys: desired
                 .keys
@@ -619,6 +712,12 @@ mod tests {
         );
         let seen = converged(&desired);
         assert_eq!(decide(&desired, &seen).unwrap().tasks, []);
+        let mut homeless = seen.clone();
+        homeless.home_present = false;
+        assert_eq!(
+            decide(&desired, &homeless).unwrap().tasks,
+            [Task::CreateHome]
+        );
 
         let mut fresh = seen.clone();
         fresh.user.account = None;
@@ -634,6 +733,7 @@ mod tests {
                 Task::CreateUser {
                     groups: vec!["adm".into(), "sudo".into()]
                 },
+                Task::CreateHome,
                 Task::WriteSudoers,
                 Task::WriteKeys("/home/ops/.ssh/authorized_keys".into()),
                 Task::SetHostname,

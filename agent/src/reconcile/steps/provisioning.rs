@@ -69,6 +69,11 @@ fn change(task: &Task, desired: &Desired) -> Change {
             format!("user {}", desired.user),
             format!("password locked, groups {}", groups.join(",")),
         ),
+        Task::CreateHome => (
+            Action::Create,
+            provision::default_home(&desired.user).display().to_string(),
+            format!("mode {:04o}, from /etc/skel", provision::HOME_MODE),
+        ),
         Task::AddToGroups(groups) => (
             Action::Update,
             format!("user {}", desired.user),
