@@ -168,7 +168,9 @@ def vagrant(env: dict, *args: str, timeout: float = 3600, check: bool = True) ->
     log(f"vagrant {' '.join(args)}")
     p = subprocess.run(["vagrant", *args], env=env, cwd=REPO, stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    (Path(env["CANARIE_VAGRANT_LOGS"]) / f"vagrant-{'-'.join(args)[:60]}.log").write_text(p.stdout)
+    name = "-".join(a for a in args[:3] if "/" not in a)
+    with open(Path(env["CANARIE_VAGRANT_LOGS"]) / f"vagrant-{name}.log", "a") as f:
+        f.write(p.stdout)
     if check and p.returncode != 0:
         raise RuntimeError(f"vagrant {' '.join(args)} exited {p.returncode}:\n" + "\n".join(p.stdout.splitlines()[-30:]))
     return p
