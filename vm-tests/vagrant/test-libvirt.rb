@@ -34,10 +34,11 @@ module CanarieVagrantTest
       lv.serial type: "file", source: { path: node.fetch("console") }
       net = ["user,id=canarie0,restrict=on,net=169.254.169.0/24,host=169.254.169.2",
              "hostfwd=tcp:127.0.0.1:#{node.fetch('ssh_port')}-169.254.169.10:22"].join(",")
-      ["-netdev", net, "-device", "virtio-net-pci,netdev=canarie0,romfile=",
+      ["-netdev", net, "-device", "virtio-net-pci,netdev=canarie0,romfile=,bus=pci.0,addr=0x1e",
+       # (fixed PCI slots: libvirt places its own devices from slot 2 up)
        "-fw_cfg", "name=opt/org.canarie/vmtest.json,file=#{node.fetch('inputs')}",
        "-fw_cfg", "name=opt/org.canarie/sim-ca.pem,file=#{node.fetch('ca')}",
-       "-device", "virtio-serial-pci,id=canarie-serial",
+       "-device", "virtio-serial-pci,id=canarie-serial,bus=pci.0,addr=0x1d",
        "-chardev", "file,id=results,path=#{node.fetch('results')}",
        "-device", "virtserialport,bus=canarie-serial.0,chardev=results,name=org.canarie.results"]
         .each { |arg| lv.qemuargs value: arg }
