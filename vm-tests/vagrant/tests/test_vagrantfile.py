@@ -121,6 +121,11 @@ def test_uploads_and_provisioning(up):
         assert len(shell) == 1 and shell[0]["kw"]["path"] == "vm-tests/vagrant/provision.sh"
         env = shell[0]["kw"]["env"]
         assert env["ROLE"] == role and env["RKE2_VERSION"].startswith("v1.")
+        # The uploads run as the SSH user: their directory must be that user's (a root-owned
+        # one made the first real `vagrant up` fail in scp).
+        mkdir = [c for c in nc if c["call"].endswith(".vm.provision") and "inline" in c["kw"]
+                 and "/tmp/canarie" in c["kw"]["inline"]]
+        assert len(mkdir) == 1 and mkdir[0]["kw"]["privileged"] == "false", mkdir
     # The repository is not shared into the VMs: only the three files go in.
     synced = calls(log, "config.vm.synced_folder")
     assert len(synced) == 1 and synced[0]["kw"]["disabled"] == "true"
