@@ -102,6 +102,8 @@ def test_only_workers_get_a_data_disk(up):
         vbox = [c for c in nc if c["call"].endswith(".vm.disk")]
         if role == "agent":
             assert len(libvirt) == 1 and libvirt[0]["kw"]["size"] == "10G", libvirt
+            # SCSI, as on Azure (the agent's unit allows block-sd devices only).
+            assert libvirt[0]["kw"]["bus"] == "scsi", libvirt
             assert len(vbox) == 1 and vbox[0]["kw"]["size"] == "10GB", vbox
         else:
             assert libvirt == [] and vbox == [], (libvirt, vbox)
