@@ -205,9 +205,9 @@ def test(deb: Path, keep: bool) -> int:
             up = vagrant(env, "up", "--provider", "libvirt", check=False)
             sc.check(up.returncode == 0, f"vagrant up exited {up.returncode}"
                      + ("" if up.returncode == 0 else ": " + " / ".join(up.stdout.strip().splitlines()[-8:])))
-            if up.returncode == 0:
-                for name in NODES:
-                    check_node(sc, env, work, name, agent_binary)
+            # Also after a failed `up`: the guests' own checks say what went wrong where.
+            for name in NODES:
+                check_node(sc, env, work, name, agent_binary)
         except Exception as e:  # noqa: BLE001 (a broken step is a failed scenario, reported)
             sc.error = f"{type(e).__name__}: {e}"
         down = Scenario("vagrant-destroy", "`vagrant destroy` removes every VM and volume")
