@@ -2,13 +2,21 @@
 # Vagrant provisioning of one canarie node (see the top-level Vagrantfile and
 # docs/vm-tests.md). Ubuntu 24.04, as root. Inputs in /tmp/canarie: the .deb, azure-sim and
 # this VM's azure-sim scenario (its node config as userData and the join token); env ROLE
-# (server|agent), NODE_IP, RKE2_VERSION.
+# (server|agent), NODE_IP, RKE2_VERSION, and RKE2_ARTIFACTS: empty (RKE2 from get.rke2.io)
+# or a directory with RKE2's air-gap files and install.sh (offline; vm-tests/run vagrant).
 set -euo pipefail
 in=/tmp/canarie
 export DEBIAN_FRONTEND=noninteractive
 
-apt-get update -qq
-apt-get install -y -qq socat curl open-iscsi >/dev/null
+# Only what the box lacks: an offline box (vm-tests/run vagrant) has them all.
+missing=()
+for pkg in socat curl open-iscsi; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 systemctl enable --now iscsid.service # Longhorn needs it on every node
 
 # --- simulated Azure: azure-sim on loopback, reached at the real addresses -------------------
@@ -73,7 +81,13 @@ if [ "$ROLE" = agent ]; then
 fi
 
 # --- RKE2: installed, not enabled (canarie-agent starts it) -------------------------------
-if [ ! -x /usr/local/bin/rke2 ]; then
+if [ -n "${RKE2_ARTIFACTS:-}" ]; then
+  # Air-gap install: the same script, fed from the uploaded directory (wherever the upload
+  # nested it), which checks the tarball against the release's sha256sum file.
+  installer=$(find "$RKE2_ARTIFACTS" -name install.sh -print -quit)
+  [ -n "$installer" ] || { echo "provision: no install.sh under $RKE2_ARTIFACTS" >&2; exit 1; }
+  INSTALL_RKE2_ARTIFACT_PATH=$(dirname "$installer") INSTALL_RKE2_TYPE="$ROLE" sh "$installer"
+elif [ ! -x /usr/local/bin/rke2 ]; then
   curl -sfL https://get.rke2.io | INSTALL_RKE2_VERSION="$RKE2_VERSION" INSTALL_RKE2_TYPE="$ROLE" sh -
 fi
 systemctl disable "rke2-$ROLE.service" 2>/dev/null || true

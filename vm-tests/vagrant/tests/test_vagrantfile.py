@@ -8,6 +8,7 @@ provision.sh is checked by bash -n and shellcheck."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -30,6 +31,8 @@ def tree(tmp_path: Path, *, built: bool) -> Path:
     root.mkdir()
     shutil.copy(REPO / "Vagrantfile", root)
     shutil.copytree(REPO / "examples", root / "examples")
+    (root / "vm-tests" / "vagrant").mkdir(parents=True)
+    shutil.copy(REPO / "vm-tests" / "vagrant" / "test-libvirt.rb", root / "vm-tests" / "vagrant")
     if built:
         (root / "target" / "debian").mkdir(parents=True)
         (root / "target" / "debian" / "canarie-agent_0.1.0_amd64.deb").write_bytes(b"deb")
@@ -38,9 +41,11 @@ def tree(tmp_path: Path, *, built: bool) -> Path:
     return root
 
 
-def load(root: Path, *argv: str) -> subprocess.CompletedProcess:
+def load(root: Path, *argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("CANARIE_", "VAGRANT_"))}
     return subprocess.run(["ruby", str(STUB), str(root / "Vagrantfile"), *argv],
-                          capture_output=True, text=True, timeout=60, cwd=root)
+                          capture_output=True, text=True, timeout=60, cwd=root, env={**clean, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,8 @@ def test_only_workers_get_a_data_disk(up):
         vbox = [c for c in nc if c["call"].endswith(".vm.disk")]
         if role == "agent":
             assert len(libvirt) == 1 and libvirt[0]["kw"]["size"] == "10G", libvirt
+            # SCSI, as on Azure (the agent's unit allows block-sd devices only).
+            assert libvirt[0]["kw"]["bus"] == "scsi", libvirt
             assert len(vbox) == 1 and vbox[0]["kw"]["size"] == "10GB", vbox
         else:
             assert libvirt == [] and vbox == [], (libvirt, vbox)
@@ -116,6 +123,11 @@ def test_uploads_and_provisioning(up):
         assert len(shell) == 1 and shell[0]["kw"]["path"] == "vm-tests/vagrant/provision.sh"
         env = shell[0]["kw"]["env"]
         assert env["ROLE"] == role and env["RKE2_VERSION"].startswith("v1.")
+        # The uploads run as the SSH user: their directory must be that user's (a root-owned
+        # one made the first real `vagrant up` fail in scp).
+        mkdir = [c for c in nc if c["call"].endswith(".vm.provision") and "inline" in c["kw"]
+                 and "/tmp/canarie" in c["kw"]["inline"]]
+        assert len(mkdir) == 1 and mkdir[0]["kw"]["privileged"] == "false", mkdir
     # The repository is not shared into the VMs: only the three files go in.
     synced = calls(log, "config.vm.synced_folder")
     assert len(synced) == 1 and synced[0]["kw"]["disabled"] == "true"
@@ -195,3 +207,69 @@ def test_provision_script_is_clean_shell():
     assert subprocess.run(["bash", "-n", str(PROVISION)]).returncode == 0
     p = subprocess.run(["shellcheck", "--severity=info", str(PROVISION)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "rke2-artifacts"
+    d.mkdir()
+    (d / "install.sh").write_text("#!/bin/sh\n")
+    return d
+
+
+def test_offline_rke2_from_an_artifact_directory(tmp_path):
+    root = tree(tmp_path, built=True)
+    art = artifacts_dir(tmp_path)
+    p = load(root, "up", env={"CANARIE_RKE2_ARTIFACTS": str(art)})
+    assert p.returncode == 0, p.stderr
+    log = json.loads(p.stdout)
+    for name in NODES:
+        nc = node_calls(log, name)
+        files = {c["kw"]["destination"]: c["kw"]["source"] for c in nc
+                 if c["call"].endswith(".vm.provision") and c["args"] == ["file"]}
+        assert files["/tmp/canarie/rke2-artifacts"] == str(art)
+        shell = [c for c in nc if c["call"].endswith(".vm.provision") and "path" in c["kw"]]
+        assert shell[0]["kw"]["env"]["RKE2_ARTIFACTS"] == "/tmp/canarie/rke2-artifacts"
+    # Online (the default) uploads no artifacts and passes none.
+    assert not [c for c in json.loads(load(root, "up").stdout)
+                if c["kw"].get("destination") == "/tmp/canarie/rke2-artifacts"]
+
+
+def test_an_artifact_directory_without_install_sh_is_refused(tmp_path):
+    root = tree(tmp_path, built=True)
+    (tmp_path / "empty").mkdir()
+    p = load(root, "up", env={"CANARIE_RKE2_ARTIFACTS": str(tmp_path / "empty")})
+    assert p.returncode != 0 and "has no install.sh" in p.stderr, p.stderr
+
+
+def test_state_directory_and_node_subset(tmp_path):
+    root = tree(tmp_path, built=True)
+    state = tmp_path / "state"
+    p = load(root, "up", env={"VAGRANT_DOTFILE_PATH": str(state), "CANARIE_NODES": "cp-01,wk-01"})
+    assert p.returncode == 0, p.stderr
+    assert [c["args"][0] for c in calls(json.loads(p.stdout), "config.vm.define")] == ["cp-01", "wk-01"]
+    assert (state / "canarie-join-token").exists() and not (root / ".vagrant").exists()
+
+
+def test_the_test_settings_keep_the_guests_offline(tmp_path):
+    """vm-tests/run vagrant's settings: user-mode networking with restrict=on and only an ssh
+    hostfwd on 127.0.0.1, no libvirt network, TCG."""
+    root = tree(tmp_path, built=True)
+    nodes = {n: {"ssh_port": 2201 + i, "boot_timeout": 900, "libvirt_uri": "qemu:///system",
+                 "console": f"/w/{n}/console.log", "inputs": f"/w/{n}/vmtest.json",
+                 "ca": f"/w/{n}/ca.pem", "results": f"/w/{n}/results.log"}
+             for i, n in enumerate(NODES)}
+    (tmp_path / "nodes.json").write_text(json.dumps(nodes))
+    p = load(root, "up", env={"CANARIE_VAGRANT_TEST": str(tmp_path / "nodes.json")})
+    assert p.returncode == 0, p.stderr
+    log = json.loads(p.stdout)
+    for name, node in nodes.items():
+        nc = node_calls(log, name)
+        assert not [c for c in nc if c["call"].endswith(".vm.network")], "no libvirt network in the test"
+        args = [c["kw"]["value"] for c in nc if c["call"].endswith(".qemuargs")]
+        netdev = args[args.index("-netdev") + 1]
+        assert "restrict=on" in netdev.split(",")
+        assert f"hostfwd=tcp:127.0.0.1:{node['ssh_port']}-169.254.169.10:22" in netdev.split(",")
+        assert "guestfwd" not in netdev
+        assert [c["args"] for c in nc if c["call"].endswith(".ssh.host=")] == [["127.0.0.1"]]
+        assert [c["args"] for c in nc if c["call"].endswith(".driver=")] == [["qemu"]]
+        assert [c["args"] for c in nc if c["call"].endswith(".mgmt_attach=")] == [["false"]]
