@@ -25,20 +25,22 @@ install -d -m 0700 /etc/azure-sim
 install -m 0600 "$in/scenario.json" /etc/azure-sim/scenario.json
 vault=$(python3 -c 'import json; print(json.load(open("/etc/azure-sim/scenario.json"))["user_data_json"]["join_token"]["vault"])')
 cat >/etc/systemd/system/azure-sim.service <<'UNIT'
-# Simulated IMDS and Key Vault for this VM (vm-tests/azure-sim). It listens on 127.0.0.1
-# only; the two socat units below answer at 169.254.169.254:80 and the vault's address.
+# Simulated IMDS, Key Vault and WireServer for this VM (vm-tests/azure-sim). It listens on
+# 127.0.0.1 only; the socat units below answer at 169.254.169.254:80, the vault's address
+# and 168.63.129.16:80 (where the agent reports Ready).
 [Unit]
-Description=azure-sim: simulated Azure IMDS and Key Vault
+Description=azure-sim: simulated Azure IMDS, Key Vault and WireServer
 Before=canarie-agent.service
 
 [Service]
 ExecStartPre=-/usr/sbin/ip addr add 169.254.169.254/32 dev lo
 ExecStartPre=-/usr/sbin/ip addr add 169.254.169.253/32 dev lo
+ExecStartPre=-/usr/sbin/ip addr add 168.63.129.16/32 dev lo
 ExecStartPre=/usr/bin/rm -f /run/azure-sim-ready.json
 ExecStart=/usr/local/bin/azure-sim --scenario /etc/azure-sim/scenario.json \
-  --imds-listen 127.0.0.1:18080 --vault-listen 127.0.0.1:18443 \
+  --imds-listen 127.0.0.1:18080 --vault-listen 127.0.0.1:18443 --wireserver-listen 127.0.0.1:18081 \
   --ca-out /etc/azure-sim/ca.pem --ready-file /run/azure-sim-ready.json
-# The agent may start only once both listeners are up and the CA is written.
+# The agent may start only once the listeners are up and the CA is written.
 ExecStartPost=/bin/sh -c 'while [ ! -s /run/azure-sim-ready.json ]; do sleep 0.1; done'
 
 [Install]
@@ -62,11 +64,12 @@ UNIT
 done <<'FORWARDS'
 imds 169.254.169.254:80 18080
 vault 169.254.169.253:443 18443
+wireserver 168.63.129.16:80 18081
 FORWARDS
 sed -i '/# azure-sim$/d' /etc/hosts
 echo "169.254.169.253 $vault.vault.azure.net # azure-sim" >>/etc/hosts
 systemctl daemon-reload
-systemctl enable --now azure-sim.service azure-sim-imds.service azure-sim-vault.service
+systemctl enable --now azure-sim.service azure-sim-imds.service azure-sim-vault.service azure-sim-wireserver.service
 
 # --- the data disk's Azure LUN link (what the platform's udev rules give on Azure) --------
 if [ "$ROLE" = agent ]; then
