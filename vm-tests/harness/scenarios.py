@@ -25,6 +25,7 @@ SECRET = "rke2-join-token"
 GUEST_DEADLINE = 300
 BOOT_TIMEOUT = 480
 RBAC_DELAY_S = 60
+NODE_PASSWORD = "/etc/rancher/node/password"
 
 
 @dataclass
@@ -46,8 +47,8 @@ class Scenario:
         return bool(ok)
 
     def boot(self, vm: VM, *, expect: dict, mode: str = "agent", extra: dict | None = None,
-             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT) -> Boot:
-        b = vm.boot(mode=mode, expect=expect, timeout=timeout,
+             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT, linger: bool = False) -> Boot:
+        b = vm.boot(mode=mode, expect=expect, timeout=timeout, linger=linger,
                     extra={"guest_deadline": deadline, **(extra or {})})
         label = f"{vm.node.name} boot {b.number}" + (" (cloud-init)" if mode == "baseline" else "")
         with self._lock:
@@ -82,7 +83,9 @@ def managed_files(boot: Boot) -> dict[str, dict]:
 
 def check_files(sc: Scenario, r: Run, vm: VM, boot: Boot, label: str) -> None:
     expected = r.expected_files(vm)
-    got = {p: f for p, f in managed_files(boot).items() if not p.endswith(".mount")}
+    # Not rendered: mount units (they name the disk's UUID), RKE2's node password (random).
+    got = {p: f for p, f in managed_files(boot).items()
+           if not p.endswith(".mount") and p != NODE_PASSWORD}
     problems = [f"missing {p}" for p in sorted(set(expected) - set(got))]
     problems += [f"unexpected {p}" for p in sorted(set(got) - set(expected))]
     for p in sorted(set(expected) & set(got)):
