@@ -25,6 +25,8 @@ SERVERS = ["cp-01", "cp-02", "cp-03"]
 # cluster.tls_san): inside the guests' user network, answered by the host's forwarder.
 REGISTRATION_ADDR = "169.254.169.100"
 SUPERVISOR_PORT = 9345
+# The guests' static address (guest/etc/systemd/network/10-vmtest.network): hostfwd's target.
+GUEST_ADDR = "169.254.169.10"
 STATE_MOUNT = "/var/lib/rancher/rke2/server"
 STATE_UNIT = "/etc/systemd/system/var-lib-rancher-rke2-server.mount"
 
@@ -147,7 +149,7 @@ def ha_servers(sc: Scenario, ha: HA) -> None:
     ha.vms = {name: r.vm(name, label=f"{name}-ha", config=server_config(name)) for name in SERVERS}
     first = ha.vms[SERVERS[0]]
     supervisor = free_port()
-    first.netdev_extra = [f"hostfwd=tcp:127.0.0.1:{supervisor}-:{SUPERVISOR_PORT}"]
+    first.netdev_extra = [f"hostfwd=tcp:127.0.0.1:{supervisor}-{GUEST_ADDR}:{SUPERVISOR_PORT}"]
     ha.balancer = Balancer([(SERVERS[0], supervisor)])
     for name in SERVERS[1:]:
         ha.vms[name].netdev_extra = [

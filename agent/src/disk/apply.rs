@@ -9,8 +9,8 @@ use std::path::Path;
 
 /// Formats `device` ext4 with `label`. The caller's probe is the gate: mkfs.ext4 asks
 /// before overwriting only on a TTY, and `-F` would skip even that.
-pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
-    tracing::info!(step = "disk", action = "format", device = %device.display(), label, "formatting the blank data disk as ext4");
+pub(crate) fn make_ext4(device: &Path, label: &str, what: &str) -> Result<()> {
+    tracing::info!(step = "disk", action = "format", device = %device.display(), label, "formatting the blank {what} as ext4");
     let out = Program::new("mkfs.ext4")
         .args(["-F", "-L"])
         .arg(label)
@@ -32,8 +32,8 @@ pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
 /// Returns the problem when e2fsck could not make the filesystem clean. Exit codes
 /// (e2fsck(8)): 0 clean, 1 errors fixed, 2 fixed and a reboot advised (only meaningful
 /// for a mounted root); 4 and above mean errors left or a failed check.
-pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
-    tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the data disk's filesystem (e2fsck -p)");
+pub(crate) fn check_ext4(device: &Path, what: &str) -> Result<Option<String>> {
+    tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the {what}'s filesystem (e2fsck -p)");
     let out = Program::new("e2fsck")
         .arg("-p")
         .arg(device)

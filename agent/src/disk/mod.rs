@@ -410,7 +410,7 @@ pub fn apply(
                 label: opts.label.clone(),
             }
             .write(root, purpose)?;
-            apply::make_ext4(&obs.device, &opts.label)?;
+            apply::make_ext4(&obs.device, &opts.label, what)?;
             // Confirm from the disk alone: the marker would make our ext4 read as
             // "interrupted" until it is cleared.
             let mut report = probe::examine(&obs.device, &opts, root)
@@ -436,7 +436,7 @@ pub fn apply(
             (DiskAction::Formatted, uuid, true)
         }
         DecisionKind::Reuse => {
-            if let Some(problem) = apply::check_ext4(&obs.device)? {
+            if let Some(problem) = apply::check_ext4(&obs.device, what)? {
                 return Err(refused(problem));
             }
             let uuid = uuid_of(&fresh)?;
