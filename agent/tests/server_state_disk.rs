@@ -213,6 +213,15 @@ async fn a_rebuilt_worker_presents_its_old_node_password() {
     // New VM, new OS disk, same name, same data disk.
     let rebuilt = sandbox(&lab, worker_with_data_disk(&dev)).await;
     assert!(!rebuilt.path("/etc/rancher/node/password").exists());
+    // Before the disk is mounted, plan does not guess: it says bootstrap will look there.
+    let planned = rebuilt.run(&["plan"]).await;
+    planned.assert_success();
+    assert!(
+        !planned.stdout.contains("a new node password")
+            && planned.stdout.contains("not mounted yet"),
+        "{}",
+        planned.stdout
+    );
     let plan = rebuilt.run(&["bootstrap"]).await;
     plan.assert_success();
     assert!(

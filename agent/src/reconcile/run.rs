@@ -177,9 +177,10 @@ impl<'a> Run<'a> {
             .await?;
 
         // Before RKE2 starts: a replaced node presents its old password and keeps its name.
+        // Read from the disk only once it is mounted (`plan` of a disk it would mount: not yet).
         let keeper_mounted = match node_password::keeping_disk(&config).map(|d| d.purpose) {
-            Some(Purpose::ServerState) => state_disk.mounted,
-            Some(Purpose::LonghornData) => disk.mounted,
+            Some(Purpose::ServerState) => state_disk.mounted_now,
+            Some(Purpose::LonghornData) => disk.mounted_now,
             None => false,
         };
         self.report

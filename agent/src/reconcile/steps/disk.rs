@@ -34,6 +34,8 @@ pub struct DiskStep<'a> {
 pub struct DiskState {
     /// The disk is (or, after `plan`, would be) mounted at its mount point.
     pub mounted: bool,
+    /// The disk is mounted at its mount point now (after `plan`, only if it already was).
+    pub mounted_now: bool,
     /// The mount unit or its wants link is (or would be) written: systemd must reload.
     pub units_changed: bool,
 }
@@ -179,8 +181,14 @@ impl Step for DiskStep<'_> {
                 DecisionKind::Format | DecisionKind::Reuse | DecisionKind::Mounted
             )
         });
+        let mounted_now = self.outcome.is_some()
+            || self
+                .observed
+                .as_ref()
+                .is_some_and(|o| o.decision.kind == DecisionKind::Mounted);
         Ok(DiskState {
             mounted: self.outcome.is_some() || would_mount,
+            mounted_now,
             units_changed: self.writes_unit
                 || self.outcome.as_ref().is_some_and(|o| o.persisted.changed()),
         })

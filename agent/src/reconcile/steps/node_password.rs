@@ -30,7 +30,8 @@ pub fn keeping_disk(config: &NodeConfig) -> Option<DiskSpec> {
 }
 
 impl<'a> NodePasswordStep<'a> {
-    /// `mounted`: the keeping disk is mounted (after `plan` of a blank disk it is not yet).
+    /// `mounted`: the keeping disk is mounted now (`plan` of a disk that bootstrap would
+    /// mount: not yet, so the step says what bootstrap will do instead of guessing).
     pub fn new(cx: &'a Context, config: &NodeConfig, mounted: bool) -> Self {
         let disk = keeping_disk(config);
         let warning = match (&disk, mounted) {
