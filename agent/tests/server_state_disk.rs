@@ -241,3 +241,30 @@ async fn a_rebuilt_worker_presents_its_old_node_password() {
         .stderr
         .contains(std::str::from_utf8(&password).unwrap().trim()));
 }
+
+#[tokio::test]
+async fn a_server_with_etcd_on_its_os_disk_never_hides_it_under_a_new_state_disk() {
+    let mut lab = Lab::new();
+    let (img, dev) = lab.disk("state.img", GIB, |_| {});
+    let before = content_digest(&img);
+    let sb = sandbox(&lab, server_with_state_disk(&dev)).await;
+    // A server that ran RKE2 before it was given a state disk.
+    let member = sb.path("/var/lib/rancher/rke2/server/db/etcd/member");
+    std::fs::create_dir_all(&member).unwrap();
+    let run = sb.run(&["bootstrap"]).await;
+    assert_eq!(run.code, 5, "{}\n{}", run.stdout, run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("step server-state-disk")
+            && last.contains("/var/lib/rancher/rke2/server/db on the OS disk already holds state"),
+        "{last}"
+    );
+    assert!(sb.systemd.started().is_empty());
+    assert!(!lab.is_mounted(&sb.path(STATE_DIR)));
+    assert!(member.exists());
+    assert_eq!(
+        content_digest(&img),
+        before,
+        "the blank disk was not formatted"
+    );
+}

@@ -60,6 +60,13 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
             opts.mount_point.display()
         ));
     }
+    if report.target_holds_state {
+        let target = opts.mount_point.display();
+        let dir = opts.purpose.existing_state_dir().unwrap_or_default();
+        return refuse(format!(
+            "{target}/{dir} on the OS disk already holds state (a node that ran before it had a {what}); mounting {dev} over it would hide it and start RKE2 on an empty etcd. To move the state onto the disk: stop RKE2, mount {dev} elsewhere, copy {target} onto it (`cp -a`), move {target} aside, and run again; or remove {key} from the node config"
+        ));
+    }
     if !report.in_use.is_empty() {
         return refuse(format!(
             "{dev} is in use ({}); it belongs to something else on this node: check {key}.lun, and free the disk only if its data is truly unwanted",
@@ -387,6 +394,7 @@ mod tests {
             in_use: vec![],
             mounted_at_target: false,
             target_taken_by: None,
+            target_holds_state: false,
             safe: SafeProbe::Nothing,
             signatures: vec![],
             nonzero_head: false,
@@ -586,6 +594,24 @@ mod tests {
             ..partial
         };
         assert_eq!(decide_kind(&in_use).0, DecisionKind::Refuse);
+    }
+
+    #[test]
+    fn state_on_the_os_disk_under_the_mount_point_refuses_even_a_blank_disk() {
+        let mut r = blank();
+        r.target_holds_state = true;
+        let mut o = opts();
+        o.purpose = super::super::Purpose::ServerState;
+        o.mount_point = PathBuf::from("/var/lib/rancher/rke2/server");
+        let d = decide(Path::new("/dev/sdd"), &r, &o);
+        assert_eq!(d.kind, DecisionKind::Refuse);
+        assert!(
+            d.reason
+                .contains("/var/lib/rancher/rke2/server/db on the OS disk already holds state")
+                && d.reason.contains("server_state_disk"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

@@ -63,6 +63,15 @@ impl Purpose {
         }
     }
 
+    /// The directory under the mount point whose content is state that mounting the disk
+    /// over would hide (etcd's `db/`): a disk of this purpose is refused while it has any.
+    pub const fn existing_state_dir(self) -> Option<&'static str> {
+        match self {
+            Purpose::LonghornData => None,
+            Purpose::ServerState => Some("db"),
+        }
+    }
+
     /// Its format-in-progress marker (docs/disk-safety.md).
     pub const fn format_marker(self) -> &'static str {
         match self {
@@ -218,6 +227,9 @@ pub struct ProbeReport {
     pub mounted_at_target: bool,
     /// Another filesystem is mounted at the target mount point (`TYPE SOURCE`).
     pub target_taken_by: Option<String>,
+    /// The unmounted mount point already holds state of the purpose's own (a server that ran
+    /// RKE2 before it had a state disk: etcd in `db/` on the OS disk).
+    pub target_holds_state: bool,
     /// Probe 1: libblkid's safe probe.
     pub safe: SafeProbe,
     /// Probe 2: every signature, as `wipefs --no-act` lists them.
