@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod metrics;
+pub mod node_password;
 pub mod nodefile;
 pub mod paths;
 pub mod provision;

@@ -106,16 +106,21 @@ async fn a_healthy_server_with_a_data_disk_is_all_ok_and_shows_no_secret() {
     let mut lab = Lab::new();
     let mut config = server_config();
     config["data_disk"] = json!({"lun": 0, "wait_seconds": 0});
+    // A server with both disks: the state disk's checks are as ok as the data disk's.
+    config["server_state_disk"] = json!({"lun": 1, "wait_seconds": 0});
     let sb = node(config).await;
-    let image = lab.image("disk.img", disk_support::GIB);
-    let dev = lab.attach(&image);
-    Lab::link_lun(
-        &canarie_agent::paths::Root::new(sb.root()),
-        LinkScheme::ByLun,
-        0,
-        &dev,
-    );
+    for (lun, name) in [(0, "disk.img"), (1, "state.img")] {
+        let image = lab.image(name, disk_support::GIB);
+        let dev = lab.attach(&image);
+        Lab::link_lun(
+            &canarie_agent::paths::Root::new(sb.root()),
+            LinkScheme::ByLun,
+            lun,
+            &dev,
+        );
+    }
     let _unmount = Unmount(sb.path(disk_support::MOUNT_POINT));
+    let _unmount_state = Unmount(sb.path("/var/lib/rancher/rke2/server"));
     bootstrap(&sb).await;
 
     let run = doctor(&sb, json_run()).await;

@@ -159,6 +159,8 @@ def test_config_keys_are_rke2_flags_of_the_role(out, role):
             assert all(isinstance(v, str) for v in items), key
         elif kind == "bool":
             assert isinstance(value, bool), key
+        elif kind == "int":
+            assert isinstance(value, int) and not isinstance(value, bool), key
         else:
             assert kind == "string" and isinstance(value, str), f"{key}: {value!r} is not a {kind}"
         for item in value if isinstance(value, list) else [value]:

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import image, scenarios, sim, timing, vm
+from . import ha, image, scenarios, sim, timing, vm
 from .cluster import Run, extract_binary
 from .scenarios import Cluster, Scenario, run_guarded
 from .util import log
@@ -130,11 +130,15 @@ SCENARIOS = {
     "keyvault-403": f"a new node whose Key Vault role takes {scenarios.RBAC_DELAY_S} s to propagate: the bootstrap waits, then succeeds",
     "foreign-filesystem": "xfs on the data disk: refused, disk unchanged, RKE2 not started, the cause named",
     "cloud-init-baseline": "the same nodes bootstrapped the old way by cloud-init (for the timing comparison)",
+    "ha-servers": "three servers, each with a state disk formatted once and mounted before RKE2; cp-02 and cp-03 join through the registration address",
+    "server-rebuild": "cp-01 replaced (new OS disk, new identity), state disk kept: reused, RKE2 starts on the previous state, nothing formatted",
+    "node-rejoin": "wk-02 replaced (new OS disk, new identity, same name and data disk): rejoins with its node password, no manual step",
     "no-cloud-init": "cloud-init disabled: the agent provisions user, key, hostname and host keys, sshd takes the key, "
                      "Ready reaches the WireServer only after RKE2's start (beside it, the same node with cloud-init)",
     "provisioning-failed": "Key Vault denies for good: NotReady/ProvisioningFailed naming the join-token step reaches the WireServer",
 }
-PREREQS = {"reboot": ["fresh-cluster"], "rebuild": ["reboot"], "imds-down": ["reboot"]}
+PREREQS = {"reboot": ["fresh-cluster"], "rebuild": ["reboot"], "imds-down": ["reboot"],
+           "server-rebuild": ["ha-servers"], "node-rejoin": ["imds-down"]}
 
 
 def test(r: Run, only: list[str] | None) -> int:
@@ -163,8 +167,19 @@ def test(r: Run, only: list[str] | None) -> int:
     def cluster_line():
         step("fresh-cluster", scenarios.fresh_cluster, cl)
         step("reboot", scenarios.reboot, cl)
+
+        def wk02():
+            step("imds-down", scenarios.imds_down, cl)
+            step("node-rejoin", ha.node_rejoin, cl)
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda a: step(*a), [("rebuild", scenarios.rebuild, cl), ("imds-down", scenarios.imds_down, cl)]))
+            for f in [pool.submit(step, "rebuild", scenarios.rebuild, cl), pool.submit(wk02)]:
+                f.result()
+
+    servers = ha.HA(r)
+
+    def ha_line():
+        step("ha-servers", ha.ha_servers, servers)
+        step("server-rebuild", ha.server_rebuild, servers)
 
     def faults_line():
         step("keyvault-403", scenarios.keyvault_403, r)
@@ -174,9 +189,10 @@ def test(r: Run, only: list[str] | None) -> int:
         step("no-cloud-init", scenarios.no_cloud_init, r)
         step("provisioning-failed", scenarios.provisioning_failed, r)
 
-    # Independent lines; vm.SLOTS keeps two guests running at a time.
-    with ThreadPoolExecutor(4) as pool:
-        for f in [pool.submit(cluster_line), pool.submit(faults_line),
+    # Independent lines; vm.SLOTS keeps two guests booting at a time (a lingering server
+    # others join idles beside them).
+    with ThreadPoolExecutor(5) as pool:
+        for f in [pool.submit(cluster_line), pool.submit(faults_line), pool.submit(ha_line),
                   pool.submit(step, "cloud-init-baseline", scenarios.cloud_init_baseline, r),
                   pool.submit(provisioning_line)]:
             f.result()

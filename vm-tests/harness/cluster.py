@@ -47,28 +47,43 @@ class Run:
         # The shape of an RKE2 token; random per run, never printed.
         return f"K10{secrets.token_hex(32)}::server:{secrets.token_hex(16)}"
 
-    def vm(self, name: str, *, label: str | None = None, config_changes: dict | None = None,
-           sim_scenario: dict | None = None) -> VM:
+    def vm(self, name: str, *, label: str | None = None, config: dict | None = None,
+           config_changes: dict | None = None, sim_scenario: dict | None = None) -> VM:
         """A new VM (fresh OS and data disk) with its own azure-sim. `label` names its
-        directory when one run has two VMs for the same node (the baseline's).
-        `config_changes` go into the node config (a dict merges into its section);
-        `sim_scenario` adds to the simulator's scenario (docs/azure-sim.md)."""
-        role, config = node_config(name)
+        directory when one run has two VMs for the same node (the baseline's); `config`
+        replaces the example's node config (the HA servers'); `config_changes` go into the
+        node config (a dict merges into its section); `sim_scenario` adds to the simulator's
+        scenario (docs/azure-sim.md)."""
+        role, config = (config["role"], config) if config else node_config(name)
         for key, value in (config_changes or {}).items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
         machine = str(uuid.uuid4())
         node = Node(name=name, role=role, config=config, uuid=machine,
-                    has_data_disk="data_disk" in config)
+                    has_data_disk="data_disk" in config,
+                    has_state_disk="server_state_disk" in config, sim_scenario=sim_scenario)
         d = self.work / (label or name)
-        sim = AzureSim(d / "sim", {
-            "vm_id": machine, "name": name, "tags": {"role": role},
-            "user_data_json": config,
-            "secrets": {config["join_token"]["secret"]: {"value": self.join_token}},
-            **(sim_scenario or {}),
+        return VM(node, self.image, d, self.sim(d / "sim", node), self.token_sha256)
+
+    def sim(self, d: Path, node: Node) -> AzureSim:
+        """A started azure-sim for `node` (its vmId is the node's machine UUID)."""
+        sim = AzureSim(d, {
+            "vm_id": node.uuid, "name": node.name, "tags": {"role": node.role},
+            "user_data_json": node.config,
+            "secrets": {node.config["join_token"]["secret"]: {"value": self.join_token}},
+            **(node.sim_scenario or {}),
         })
         self.sims.append(sim)
         sim.start()
-        return VM(node, self.image, d, sim, self.token_sha256)
+        return sim
+
+    def replace(self, vm: VM) -> None:
+        """The VM is replaced: a new OS disk and a new machine (SMBIOS UUID and IMDS vmId,
+        a new azure-sim), the same name, node config and managed data disks."""
+        vm.halt()
+        vm.new_os_disk()
+        vm.node.uuid = str(uuid.uuid4())
+        vm.sim.stop()
+        vm.sim = self.sim(vm.dir / f"sim-{len(vm.boots) + 1}", vm.node)
 
     def expected_files(self, vm: VM) -> dict[str, dict]:
         """What `canarie-agent render` says the node gets: path -> {mode, sha256}."""

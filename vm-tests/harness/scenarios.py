@@ -28,6 +28,7 @@ BOOT_TIMEOUT = 480
 RBAC_DELAY_S = 60
 # In the timing table: who bootstraps (vm.VM.boot's modes).
 MODE_LABELS = {"agent": "", "baseline": " (cloud-init)", "split": " (cloud-init + agent)"}
+NODE_PASSWORD = "/etc/rancher/node/password"
 
 
 @dataclass
@@ -49,8 +50,9 @@ class Scenario:
         return bool(ok)
 
     def boot(self, vm: VM, *, expect: dict, mode: str = "agent", extra: dict | None = None,
-             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT, files: dict | None = None) -> Boot:
-        b = vm.boot(mode=mode, expect=expect, timeout=timeout,
+             deadline: int = GUEST_DEADLINE, timeout: int = BOOT_TIMEOUT, files: dict | None = None,
+             linger: bool = False) -> Boot:
+        b = vm.boot(mode=mode, expect=expect, timeout=timeout, linger=linger,
                     extra={"guest_deadline": deadline, **(extra or {})}, files=files)
         label = f"{vm.node.name} boot {b.number}" + MODE_LABELS[mode]
         with self._lock:
@@ -85,7 +87,9 @@ def managed_files(boot: Boot) -> dict[str, dict]:
 
 def check_files(sc: Scenario, r: Run, vm: VM, boot: Boot, label: str) -> None:
     expected = r.expected_files(vm)
-    got = {p: f for p, f in managed_files(boot).items() if not p.endswith(".mount")}
+    # Not rendered: mount units (they name the disk's UUID), RKE2's node password (random).
+    got = {p: f for p, f in managed_files(boot).items()
+           if not p.endswith(".mount") and p != NODE_PASSWORD}
     problems = [f"missing {p}" for p in sorted(set(expected) - set(got))]
     problems += [f"unexpected {p}" for p in sorted(set(got) - set(expected))]
     for p in sorted(set(expected) & set(got)):

@@ -28,6 +28,8 @@ WIRESERVER_ADDR = "168.63.129.16"
 WIRESERVER_NETWORK = VM_TESTS / "guest/etc/systemd/network/05-vmtest-wireserver.network"
 WIRESERVER_MAC = re.search(r"^MACAddress=(\S+)$", WIRESERVER_NETWORK.read_text(), re.M).group(1)
 DATA_LINK = "/dev/disk/azure/scsi1/lun0"
+# A server's state disk sits at LUN 1 on the same controller (infra-tofu's LUN).
+STATE_LUN = 1
 # Two guests at a time on the 2-core machine, one vCPU each (docs/vm-tests.md).
 SLOTS = threading.Semaphore(2)
 
@@ -68,6 +70,8 @@ class Node:
     config: dict  # the node config served as IMDS userData
     uuid: str  # SMBIOS system UUID: the agent's machine identity
     has_data_disk: bool
+    has_state_disk: bool = False  # server_state_disk at LUN 1
+    sim_scenario: dict | None = None  # added to its azure-sim's scenario (docs/azure-sim.md)
 
 
 @dataclass
@@ -109,11 +113,17 @@ class VM:
         self.token_sha256 = token_sha256
         self.os_disk = self.dir / "os.qcow2"
         self.data_disk = self.dir / "data.raw" if node.has_data_disk else None
+        self.state_disk = self.dir / "state.raw" if node.has_state_disk else None
         self.boots: list[Boot] = []
+        # More user-networking options (guestfwd to a registration address, hostfwd of 9345).
+        self.netdev_extra: list[str] = []
+        # A guest left running after its report (a server others join), until halt().
+        self.lingering: subprocess.Popen | None = None
         self.new_os_disk()
-        if self.data_disk:
-            # A new Azure "Empty" data disk reads back as zeros: a sparse file does too.
-            run(["truncate", "-s", "2G", str(self.data_disk)])
+        for disk in (self.data_disk, self.state_disk):
+            if disk:
+                # A new Azure "Empty" data disk reads back as zeros: a sparse file does too.
+                run(["truncate", "-s", "2G", str(disk)])
 
     def new_os_disk(self) -> None:
         """A fresh OS disk from the image (a new VM, or a rebuild that keeps the data disk)."""
@@ -121,12 +131,23 @@ class VM:
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", self.image.format, "-b", str(self.image.root),
              str(self.os_disk)])
 
+    def halt(self) -> None:
+        """Stops a lingering guest (its disks were synced before it reported)."""
+        if self.lingering is not None:
+            _kill(self.lingering)
+            with _running_lock:
+                _running.discard(self.lingering)
+            self.lingering = None
+
     def boot(self, *, mode: str = "agent", expect: dict, timeout: float = 300,
-             extra: dict | None = None, files: dict[str, Path] | None = None) -> Boot:
+             extra: dict | None = None, files: dict[str, Path] | None = None,
+             linger: bool = False) -> Boot:
         """mode: `agent` (cloud-init disabled on the kernel command line), `baseline`
         (cloud-init only, the agent masked) or `split` (both: cloud-init's platform
         provisioning from a NoCloud seed, then the agent). `files` go to the guest through
-        fw_cfg as opt/org.canarie/NAME (setup copies `ssh-*` to /run/canarie-vmtest, 0600)."""
+        fw_cfg as opt/org.canarie/NAME (setup copies `ssh-*` to /run/canarie-vmtest, 0600).
+        With `linger`, returns once the guest has reported and leaves it running (without
+        holding a boot slot: it idles) until halt()."""
         n = len(self.boots) + 1
         boot = Boot(node=self.node.name, role=self.node.role, number=n, mode=mode)
         tag = f"{self.node.name}#{n}"
@@ -134,6 +155,7 @@ class VM:
             "node": self.node.name, "boot": n, "mode": mode, "role": self.node.role,
             "expect": expect, "token_sha256": self.token_sha256, "data_link": DATA_LINK,
             "hosts": {f"{self.node.config['join_token']['vault']}.vault.azure.net": VAULT_ADDR},
+            "linger": linger,
             **(extra or {}),
         }
         inputs_file = self.dir / f"boot{n}-inputs.json"
@@ -159,6 +181,7 @@ class VM:
                 "user,id=n0,restrict=on,net=169.254.169.0/24,host=169.254.169.2",
                 f"guestfwd=tcp:{IMDS_ADDR}:80-cmd:socat - TCP:127.0.0.1:{self.sim.imds_port}",
                 f"guestfwd=tcp:{VAULT_ADDR}:443-cmd:socat - TCP:127.0.0.1:{self.sim.vault_port}",
+                *self.netdev_extra,
             ]),
             "-device", "virtio-net-pci,netdev=n0,romfile=",
             # restrict=on as above: the WireServer forward is all this NIC reaches.
@@ -176,10 +199,14 @@ class VM:
         ]
         for name, path in (files or {}).items():
             cmd += ["-fw_cfg", f"name=opt/org.canarie/{name},file={path}"]
+        if self.data_disk or self.state_disk:
+            cmd += ["-device", "virtio-scsi-pci,id=scsi0"]
         if self.data_disk:
-            cmd += ["-device", "virtio-scsi-pci,id=scsi0",
-                    "-drive", f"file={self.data_disk},if=none,id=data0,format=raw,cache=writeback",
+            cmd += ["-drive", f"file={self.data_disk},if=none,id=data0,format=raw,cache=writeback",
                     "-device", "scsi-hd,drive=data0,bus=scsi0.0,channel=0,scsi-id=0,lun=0,serial=canarie-data0"]
+        if self.state_disk:
+            cmd += ["-drive", f"file={self.state_disk},if=none,id=state0,format=raw,cache=writeback",
+                    "-device", f"scsi-hd,drive=state0,bus=scsi0.0,channel=0,scsi-id=0,lun={STATE_LUN},serial=canarie-state0"]
         with SLOTS:
             if STOPPING.is_set():
                 raise RuntimeError(f"{tag}: not booted, the run was interrupted")
@@ -191,20 +218,39 @@ class VM:
             with _running_lock:
                 _running.add(proc)
             try:
-                boot.exit_status = proc.wait(timeout)
+                if linger:
+                    if _wait_for_report(proc, results, timeout):
+                        self.lingering = proc
+                    else:
+                        boot.timed_out = proc.poll() is None
+                    boot.exit_status = proc.poll()
+                else:
+                    boot.exit_status = proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 boot.timed_out = True
             finally:  # also on an interrupt: QEMU is in its own session, nothing else kills it
-                if proc.poll() is None:
+                if proc.poll() is None and self.lingering is not proc:
                     _kill(proc)
-                with _running_lock:
-                    _running.discard(proc)
+                if self.lingering is not proc:
+                    with _running_lock:
+                        _running.discard(proc)
             boot.seconds = time.monotonic() - t0
         _parse_results(results, boot)
         self.boots.append(boot)
         status = "ok" if boot.ok else "FAILED: " + "; ".join(boot.failures())
         log(f"{tag}: done in {boot.seconds:.0f} s, {status}")
         return boot
+
+
+def _wait_for_report(proc: subprocess.Popen, results: Path, timeout: float) -> bool:
+    """Waits until a lingering guest's report is complete (its END line); False when QEMU
+    exited or the timeout passed first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None and not STOPPING.is_set():
+        if results.exists() and "\nEND" in "\n" + results.read_text(errors="replace"):
+            return True
+        time.sleep(1)
+    return False
 
 
 def _parse_results(path: Path, boot: Boot) -> None:

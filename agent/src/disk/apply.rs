@@ -9,8 +9,8 @@ use std::path::Path;
 
 /// Formats `device` ext4 with `label`. The caller's probe is the gate: mkfs.ext4 asks
 /// before overwriting only on a TTY, and `-F` would skip even that.
-pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
-    tracing::info!(step = "disk", action = "format", device = %device.display(), label, "formatting the blank data disk as ext4");
+pub(crate) fn make_ext4(device: &Path, label: &str, what: &str) -> Result<()> {
+    tracing::info!(step = "disk", action = "format", device = %device.display(), label, "formatting the blank {what} as ext4");
     let out = Program::new("mkfs.ext4")
         .args(["-F", "-L"])
         .arg(label)
@@ -32,8 +32,8 @@ pub(crate) fn make_ext4(device: &Path, label: &str) -> Result<()> {
 /// Returns the problem when e2fsck could not make the filesystem clean. Exit codes
 /// (e2fsck(8)): 0 clean, 1 errors fixed, 2 fixed and a reboot advised (only meaningful
 /// for a mounted root); 4 and above mean errors left or a failed check.
-pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
-    tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the data disk's filesystem (e2fsck -p)");
+pub(crate) fn check_ext4(device: &Path, what: &str) -> Result<Option<String>> {
+    tracing::info!(step = "disk", action = "fsck", device = %device.display(), "checking the {what}'s filesystem (e2fsck -p)");
     let out = Program::new("e2fsck")
         .arg("-p")
         .arg(device)
@@ -57,11 +57,11 @@ pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
 
 /// Refuses a mount point that already has something mounted on it, and warns when files
 /// on the root filesystem would be hidden under the data disk.
-pub(crate) fn check_mount_point(target: &Path) -> Result<()> {
+pub(crate) fn check_mount_point(target: &Path, what: &str) -> Result<()> {
     let mounts = sysfs::read_mountinfo()?;
     if let Some(other) = mounts.iter().find(|m| m.mount_point == target) {
         bail!(
-            "{} is already a mount point ({} {}); refusing to stack the data disk on it: unmount it first",
+            "{} is already a mount point ({} {}); refusing to stack the {what} on it: unmount it first",
             target.display(),
             other.fs_type,
             other.source
@@ -75,7 +75,7 @@ pub(crate) fn check_mount_point(target: &Path) -> Result<()> {
     };
     if has_files {
         // Something wrote here while the disk was absent; mounting hides it, not deletes it.
-        tracing::warn!(step = "disk", mount_point = %target.display(), "the mount point is not empty on the root filesystem; its files stay hidden under the data disk");
+        tracing::warn!(step = "disk", mount_point = %target.display(), "the mount point is not empty on the root filesystem; its files stay hidden under the {what}");
     }
     Ok(())
 }
@@ -101,7 +101,7 @@ pub(crate) fn mount_syscall(device: &Path, target: &Path) -> Result<()> {
 /// made by systemd in the host's namespace shows here too (mounts propagate into the
 /// service's namespace), and systemd mounts by filesystem UUID, which a second disk with
 /// the same UUID (a cloned snapshot) could also answer to.
-pub(crate) fn confirm_mounted(device: &Path, target: &Path) -> Result<()> {
+pub(crate) fn confirm_mounted(device: &Path, target: &Path, what: &str) -> Result<()> {
     let want = sysfs::block_devnum(device)?
         .with_context(|| format!("{} is not a block device", device.display()))?;
     let mounts = sysfs::read_mountinfo()?;
@@ -109,7 +109,7 @@ pub(crate) fn confirm_mounted(device: &Path, target: &Path) -> Result<()> {
     match mounts.iter().rev().find(|m| m.mount_point == target) {
         Some(m) if m.devnum == Some(want) => Ok(()),
         Some(m) => bail!(
-            "{} is mounted from {} ({} {}), not from the data disk {} ({want}); unmount it (`umount {}`) and check which disk holds that filesystem UUID",
+            "{} is mounted from {} ({} {}), not from the {what} {} ({want}); unmount it (`umount {}`) and check which disk holds that filesystem UUID",
             target.display(),
             m.devnum.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
             m.fs_type,

@@ -76,6 +76,7 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
             in_use: Vec::new(),
             mounted_at_target: false,
             target_taken_by: None,
+            target_holds_state: false,
             safe: blkid::SafeProbe::Nothing,
             signatures: Vec::new(),
             nonzero_head: false,
@@ -142,6 +143,11 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
             .find(|m| m.mount_point == target && !ours.contains(m))
             .map(|m| format!("{} {}", m.fs_type, m.source))
     };
+    let target_holds_state = !mounted_at_target
+        && target_taken_by.is_none()
+        && opts.purpose.existing_state_dir().is_some_and(|dir| {
+            std::fs::read_dir(target.join(dir)).is_ok_and(|mut entries| entries.next().is_some())
+        });
     for (name, devnum) in &family {
         for holder in sysfs::holders(*devnum)? {
             in_use.push(format!("{name} held by {holder}"));
@@ -163,12 +169,13 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
         in_use,
         mounted_at_target,
         target_taken_by,
+        target_holds_state,
         safe,
         signatures,
         nonzero_head: !zero_head,
         nonzero_tail: !zero_tail,
         ext4_bytes,
-        interrupted_format: FormatMarker::read(root)
+        interrupted_format: FormatMarker::read(root, opts.purpose)
             .is_some_and(|m| m.is_for(device, size, &opts.label)),
     })
 }
