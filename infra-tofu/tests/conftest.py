@@ -16,6 +16,12 @@ def defaults_eval(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def three_servers_eval(tmp_path_factory) -> dict:
+    """The example variables with three servers."""
+    return evaluate(tmp_path_factory.mktemp("eval-three-servers"), EXAMPLE_TFVARS.read_text(encoding="utf-8") + "\nserver_count = 3\n")
+
+
+@pytest.fixture(scope="session")
 def credentials_eval(tmp_path_factory) -> dict:
     """The defaults plus every credential issued outside the cluster (git, external-dns)."""
     return evaluate(tmp_path_factory.mktemp("eval-credentials"), REQUIRED_ONLY_TFVARS + CREDENTIALS_TFVARS)
