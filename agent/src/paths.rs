@@ -40,12 +40,21 @@ pub const STATE_DIR: &str = "/var/lib/canarie-agent";
 pub const RKE2_CONFIG: &str = "/etc/rancher/rke2/config.yaml";
 /// The drop-in with the join token (mode 0600).
 pub const RKE2_TOKEN_DROPIN: &str = "/etc/rancher/rke2/config.yaml.d/10-token.yaml";
-/// Where RKE2's helm-controller picks up manifests on servers.
+/// RKE2's server state directory (etcd under `db/`, its snapshots under `db/snapshots`,
+/// `tls/`, `token`, `cred/`): the server state disk's mount point.
+pub const RKE2_SERVER_DIR: &str = "/var/lib/rancher/rke2/server";
+/// Where RKE2's helm-controller picks up manifests on servers (on the state disk, when the
+/// server has one: written after it is mounted).
 pub const RKE2_MANIFESTS_DIR: &str = "/var/lib/rancher/rke2/server/manifests";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifests_live_in_the_server_state_directory() {
+        assert!(Path::new(RKE2_MANIFESTS_DIR).starts_with(RKE2_SERVER_DIR));
+    }
 
     #[test]
     fn join_keeps_paths_under_the_root() {

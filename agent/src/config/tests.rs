@@ -271,6 +271,119 @@ fn every_error_names_its_json_path() {
             "at least 1",
         ),
         (
+            with(agent(), "server_state_disk", Some(json!({"lun": 1}))),
+            "server_state_disk",
+            "only for role server",
+        ),
+        (
+            with(server(), "server_state_disk", Some(json!({"lun": 64}))),
+            "server_state_disk.lun",
+            "0-63",
+        ),
+        (
+            with(
+                server(),
+                "server_state_disk",
+                Some(json!({"lun": 1, "device": "/tmp/x"})),
+            ),
+            "server_state_disk.device",
+            "/dev",
+        ),
+        (
+            with(
+                server(),
+                "server_state_disk",
+                Some(json!({"lun": 1, "label": ""})),
+            ),
+            "server_state_disk.label",
+            "1-16",
+        ),
+        (
+            with(
+                server(),
+                "server_state_disk",
+                Some(json!({"lun": 1, "min_size_gib": 0})),
+            ),
+            "server_state_disk.min_size_gib",
+            "at least 1",
+        ),
+        (
+            with(
+                server(),
+                "server_state_disk",
+                Some(json!({"lun": 1, "mount_point": "/srv"})),
+            ),
+            "server_state_disk.mount_point",
+            "unknown field",
+        ),
+        (
+            with(
+                with(server(), "data_disk", Some(json!({"lun": 0}))),
+                "server_state_disk",
+                Some(json!({"lun": 0})),
+            ),
+            "server_state_disk",
+            "same lun 0 as data_disk",
+        ),
+        (
+            with(
+                with(
+                    server(),
+                    "data_disk",
+                    Some(json!({"lun": 0, "device": "/dev/sdc"})),
+                ),
+                "server_state_disk",
+                Some(json!({"lun": 1, "device": "/dev/sdc"})),
+            ),
+            "server_state_disk",
+            "same device /dev/sdc as data_disk",
+        ),
+        (
+            with(
+                with(server(), "data_disk", Some(json!({"lun": 0}))),
+                "server_state_disk",
+                Some(json!({"lun": 1, "label": "longhorn"})),
+            ),
+            "server_state_disk",
+            "same label",
+        ),
+        (
+            with(
+                with(
+                    with(
+                        server(),
+                        "cluster.longhorn_data_path",
+                        Some(json!("/var/lib/rancher")),
+                    ),
+                    "data_disk",
+                    Some(json!({"lun": 0, "mount_point": "/var/lib/rancher"})),
+                ),
+                "server_state_disk",
+                Some(json!({"lun": 1})),
+            ),
+            "data_disk.mount_point",
+            "overlaps RKE2's server state directory",
+        ),
+        (
+            with(agent(), "etcd_snapshots", Some(json!({"retention": 5}))),
+            "etcd_snapshots",
+            "only for role server",
+        ),
+        (
+            with(server(), "etcd_snapshots", Some(json!({"retention": 0}))),
+            "etcd_snapshots.retention",
+            "at least 1",
+        ),
+        (
+            with(
+                server(),
+                "etcd_snapshots",
+                Some(json!({"schedule_cron": "every hour"})),
+            ),
+            "etcd_snapshots.schedule_cron",
+            "five-field cron",
+        ),
+        (
             with(agent(), "node_labels", Some(json!(["novalue"]))),
             "node_labels[0]",
             "key=value",
@@ -295,6 +408,44 @@ fn every_error_names_its_json_path() {
             err.message
         );
     }
+}
+
+#[test]
+fn a_server_may_carry_a_state_disk_and_a_data_disk() {
+    let both = with(
+        with(server(), "data_disk", Some(json!({"lun": 0}))),
+        "server_state_disk",
+        Some(json!({"lun": 1})),
+    );
+    let c = parse_value(&both).unwrap();
+    let state = c.server_state_disk.unwrap();
+    assert_eq!(
+        (
+            state.lun,
+            state.label.as_str(),
+            state.min_size_gib,
+            state.wait_seconds
+        ),
+        (1, "rke2-server", 1, 120)
+    );
+    assert_eq!(c.data_disk.unwrap().lun, 0);
+    let only_state = parse_value(&with(
+        server(),
+        "server_state_disk",
+        Some(json!({"lun": 1, "device": "/dev/disk/azure/data/by-lun/1", "label": "etcd", "min_size_gib": 8, "wait_seconds": 30})),
+    ))
+    .unwrap();
+    assert_eq!(only_state.server_state_disk.unwrap().label, "etcd");
+    let snapshots = parse_value(&with(
+        server(),
+        "etcd_snapshots",
+        Some(json!({"schedule_cron": "0 */6 * * *", "retention": 10})),
+    ))
+    .unwrap()
+    .etcd_snapshots
+    .unwrap();
+    assert_eq!(snapshots.schedule_cron.as_deref(), Some("0 */6 * * *"));
+    assert_eq!(snapshots.retention, Some(10));
 }
 
 #[test]
@@ -375,6 +526,8 @@ fn schema_describes_every_top_level_field_and_forbids_others() {
         "cluster",
         "join_token",
         "data_disk",
+        "server_state_disk",
+        "etcd_snapshots",
         "node_labels",
         "node_taints",
     ] {
@@ -390,6 +543,13 @@ fn schema_describes_every_top_level_field_and_forbids_others() {
     for field in ["version", "role", "cluster", "join_token"] {
         assert!(required.contains(&field), "{field} not required");
     }
+    let state = &schema["$defs"]["ServerStateDiskConfig"];
+    assert_eq!(state["required"], json!(["lun"]), "{state}");
+    assert_eq!(
+        state["properties"]["label"]["default"],
+        json!("rke2-server")
+    );
+    assert_eq!(state["additionalProperties"], json!(false));
     let data_path = &schema["$defs"]["ClusterConfig"]["properties"]["longhorn_data_path"];
     assert_eq!(
         data_path["default"],

@@ -29,6 +29,15 @@ pub struct NodeConfig {
     /// The Longhorn data disk; absent on nodes without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_disk: Option<DataDiskConfig>,
+    /// The disk holding RKE2's server state (`/var/lib/rancher/rke2/server`: etcd, its
+    /// snapshots, certificates, token), so a replaced server comes back as the same member
+    /// (servers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_state_disk: Option<ServerStateDiskConfig>,
+    /// etcd snapshot schedule and retention overrides (servers only); the agent's defaults
+    /// apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_snapshots: Option<EtcdSnapshotsConfig>,
     /// Extra node labels, each `key=value`; applied at first registration only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_labels: Vec<String>,
@@ -185,6 +194,45 @@ pub struct DataDiskConfig {
 
 fn default_label() -> String {
     "longhorn".to_string()
+}
+
+/// The server state disk. Its mount point is not configurable: it is RKE2's server state
+/// directory (`/var/lib/rancher/rke2/server`), the one place RKE2 keeps what a replaced
+/// server needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerStateDiskConfig {
+    /// Azure LUN of the server state disk (0-63); not the data disk's.
+    pub lun: u8,
+    /// Explicit device path; wins over LUN discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    /// ext4 label the agent formats with and recognises as its own; not the data disk's.
+    #[serde(default = "default_state_label")]
+    pub label: String,
+    /// Refuse a disk smaller than this many GiB.
+    #[serde(default = "default_min_size_gib")]
+    pub min_size_gib: u64,
+    /// How long to wait for the disk's link to appear, in seconds.
+    #[serde(default = "default_wait_seconds")]
+    pub wait_seconds: u64,
+}
+
+fn default_state_label() -> String {
+    "rke2-server".to_string()
+}
+
+/// RKE2's etcd snapshot settings (servers). Absent fields take the agent's defaults
+/// (docs/configuration.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSnapshotsConfig {
+    /// A five-field cron expression (`etcd-snapshot-schedule-cron`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_cron: Option<String>,
+    /// How many snapshots to keep (`etcd-snapshot-retention`), at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u32>,
 }
 
 fn default_min_size_gib() -> u64 {

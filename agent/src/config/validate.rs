@@ -22,6 +22,8 @@ pub(super) fn validate(c: &NodeConfig) -> Check {
     validate_cluster(c)?;
     validate_join_token(c)?;
     validate_data_disk(c)?;
+    validate_server_state_disk(c)?;
+    validate_etcd_snapshots(c)?;
     validate_cluster_secrets(c)?;
     super::node_labels::check_labels(&c.node_labels)?;
     super::node_labels::check_taints(&c.node_taints)?;
@@ -149,22 +151,61 @@ fn validate_join_token(c: &NodeConfig) -> Check {
     Ok(())
 }
 
-fn validate_data_disk(c: &NodeConfig) -> Check {
-    let Some(d) = &c.data_disk else { return Ok(()) };
+/// What both disks share: where to find them, what they are called, how small they may be.
+struct DiskFields<'a> {
+    /// The config key, the start of every error path.
+    key: &'static str,
+    lun: u8,
+    device: Option<&'a Path>,
+    label: &'a str,
+    min_size_gib: u64,
+}
+
+fn disk_fields(d: &DiskFields<'_>) -> Check {
+    let key = d.key;
     if d.lun > 63 {
         return Err(ConfigError::new(
-            "data_disk.lun",
+            format!("{key}.lun"),
             format!("is {}, expected 0-63", d.lun),
         ));
     }
-    if let Some(dev) = &d.device {
+    if let Some(dev) = d.device {
         if !dev.is_absolute() || !dev.starts_with("/dev") {
             return Err(ConfigError::new(
-                "data_disk.device",
+                format!("{key}.device"),
                 format!("{} is not a device path under /dev", dev.display()),
             ));
         }
     }
+    // ext4 labels are at most 16 bytes; a longer one would be truncated and never match again.
+    if d.label.is_empty() || d.label.len() > 16 || !d.label.chars().all(|ch| ch.is_ascii_graphic())
+    {
+        return Err(ConfigError::new(
+            format!("{key}.label"),
+            format!(
+                "{:?} is not an ext4 label (1-16 printable ASCII characters, no spaces)",
+                d.label
+            ),
+        ));
+    }
+    if d.min_size_gib == 0 {
+        return Err(ConfigError::new(
+            format!("{key}.min_size_gib"),
+            "is 0, expected at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_data_disk(c: &NodeConfig) -> Check {
+    let Some(d) = &c.data_disk else { return Ok(()) };
+    disk_fields(&DiskFields {
+        key: "data_disk",
+        lun: d.lun,
+        device: d.device.as_deref(),
+        label: &d.label,
+        min_size_gib: d.min_size_gib,
+    })?;
     let mp = &d.mount_point;
     if !dedicated_dir(mp) {
         return Err(ConfigError::new(
@@ -187,21 +228,89 @@ fn validate_data_disk(c: &NodeConfig) -> Check {
             ),
         ));
     }
-    // ext4 labels are at most 16 bytes; a longer one would be truncated and never match again.
-    if d.label.is_empty() || d.label.len() > 16 || !d.label.chars().all(|ch| ch.is_ascii_graphic())
-    {
+    Ok(())
+}
+
+fn validate_server_state_disk(c: &NodeConfig) -> Check {
+    let Some(s) = &c.server_state_disk else {
+        return Ok(());
+    };
+    if c.role != Role::Server {
         return Err(ConfigError::new(
-            "data_disk.label",
+            "server_state_disk",
+            "is only for role server: agents keep no server state; a worker's disk is data_disk",
+        ));
+    }
+    disk_fields(&DiskFields {
+        key: "server_state_disk",
+        lun: s.lun,
+        device: s.device.as_deref(),
+        label: &s.label,
+        min_size_gib: s.min_size_gib,
+    })?;
+    let Some(d) = &c.data_disk else { return Ok(()) };
+    let (mp, server_dir) = (&d.mount_point, Path::new(crate::paths::RKE2_SERVER_DIR));
+    if mp.starts_with(server_dir) || server_dir.starts_with(mp) {
+        return Err(ConfigError::new(
+            "data_disk.mount_point",
             format!(
-                "{:?} is not an ext4 label (1-16 printable ASCII characters, no spaces)",
-                d.label
+                "{} overlaps RKE2's server state directory {}, where server_state_disk is mounted: choose another directory for Longhorn",
+                mp.display(),
+                server_dir.display()
             ),
         ));
     }
-    if d.min_size_gib == 0 {
+    // Each disk is found by its own LUN (or device) and recognised by its own label: a
+    // shared one would let the agent mount one disk where the other belongs.
+    let clash = if s.lun == d.lun {
+        Some(format!("lun {}", s.lun))
+    } else if s.device.is_some() && s.device == d.device {
+        Some(format!(
+            "device {}",
+            s.device.as_deref().unwrap_or(Path::new("")).display()
+        ))
+    } else if s.label == d.label {
+        Some(format!("label {:?}", s.label))
+    } else {
+        None
+    };
+    match clash {
+        Some(what) => Err(ConfigError::new(
+            "server_state_disk",
+            format!("has the same {what} as data_disk: the server state and Longhorn need two disks, each with its own LUN, device and label"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn validate_etcd_snapshots(c: &NodeConfig) -> Check {
+    let Some(e) = &c.etcd_snapshots else {
+        return Ok(());
+    };
+    if c.role != Role::Server {
         return Err(ConfigError::new(
-            "data_disk.min_size_gib",
-            "is 0, expected at least 1",
+            "etcd_snapshots",
+            "is only for role server: etcd runs on the servers",
+        ));
+    }
+    if let Some(cron) = &e.schedule_cron {
+        let fields: Vec<&str> = cron.split_whitespace().collect();
+        let ok = fields.len() == 5
+            && fields.iter().all(|f| {
+                f.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "*/,-?".contains(ch))
+            });
+        if !ok {
+            return Err(ConfigError::new(
+                "etcd_snapshots.schedule_cron",
+                format!("{cron:?} is not a five-field cron expression (e.g. \"0 */6 * * *\")"),
+            ));
+        }
+    }
+    if e.retention == Some(0) {
+        return Err(ConfigError::new(
+            "etcd_snapshots.retention",
+            "is 0, expected at least 1 (or leave it out)",
         ));
     }
     Ok(())
