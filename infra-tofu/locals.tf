@@ -93,10 +93,12 @@ locals {
 
   # Each server's state disk (everything under /var/lib/rancher/rke2/server: etcd, its
   # snapshots, the cluster CA and token). LUN 1, so a node could carry the Longhorn disk at
-  # LUN 0 as well; the agent's defaults apply to its label, mount point and wait.
+  # LUN 0 as well; the agent's defaults apply to its label. Like the Longhorn disk it is
+  # attached only after the VM exists, hence the same wait.
   server_state_disk = {
     lun          = 1
     min_size_gib = var.server_state_disk_size_gib
+    wait_seconds = var.data_disk_wait_seconds
   }
 
   # Azure Backup of the state disks: the policy's repeating interval (ISO 8601) and how many

@@ -200,7 +200,7 @@ variable "data_disk_storage_account_type" {
 }
 
 variable "data_disk_wait_seconds" {
-  description = "How long the agent waits for the data disk to appear. The disk is attached only after the VM has been created (and booted), so this must cover the attachment."
+  description = "How long the agent waits for a node's disk to appear: a worker's Longhorn disk, a server's state disk. A disk is attached only after its VM has been created (and booted), so this must cover the attachment."
   type        = number
   default     = 600
 

@@ -28,10 +28,11 @@ variable "registration_url" {
 }
 
 variable "server_state_disk" {
-  description = "Every server's state disk: its LUN and the size the agent checks it against (the agent's defaults apply to the rest)."
+  description = "Every server's state disk: its LUN, the size the agent checks it against and how long it waits for it (the agent's defaults apply to the rest)."
   type = object({
     lun          = number
     min_size_gib = number
+    wait_seconds = number
   })
 }
 
