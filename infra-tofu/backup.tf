@@ -58,6 +58,15 @@ resource "azurerm_role_assignment" "backup_snapshot_contributor" {
   principal_type       = "ServicePrincipal"
 }
 
+resource "azurerm_role_assignment" "backup_restore_operator" {
+  # A restore creates the new disk in the snapshot group too (docs/backup-restore.md), which
+  # takes Disk Restore Operator there.
+  scope                = azurerm_resource_group.snapshots.id
+  role_definition_name = "Disk Restore Operator"
+  principal_id         = azurerm_data_protection_backup_vault.main.identity[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_data_protection_backup_instance_disk" "server_state" {
   for_each = local.servers
 

@@ -250,13 +250,15 @@ def test_every_server_state_disk_is_backed_up_off_node(three_servers_eval):
     assert set(resources("azurerm_resource_group")) == {"main", "snapshots"}
 
     # The vault's identity gets Azure Backup's documented grants before protection starts:
-    # Disk Backup Reader on each disk, Disk Snapshot Contributor on the snapshot group.
+    # Disk Backup Reader on each disk, Disk Snapshot Contributor on the snapshot group; and
+    # Disk Restore Operator there, where a restore creates the new disk.
     grants = {
         attr(ra, "role_definition_name"): (name, ra)
         for name, ra in resources("azurerm_role_assignment").items()
         if attr(ra, "principal_id") == "${azurerm_data_protection_backup_vault.main.identity[0].principal_id}"
     }
-    assert set(grants) == {"Disk Backup Reader", "Disk Snapshot Contributor"}
+    assert set(grants) == {"Disk Backup Reader", "Disk Snapshot Contributor", "Disk Restore Operator"}
+    assert attr(grants["Disk Restore Operator"][1], "scope") == "${azurerm_resource_group.snapshots.id}"
     reader_name, reader = grants["Disk Backup Reader"]
     assert attr(reader, "for_each") == "${local.servers}"
     assert attr(reader, "scope") == "${azurerm_managed_disk.server_state[each.key].id}"
