@@ -12,6 +12,7 @@ pub mod disk;
 pub mod doctor;
 pub mod fsutil;
 pub mod kubeconfig;
+pub mod node_password;
 pub mod nodefile;
 pub mod paths;
 pub mod reconcile;

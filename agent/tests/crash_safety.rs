@@ -72,6 +72,16 @@ fn end_state(sb: &Sandbox, device: Option<&Path>) -> BTreeMap<String, String> {
         if rel.starts_with("var/lib/longhorn/") || rel == "var/lib/canarie-agent/state.json" {
             continue; // the filesystem's own files; timestamps
         }
+        if rel == "etc/rancher/node/password" {
+            // Random per node; what must hold is that the disk keeps the same one.
+            let saved = std::fs::read(sb.path("/var/lib/longhorn/.canarie/node-password"));
+            let same = saved.is_ok_and(|s| s == bytes);
+            out.insert(
+                rel,
+                format!("{mode:o} <password, saved on the disk: {same}>"),
+            );
+            continue;
+        }
         let text = String::from_utf8_lossy(&bytes)
             .replace(&uuid, "<uuid>")
             .replace(&device, "<device>");

@@ -295,7 +295,7 @@ fn a_format_killed_before_the_superblock_is_finished_by_the_next_run() {
         size_bytes: GIB,
         label: LABEL.into(),
     }
-    .write(&node.root)
+    .write(&node.root, disk::Purpose::LonghornData)
     .unwrap();
     let obs = node.observe_expecting(DecisionKind::Format);
     assert!(

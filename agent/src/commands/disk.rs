@@ -14,6 +14,7 @@ pub fn inspect(global: &GlobalArgs, args: &DiskInspectArgs) -> i32 {
         return exit::ERROR;
     }
     let opts = InspectOptions {
+        purpose: disk::Purpose::of_mount_point(&args.mount_point),
         label: args.label.clone(),
         min_size_gib: args.min_size_gib,
         mount_point: args.mount_point.clone(),

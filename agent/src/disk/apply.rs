@@ -57,11 +57,11 @@ pub(crate) fn check_ext4(device: &Path) -> Result<Option<String>> {
 
 /// Refuses a mount point that already has something mounted on it, and warns when files
 /// on the root filesystem would be hidden under the data disk.
-pub(crate) fn check_mount_point(target: &Path) -> Result<()> {
+pub(crate) fn check_mount_point(target: &Path, what: &str) -> Result<()> {
     let mounts = sysfs::read_mountinfo()?;
     if let Some(other) = mounts.iter().find(|m| m.mount_point == target) {
         bail!(
-            "{} is already a mount point ({} {}); refusing to stack the data disk on it: unmount it first",
+            "{} is already a mount point ({} {}); refusing to stack the {what} on it: unmount it first",
             target.display(),
             other.fs_type,
             other.source
@@ -75,7 +75,7 @@ pub(crate) fn check_mount_point(target: &Path) -> Result<()> {
     };
     if has_files {
         // Something wrote here while the disk was absent; mounting hides it, not deletes it.
-        tracing::warn!(step = "disk", mount_point = %target.display(), "the mount point is not empty on the root filesystem; its files stay hidden under the data disk");
+        tracing::warn!(step = "disk", mount_point = %target.display(), "the mount point is not empty on the root filesystem; its files stay hidden under the {what}");
     }
     Ok(())
 }
@@ -101,7 +101,7 @@ pub(crate) fn mount_syscall(device: &Path, target: &Path) -> Result<()> {
 /// made by systemd in the host's namespace shows here too (mounts propagate into the
 /// service's namespace), and systemd mounts by filesystem UUID, which a second disk with
 /// the same UUID (a cloned snapshot) could also answer to.
-pub(crate) fn confirm_mounted(device: &Path, target: &Path) -> Result<()> {
+pub(crate) fn confirm_mounted(device: &Path, target: &Path, what: &str) -> Result<()> {
     let want = sysfs::block_devnum(device)?
         .with_context(|| format!("{} is not a block device", device.display()))?;
     let mounts = sysfs::read_mountinfo()?;
@@ -109,7 +109,7 @@ pub(crate) fn confirm_mounted(device: &Path, target: &Path) -> Result<()> {
     match mounts.iter().rev().find(|m| m.mount_point == target) {
         Some(m) if m.devnum == Some(want) => Ok(()),
         Some(m) => bail!(
-            "{} is mounted from {} ({} {}), not from the data disk {} ({want}); unmount it (`umount {}`) and check which disk holds that filesystem UUID",
+            "{} is mounted from {} ({} {}), not from the {what} {} ({want}); unmount it (`umount {}`) and check which disk holds that filesystem UUID",
             target.display(),
             m.devnum.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
             m.fs_type,

@@ -16,6 +16,8 @@ const MIB: u64 = 1 << 20;
 
 pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions) -> Decision {
     let dev = device.display();
+    // The config key and the name of the disk, for the messages.
+    let (key, what) = (opts.purpose.key(), opts.purpose.what());
     let refuse = |reason: String| Decision {
         kind: DecisionKind::Refuse,
         reason,
@@ -25,12 +27,12 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
 
     if !report.whole_disk {
         return refuse(format!(
-            "{dev} is a partition, not a whole disk; point data_disk at the whole disk (its LUN) instead"
+            "{dev} is a partition, not a whole disk; point {key} at the whole disk (its LUN) instead"
         ));
     }
     if report.holds_root {
         return refuse(format!(
-            "{dev} holds the root filesystem /; data_disk points at the OS disk, fix data_disk.lun or data_disk.device in the node config"
+            "{dev} holds the root filesystem /; {key} points at the OS disk, fix {key}.lun or {key}.device in the node config"
         ));
     }
 
@@ -46,7 +48,7 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
                 ),
             },
             None => refuse(format!(
-                "{dev} is mounted at {target} but is not ext4 labelled {:?} ({}); unmount it (`umount {target}`) and check data_disk in the node config",
+                "{dev} is mounted at {target} but is not ext4 labelled {:?} ({}); unmount it (`umount {target}`) and check {key} in the node config",
                 opts.label,
                 describe_all(&report.signatures)
             )),
@@ -54,20 +56,20 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
     }
     if let Some(other) = &report.target_taken_by {
         return refuse(format!(
-            "{} already has another filesystem mounted on it ({other}), so {dev} cannot be mounted there; unmount it, or set data_disk.mount_point to a free directory",
+            "{} already has another filesystem mounted on it ({other}), so {dev} cannot be mounted there; unmount it, or set {key}.mount_point to a free directory",
             opts.mount_point.display()
         ));
     }
     if !report.in_use.is_empty() {
         return refuse(format!(
-            "{dev} is in use ({}); it belongs to something else on this node: check data_disk.lun, and free the disk only if its data is truly unwanted",
+            "{dev} is in use ({}); it belongs to something else on this node: check {key}.lun, and free the disk only if its data is truly unwanted",
             report.in_use.join("; ")
         ));
     }
     let min_bytes = opts.min_size_gib.saturating_mul(GIB);
     if report.size_bytes < min_bytes {
         return refuse(format!(
-            "{dev} is {}, smaller than data_disk.min_size_gib ({} GiB); probably not the data disk: check data_disk.lun, or attach a larger disk",
+            "{dev} is {}, smaller than {key}.min_size_gib ({} GiB); probably not the {what}: check {key}.lun, or attach a larger disk",
             human_size(report.size_bytes),
             opts.min_size_gib
         ));
@@ -163,7 +165,7 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
 
     if let Some(bad) = sigs.iter().find(|s| s.bad_checksum) {
         return refuse(format!(
-            "{dev} holds {} with a bad superblock checksum: a damaged filesystem, not a blank disk; check it with `e2fsck -n {dev}` (repair with `e2fsck {dev}` if it is the data disk), or, if its data is truly unwanted, `wipefs -a {dev}`",
+            "{dev} holds {} with a bad superblock checksum: a damaged filesystem, not a blank disk; check it with `e2fsck -n {dev}` (repair with `e2fsck {dev}` if it is the {what}), or, if its data is truly unwanted, `wipefs -a {dev}`",
             describe(bad)
         ));
     }
@@ -205,7 +207,7 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
                 None => "with no label".to_string(),
             };
             return refuse(format!(
-                "{dev} holds an ext4 filesystem {labelled} (UUID {}), not {:?}: probably not the data disk (wrong LUN?); check data_disk.lun; to adopt it on purpose run `e2label {dev} {}`, or if its data is truly unwanted `wipefs -a {dev}`",
+                "{dev} holds an ext4 filesystem {labelled} (UUID {}), not {:?}: probably not the {what} (wrong LUN?); check {key}.lun; to adopt it on purpose run `e2label {dev} {}`, or if its data is truly unwanted `wipefs -a {dev}`",
                 first.uuid.as_deref().unwrap_or("unknown"),
                 opts.label,
                 opts.label
@@ -237,7 +239,7 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
         return Decision {
             kind: DecisionKind::Reuse,
             reason: format!(
-                "ext4 labelled {:?} (UUID {uuid}): the agent's own data disk from an earlier run; it will be checked (`e2fsck -p`) and mounted at {}",
+                "ext4 labelled {:?} (UUID {uuid}): the agent's own {what} from an earlier run; it will be checked (`e2fsck -p`) and mounted at {}",
                 opts.label,
                 opts.mount_point.display()
             ),
@@ -245,7 +247,7 @@ pub(crate) fn decide(device: &Path, report: &ProbeReport, opts: &InspectOptions)
     }
 
     refuse(format!(
-        "{dev} holds {}: data the agent did not create (wrong LUN?); check data_disk.lun; {wipe_hint}",
+        "{dev} holds {}: data the agent did not create (wrong LUN?); check {key}.lun; {wipe_hint}",
         describe_all(sigs)
     ))
 }
@@ -370,6 +372,7 @@ mod tests {
 
     fn opts() -> InspectOptions {
         InspectOptions {
+            purpose: super::super::Purpose::LonghornData,
             label: "longhorn".into(),
             min_size_gib: 1,
             mount_point: PathBuf::from("/var/lib/longhorn"),

@@ -1,7 +1,7 @@
 //! Finding the data disk: by Azure LUN link (two udev schemes) or an explicit device,
 //! waiting for a late link with a deadline. Never a guessed kernel name.
 
-use crate::config::DataDiskConfig;
+use super::DiskSpec;
 use crate::paths::Root;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ pub fn lun_links(root: &Root, lun: u8) -> [PathBuf; 2] {
 }
 
 /// Finds the configured disk, waiting up to `wait` for its link or node to appear.
-pub fn find(cfg: &DataDiskConfig, root: &Root, wait: Duration) -> Result<Found> {
+pub fn find(cfg: &DiskSpec, root: &Root, wait: Duration) -> Result<Found> {
+    let (key, what) = (cfg.purpose.key(), cfg.purpose.what());
     let candidates: Vec<PathBuf> = match &cfg.device {
         // An explicit device is a real node path, not a sandbox one.
         Some(device) => vec![device.clone()],
@@ -40,7 +41,7 @@ pub fn find(cfg: &DataDiskConfig, root: &Root, wait: Duration) -> Result<Found> 
     loop {
         if let Some(found) = candidates.iter().find_map(|c| resolve(c)) {
             if announced {
-                tracing::info!(step = "disk", via = %found.via.display(), device = %found.device.display(), "data disk appeared");
+                tracing::info!(step = "disk", via = %found.via.display(), device = %found.device.display(), "{what} appeared");
             }
             return Ok(found);
         }
@@ -51,7 +52,7 @@ pub fn find(cfg: &DataDiskConfig, root: &Root, wait: Duration) -> Result<Found> 
             tracing::info!(
                 step = "disk",
                 wait_seconds = wait.as_secs(),
-                "waiting for the data disk to appear: {}",
+                "waiting for the {what} to appear: {}",
                 list(&candidates)
             );
             announced = true;
@@ -69,12 +70,12 @@ pub fn find(cfg: &DataDiskConfig, root: &Root, wait: Duration) -> Result<Found> 
     };
     match &cfg.device {
         Some(device) => bail!(
-            "data disk {} did not appear within {} s{dangling}; check data_disk.device in the node config and that the disk is attached",
+            "{what} {} did not appear within {} s{dangling}; check {key}.device in the node config and that the disk is attached",
             device.display(),
             wait.as_secs()
         ),
         None => bail!(
-            "data disk at LUN {lun} not found after {} s: tried {} (azure-vm-utils rules) and {} (WALinuxAgent rules){dangling}; check that a data disk is attached at LUN {lun} (`az vm show -d` lists storageProfile.dataDisks) and that one of those udev rule sets is installed",
+            "{what} at LUN {lun} not found after {} s: tried {} (azure-vm-utils rules) and {} (WALinuxAgent rules){dangling}; check that the {what} is attached at LUN {lun} (`az vm show -d` lists storageProfile.dataDisks) and that one of those udev rule sets is installed",
             wait.as_secs(),
             candidates[0].display(),
             candidates[1].display(),

@@ -10,14 +10,18 @@
 //! unfinished mkfs, and formatting it again loses nothing. A rebuilt VM has no marker,
 //! so there such a disk is refused, as the spec asks.
 
+use super::Purpose;
 use crate::fsutil::{self, write_if_changed};
 use crate::paths::{Root, STATE_DIR};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The marker's node path.
+/// The data disk's marker's node path (each disk purpose has its own:
+/// [`super::Purpose::format_marker`]), so two disks formatted in the same run never share one.
 pub const FORMAT_MARKER: &str = "/var/lib/canarie-agent/data-disk-format.json";
+/// The server state disk's marker.
+pub const STATE_FORMAT_MARKER: &str = "/var/lib/canarie-agent/server-state-disk-format.json";
 
 /// What the marker records: enough to recognise the same disk after a reboot, when the
 /// kernel name may have changed but the LUN link has not.
@@ -32,23 +36,23 @@ pub struct FormatMarker {
 }
 
 impl FormatMarker {
-    fn path(root: &Root) -> PathBuf {
-        debug_assert!(FORMAT_MARKER.starts_with(STATE_DIR));
-        root.join(FORMAT_MARKER)
+    fn path(root: &Root, purpose: Purpose) -> PathBuf {
+        debug_assert!(purpose.format_marker().starts_with(STATE_DIR));
+        root.join(purpose.format_marker())
     }
 
     /// Writes the marker durably (before mkfs starts).
-    pub fn write(&self, root: &Root) -> Result<()> {
+    pub fn write(&self, root: &Root, purpose: Purpose) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).context("serializing the format marker")?;
-        write_if_changed(&Self::path(root), &json, 0o644)
-            .with_context(|| format!("writing the format marker {FORMAT_MARKER}"))?;
+        write_if_changed(&Self::path(root, purpose), &json, 0o644)
+            .with_context(|| format!("writing the format marker {}", purpose.format_marker()))?;
         Ok(())
     }
 
     /// The marker left by an earlier run, if any. An unreadable marker counts as none:
     /// without it, a half-formatted disk is refused, which is the safe side.
-    pub fn read(root: &Root) -> Option<FormatMarker> {
-        let path = Self::path(root);
+    pub fn read(root: &Root, purpose: Purpose) -> Option<FormatMarker> {
+        let path = Self::path(root, purpose);
         let bytes = std::fs::read(&path).ok()?;
         match serde_json::from_slice(&bytes) {
             Ok(marker) => Some(marker),
@@ -60,9 +64,9 @@ impl FormatMarker {
     }
 
     /// Removes the marker durably (after the re-probe confirmed our ext4, before mount).
-    pub fn clear(root: &Root) -> Result<()> {
-        fsutil::remove_if_exists(&Self::path(root))
-            .context("clearing the data disk's format marker")?;
+    pub fn clear(root: &Root, purpose: Purpose) -> Result<()> {
+        fsutil::remove_if_exists(&Self::path(root, purpose))
+            .with_context(|| format!("clearing the {}'s format marker", purpose.what()))?;
         Ok(())
     }
 
@@ -78,12 +82,29 @@ impl FormatMarker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    const D: Purpose = Purpose::LonghornData;
+
+    #[test]
+    fn each_purpose_has_its_own_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let m = FormatMarker {
+            via: "/dev/disk/azure/data/by-lun/1".into(),
+            device: "/dev/sdd".into(),
+            size_bytes: 1 << 30,
+            label: "rke2-server".into(),
+        };
+        m.write(&root, Purpose::ServerState).unwrap();
+        assert_eq!(FormatMarker::read(&root, D), None);
+        FormatMarker::clear(&root, D).unwrap();
+        assert_eq!(FormatMarker::read(&root, Purpose::ServerState), Some(m));
+    }
 
     #[test]
     fn write_read_clear_and_match() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        assert_eq!(FormatMarker::read(&root), None);
+        assert_eq!(FormatMarker::read(&root, D), None);
         let disk = dir.path().join("sdd");
         std::fs::write(&disk, b"").unwrap();
         let link = dir.path().join("lun0");
@@ -94,8 +115,8 @@ mod tests {
             size_bytes: 1 << 40,
             label: "longhorn".into(),
         };
-        m.write(&root).unwrap();
-        let back = FormatMarker::read(&root).unwrap();
+        m.write(&root, D).unwrap();
+        let back = FormatMarker::read(&root, D).unwrap();
         assert_eq!(back, m);
         assert!(
             back.is_for(&disk, 1 << 40, "longhorn"),
@@ -107,9 +128,9 @@ mod tests {
         );
         assert!(!back.is_for(&disk, 1 << 39, "longhorn"));
         assert!(!back.is_for(&disk, 1 << 40, "other"));
-        FormatMarker::clear(&root).unwrap();
-        assert_eq!(FormatMarker::read(&root), None);
-        FormatMarker::clear(&root).unwrap();
+        FormatMarker::clear(&root, D).unwrap();
+        assert_eq!(FormatMarker::read(&root, D), None);
+        FormatMarker::clear(&root, D).unwrap();
     }
 
     #[test]
@@ -119,6 +140,6 @@ mod tests {
         let path = root.join(FORMAT_MARKER);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"{not json").unwrap();
-        assert_eq!(FormatMarker::read(&root), None);
+        assert_eq!(FormatMarker::read(&root, D), None);
     }
 }

@@ -1,6 +1,6 @@
-//! The Longhorn data disk: find it by LUN, probe it with libblkid, format only a blank
-//! disk, reuse our own, refuse everything else, mount it for good.
-//! See docs/disk-safety.md.
+//! The node's persistent disks (the Longhorn data disk, a server's state disk): find each by
+//! LUN, probe it with libblkid, format only a blank disk, reuse our own, refuse everything
+//! else, mount it for good. One code path for every [`Purpose`]; see docs/disk-safety.md.
 //!
 //! The reconciler calls it as one step, from a blocking context:
 //! [`observe`] (read-only: find, probe, decide) then [`apply`] (act on the decision,
@@ -17,18 +17,137 @@ mod unit;
 
 pub use blkid::{SafeProbe, SafeValues, Signature};
 pub use discover::lun_links;
-pub use marker::{FormatMarker, FORMAT_MARKER};
+pub use marker::{FormatMarker, FORMAT_MARKER, STATE_FORMAT_MARKER};
 pub use unit::{escape_path, unit_name, Persisted, SYSTEMD_UNIT_DIR};
 
-use crate::config::DataDiskConfig;
-use crate::paths::Root;
+use crate::config::{DataDiskConfig, NodeConfig, ServerStateDiskConfig};
+use crate::paths::{Root, RKE2_SERVER_DIR};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What a disk is for. Everything that differs between the disks is in this table; the
+/// finding, probing, deciding, formatting and mounting are the same code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Longhorn's replicas (`data_disk`).
+    LonghornData,
+    /// RKE2's server state: etcd, its snapshots, certificates, token (`server_state_disk`).
+    ServerState,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 2] = [Purpose::LonghornData, Purpose::ServerState];
+
+    /// The node config key, as error messages and hints name it.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Purpose::LonghornData => "data_disk",
+            Purpose::ServerState => "server_state_disk",
+        }
+    }
+
+    /// The disk's name in messages.
+    pub const fn what(self) -> &'static str {
+        match self {
+            Purpose::LonghornData => "data disk",
+            Purpose::ServerState => "server state disk",
+        }
+    }
+
+    /// The mount unit's description.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Purpose::LonghornData => "Longhorn data disk",
+            Purpose::ServerState => "RKE2 server state disk",
+        }
+    }
+
+    /// Its format-in-progress marker (docs/disk-safety.md).
+    pub const fn format_marker(self) -> &'static str {
+        match self {
+            Purpose::LonghornData => FORMAT_MARKER,
+            Purpose::ServerState => STATE_FORMAT_MARKER,
+        }
+    }
+
+    /// The purpose whose mount point this is (`disk inspect`'s `--mount-point`).
+    pub fn of_mount_point(mount_point: &Path) -> Purpose {
+        if mount_point == Path::new(RKE2_SERVER_DIR) {
+            Purpose::ServerState
+        } else {
+            Purpose::LonghornData
+        }
+    }
+}
+
+/// One configured disk, whatever its purpose: what the disk code needs of the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub purpose: Purpose,
+    pub lun: u8,
+    pub device: Option<PathBuf>,
+    /// A node path: `data_disk.mount_point`, or RKE2's server directory for the state disk.
+    pub mount_point: PathBuf,
+    pub label: String,
+    pub min_size_gib: u64,
+    pub wait_seconds: u64,
+}
+
+impl DiskSpec {
+    /// The node's disks, in the order they are handled.
+    pub fn all(config: &NodeConfig) -> Vec<DiskSpec> {
+        let data = config.data_disk.as_ref().map(DiskSpec::from);
+        let state = config.server_state_disk.as_ref().map(DiskSpec::from);
+        data.into_iter().chain(state).collect()
+    }
+
+    /// The node's disk of `purpose`, if it has one.
+    pub fn of(config: &NodeConfig, purpose: Purpose) -> Option<DiskSpec> {
+        DiskSpec::all(config)
+            .into_iter()
+            .find(|d| d.purpose == purpose)
+    }
+}
+
+impl From<&DataDiskConfig> for DiskSpec {
+    fn from(c: &DataDiskConfig) -> Self {
+        DiskSpec {
+            purpose: Purpose::LonghornData,
+            lun: c.lun,
+            device: c.device.clone(),
+            mount_point: c.mount_point.clone(),
+            label: c.label.clone(),
+            min_size_gib: c.min_size_gib,
+            wait_seconds: c.wait_seconds,
+        }
+    }
+}
+
+impl From<&ServerStateDiskConfig> for DiskSpec {
+    fn from(c: &ServerStateDiskConfig) -> Self {
+        DiskSpec {
+            purpose: Purpose::ServerState,
+            lun: c.lun,
+            device: c.device.clone(),
+            mount_point: PathBuf::from(RKE2_SERVER_DIR),
+            label: c.label.clone(),
+            min_size_gib: c.min_size_gib,
+            wait_seconds: c.wait_seconds,
+        }
+    }
+}
+
+impl From<&DiskSpec> for DiskSpec {
+    fn from(d: &DiskSpec) -> Self {
+        d.clone()
+    }
+}
+
 /// What the disk is expected to be: the part of the config the decision uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InspectOptions {
+    pub purpose: Purpose,
     /// The ext4 label the agent formats with and recognises as its own.
     pub label: String,
     /// Smaller disks are refused.
@@ -37,9 +156,10 @@ pub struct InspectOptions {
     pub mount_point: PathBuf,
 }
 
-impl From<&DataDiskConfig> for InspectOptions {
-    fn from(cfg: &DataDiskConfig) -> Self {
+impl From<&DiskSpec> for InspectOptions {
+    fn from(cfg: &DiskSpec) -> Self {
         InspectOptions {
+            purpose: cfg.purpose,
             label: cfg.label.clone(),
             min_size_gib: cfg.min_size_gib,
             mount_point: cfg.mount_point.clone(),
@@ -190,20 +310,19 @@ pub struct Refused {
 
 /// Finds the configured disk (waiting up to `data_disk.wait_seconds` for its link),
 /// probes it and decides. Read-only.
-pub fn observe(cfg: &DataDiskConfig, root: &Root) -> Result<DiskObservation> {
-    observe_within(cfg, root, Duration::from_secs(cfg.wait_seconds))
+pub fn observe<'a>(cfg: impl Into<DiskSpec> + 'a, root: &Root) -> Result<DiskObservation> {
+    let cfg: DiskSpec = cfg.into();
+    let wait = Duration::from_secs(cfg.wait_seconds);
+    observe_within(&cfg, root, wait)
 }
 
 /// [`observe`] with an explicit wait (`plan` may not want to wait for a late link).
-pub fn observe_within(
-    cfg: &DataDiskConfig,
-    root: &Root,
-    wait: Duration,
-) -> Result<DiskObservation> {
+pub fn observe_within(cfg: &DiskSpec, root: &Root, wait: Duration) -> Result<DiskObservation> {
     let found = discover::find(cfg, root, wait)?;
     let obs = examine(&found.via, &found.device, &InspectOptions::from(cfg), root)?;
     tracing::info!(
         step = "disk",
+        disk = cfg.purpose.key(),
         device = %obs.device.display(),
         via = %obs.via.display(),
         decision = obs.decision.kind.as_str(),
@@ -253,11 +372,13 @@ fn examine(
 /// (see docs/disk-safety.md).
 pub fn apply(
     obs: &DiskObservation,
-    cfg: &DataDiskConfig,
+    cfg: impl Into<DiskSpec>,
     root: &Root,
     mounter: &Mounter<'_>,
 ) -> Result<DiskOutcome> {
-    let opts = InspectOptions::from(cfg);
+    let cfg: DiskSpec = cfg.into();
+    let opts = InspectOptions::from(&cfg);
+    let (purpose, what) = (cfg.purpose, cfg.purpose.what());
     let refused = |reason: String| {
         anyhow::Error::new(Refused {
             device: obs.device.clone(),
@@ -268,7 +389,7 @@ pub fn apply(
         return Err(refused(obs.decision.reason.clone()));
     }
     let fresh = examine(&obs.via, &obs.device, &opts, root)
-        .context("re-probing the data disk before acting")?;
+        .with_context(|| format!("re-probing the {what} before acting"))?;
     let kind = match (obs.decision.kind, fresh.decision.kind) {
         (_, DecisionKind::Mounted) => DecisionKind::Mounted,
         (then, now) if then == now => now,
@@ -288,12 +409,12 @@ pub fn apply(
                 size_bytes: fresh.report.size_bytes,
                 label: opts.label.clone(),
             }
-            .write(root)?;
+            .write(root, purpose)?;
             apply::make_ext4(&obs.device, &opts.label)?;
             // Confirm from the disk alone: the marker would make our ext4 read as
             // "interrupted" until it is cleared.
             let mut report = probe::examine(&obs.device, &opts, root)
-                .context("re-probing the data disk after mkfs.ext4")?;
+                .with_context(|| format!("re-probing the {what} after mkfs.ext4"))?;
             report.interrupted_format = false;
             let confirmed = decide::decide(&obs.device, &report, &opts);
             if confirmed.kind != DecisionKind::Reuse {
@@ -311,7 +432,7 @@ pub fn apply(
                 )
             })?;
             // Cleared before the first mount: while the marker exists the disk holds no data.
-            FormatMarker::clear(root)?;
+            FormatMarker::clear(root, purpose)?;
             (DiskAction::Formatted, uuid, true)
         }
         DecisionKind::Reuse => {
@@ -320,39 +441,39 @@ pub fn apply(
             }
             let uuid = uuid_of(&fresh)?;
             // A marker can only be left for some other disk here; it is obsolete.
-            FormatMarker::clear(root)?;
+            FormatMarker::clear(root, purpose)?;
             (DiskAction::Reused, uuid, true)
         }
         DecisionKind::Mounted => {
-            FormatMarker::clear(root)?;
+            FormatMarker::clear(root, purpose)?;
             (DiskAction::AlreadyMounted, uuid_of(&fresh)?, false)
         }
         DecisionKind::Refuse => unreachable!("a refusal never gets past the agreement check"),
     };
     if mounted_now {
-        apply::check_mount_point(&target)?;
+        apply::check_mount_point(&target, what)?;
     }
     // Persisted before the mount: systemd mounts from this unit. The filesystem is already
     // confirmed ours (after mkfs) or checked (e2fsck), so a boot after a crash here may
     // mount it.
-    let persisted =
-        unit::persist(root, &opts.mount_point, &uuid).context("persisting the data disk mount")?;
+    let persisted = unit::persist(root, purpose, &opts.mount_point, &uuid)
+        .with_context(|| format!("persisting the {what} mount"))?;
     if mounted_now {
         let (device, mount_point) = (obs.device.display(), target.display());
         match mounter {
             Mounter::Syscall => {
-                tracing::info!(step = "disk", action = "mount", %device, %mount_point, "mounting the data disk with mount(2)");
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, "mounting the {what} with mount(2)");
                 apply::mount_syscall(&obs.device, &target)?
             }
             Mounter::Systemd(start) => {
                 let unit = unit::unit_name(&opts.mount_point);
-                tracing::info!(step = "disk", action = "mount", %device, %mount_point, %unit, "mounting the data disk: systemd starts {unit}");
+                tracing::info!(step = "disk", action = "mount", %device, %mount_point, %unit, "mounting the {what}: systemd starts {unit}");
                 start(&unit).with_context(|| {
                     format!("mounting {device} at {mount_point} by starting {unit}")
                 })?
             }
         }
-        apply::confirm_mounted(&obs.device, &target)?;
+        apply::confirm_mounted(&obs.device, &target, what)?;
     }
     let outcome = DiskOutcome {
         device: obs.device.clone(),
@@ -366,7 +487,7 @@ pub fn apply(
         device = %outcome.device.display(),
         action = ?outcome.action,
         changed = outcome.changed(),
-        "data disk ready at {}",
+        "{what} ready at {}",
         opts.mount_point.display()
     );
     Ok(outcome)

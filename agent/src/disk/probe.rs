@@ -168,7 +168,7 @@ pub(crate) fn examine(device: &Path, opts: &InspectOptions, root: &Root) -> Resu
         nonzero_head: !zero_head,
         nonzero_tail: !zero_tail,
         ext4_bytes,
-        interrupted_format: FormatMarker::read(root)
+        interrupted_format: FormatMarker::read(root, opts.purpose)
             .is_some_and(|m| m.is_for(device, size, &opts.label)),
     })
 }

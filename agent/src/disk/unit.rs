@@ -1,6 +1,7 @@
 //! The persistent mount: a systemd mount unit we own entirely, enabled by its
 //! `local-fs.target.wants` symlink (what `systemctl enable` would create).
 
+use super::Purpose;
 use crate::fsutil::{self, create_dirs, write_if_changed, WriteOutcome};
 use crate::paths::Root;
 use anyhow::{Context, Result};
@@ -60,13 +61,14 @@ pub fn escape_path(path: &Path) -> String {
 
 /// The unit text: mount by filesystem UUID, `nofail` so a missing disk never blocks
 /// boot (RKE2's `RequiresMountsFor=` keeps Longhorn off the root filesystem instead).
-pub fn unit_contents(uuid: &str, mount_point: &Path) -> String {
+pub fn unit_contents(purpose: Purpose, uuid: &str, mount_point: &Path) -> String {
+    let description = purpose.description();
     // `%` starts a unit-file specifier; a literal one is written `%%`.
     let where_ = mount_point.display().to_string().replace('%', "%%");
     format!(
-        "# Written by canarie-agent for the Longhorn data disk; it is rewritten on every run.\n\
+        "# Written by canarie-agent for the {description}; it is rewritten on every run.\n\
          [Unit]\n\
-         Description=Longhorn data disk (canarie-agent)\n\
+         Description={description} (canarie-agent)\n\
          \n\
          [Mount]\n\
          What=/dev/disk/by-uuid/{uuid}\n\
@@ -80,12 +82,12 @@ pub fn unit_contents(uuid: &str, mount_point: &Path) -> String {
 }
 
 /// Writes the unit and its wants symlink under `root`; unchanged files are left alone.
-pub fn persist(root: &Root, mount_point: &Path, uuid: &str) -> Result<Persisted> {
+pub fn persist(root: &Root, purpose: Purpose, mount_point: &Path, uuid: &str) -> Result<Persisted> {
     let name = unit_name(mount_point);
     let unit_path = Path::new(SYSTEMD_UNIT_DIR).join(&name);
     let unit = write_if_changed(
         &root.join(&unit_path),
-        unit_contents(uuid, mount_point).as_bytes(),
+        unit_contents(purpose, uuid, mount_point).as_bytes(),
         0o644,
     )
     .with_context(|| format!("writing the mount unit {}", unit_path.display()))?;
@@ -146,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
         let mp = Path::new("/var/lib/longhorn");
-        let first = persist(&root, mp, "0123-abcd").unwrap();
+        let first = persist(&root, Purpose::LonghornData, mp, "0123-abcd").unwrap();
         assert_eq!(first.unit, WriteOutcome::Created);
         assert!(first.wants_link_changed);
         let unit = fs::read_to_string(dir.path().join("etc/systemd/system/var-lib-longhorn.mount"))
@@ -169,11 +171,13 @@ mod tests {
             PathBuf::from("/etc/systemd/system/var-lib-longhorn.mount")
         );
 
-        assert!(!persist(&root, mp, "0123-abcd").unwrap().changed());
+        assert!(!persist(&root, Purpose::LonghornData, mp, "0123-abcd")
+            .unwrap()
+            .changed());
 
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
-        let repaired = persist(&root, mp, "0123-abcd").unwrap();
+        let repaired = persist(&root, Purpose::LonghornData, mp, "0123-abcd").unwrap();
         assert_eq!(repaired.unit, WriteOutcome::Unchanged);
         assert!(repaired.wants_link_changed);
         assert_eq!(

@@ -66,6 +66,16 @@ pub const RKE2_MANIFESTS: Spec = node_spec("rke2-manifests", "Seeded server mani
 pub const DATA_DISK: Spec = node_spec(StepId::DataDisk.name(), "Data disk found and mounted");
 pub const DATA_DISK_MOUNT: Spec = node_spec("data-disk-mount", "Data disk mount persistent");
 pub const DATA_DISK_SPACE: Spec = node_spec("data-disk-space", "Data disk free space");
+pub const SERVER_STATE_DISK: Spec = node_spec(
+    StepId::ServerStateDisk.name(),
+    "Server state disk found and mounted",
+);
+pub const SERVER_STATE_DISK_MOUNT: Spec = node_spec(
+    "server-state-disk-mount",
+    "Server state disk mount persistent",
+);
+pub const SERVER_STATE_DISK_SPACE: Spec =
+    node_spec("server-state-disk-space", "Server state disk free space");
 pub const RKE2_UNIT: Spec = node_spec("rke2-unit", "RKE2 service running");
 pub const RKE2_JOURNAL: Spec = node_spec("rke2-journal", "RKE2 errors in the journal");
 pub const SERVER_REACHABLE: Spec = node_spec("server-reachable", "Server reachable");
@@ -89,6 +99,9 @@ pub const CHECKS: &[Spec] = &[
     DATA_DISK,
     DATA_DISK_MOUNT,
     DATA_DISK_SPACE,
+    SERVER_STATE_DISK,
+    SERVER_STATE_DISK_MOUNT,
+    SERVER_STATE_DISK_SPACE,
     RKE2_UNIT,
     RKE2_JOURNAL,
     SERVER_REACHABLE,
@@ -366,10 +379,11 @@ async fn node_checks(
         };
         vec![identity, vault]
     };
-    let (azure, files, disk, unit, journal, server) = tokio::join!(
+    let (azure, files, disk, state_disk, unit, journal, server) = tokio::join!(
         azure,
         files::checks(opts, budget, config),
-        disk::checks(opts, budget, config),
+        disk::checks(opts, budget, config, &disk::DATA),
+        disk::checks(opts, budget, config, &disk::SERVER_STATE),
         budget.run(&RKE2_UNIT, units::rke2_unit(opts, config)),
         budget.run(&RKE2_JOURNAL, units::rke2_journal(opts, config)),
         budget.run(&SERVER_REACHABLE, net::server_reachable(config)),
@@ -377,6 +391,7 @@ async fn node_checks(
     checks.extend(azure);
     checks.extend(files);
     checks.extend(disk);
+    checks.extend(state_disk);
     checks.extend([unit.0, journal.0, server.0]);
     (checks, node)
 }

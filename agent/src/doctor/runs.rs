@@ -7,7 +7,8 @@
 use super::{cloud, Options, Outcome, Spec};
 use super::{
     CONFIG, DATA_DISK, DATA_DISK_MOUNT, DISK_SPACE, IDENTITY, IMDS, JOIN_TOKEN_FILE, KEY_VAULT,
-    RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT,
+    RKE2_CONFIG, RKE2_JOURNAL, RKE2_MANIFESTS, RKE2_UNIT, SERVER_STATE_DISK,
+    SERVER_STATE_DISK_MOUNT,
 };
 use crate::reconcile::state::{self, NodeState, RunRecord, StepRecord, STATE_FILE};
 use crate::reconcile::StepId;
@@ -19,11 +20,13 @@ fn examined_by(step: StepId) -> &'static [Spec] {
         StepId::Config => &[CONFIG, IMDS],
         StepId::JoinToken => &[IDENTITY, KEY_VAULT, JOIN_TOKEN_FILE],
         StepId::DataDisk => &[DATA_DISK, DATA_DISK_MOUNT],
+        StepId::ServerStateDisk => &[SERVER_STATE_DISK, SERVER_STATE_DISK_MOUNT],
         StepId::Rke2Config => &[RKE2_CONFIG, DISK_SPACE],
         StepId::ServerManifests => &[RKE2_MANIFESTS, DISK_SPACE],
         // The same identity and vault as the join token: `key-vault` shows whether the
         // identity may read the vault at all.
         StepId::ClusterSecrets => &[IDENTITY, KEY_VAULT],
+        StepId::NodePassword => &[DISK_SPACE],
         StepId::StartRke2 => &[RKE2_UNIT, RKE2_JOURNAL],
     }
 }

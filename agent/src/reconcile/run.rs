@@ -8,13 +8,15 @@ use super::state::{self, NodeState};
 use super::step::{run_step, Mode, Step, StepReport};
 use super::steps::cluster_secrets::ClusterSecretsStep;
 use super::steps::config::ConfigStep;
-use super::steps::data_disk::DataDiskStep;
+use super::steps::disk::DiskStep;
 use super::steps::files::FilesStep;
 use super::steps::join_token::JoinTokenStep;
+use super::steps::node_password::{self, NodePasswordStep};
 use super::steps::start::StartStep;
 use super::steps::StepId;
 use super::Context;
 use crate::config::NodeConfig;
+use crate::disk::Purpose;
 use crate::nodefile::{Effect, RenderedFile};
 use crate::rke2::{self, NodeFacts};
 use anyhow::Result;
@@ -53,18 +55,23 @@ impl Reporter {
         self.push(report, output)
     }
 
-    /// Runs `a` and `b` concurrently; both are reported before a failure of either stops
+    /// Runs `a`, `b` and `c` concurrently; all are reported before a failure of any stops
     /// the run.
-    async fn both<A: Step, B: Step>(
+    async fn all3<A: Step, B: Step, C: Step>(
         &mut self,
         a: A,
         b: B,
-    ) -> Result<(A::Output, B::Output), Stopped> {
-        let ((report_a, a), (report_b, b)) =
-            tokio::join!(run_step(a, self.mode), run_step(b, self.mode));
+        c: C,
+    ) -> Result<(A::Output, B::Output, C::Output), Stopped> {
+        let ((report_a, a), (report_b, b), (report_c, c)) = tokio::join!(
+            run_step(a, self.mode),
+            run_step(b, self.mode),
+            run_step(c, self.mode)
+        );
         let a = self.push(report_a, a);
         let b = self.push(report_b, b);
-        Ok((a?, b?))
+        let c = self.push(report_c, c);
+        Ok((a?, b?, c?))
     }
 
     /// `step` failed before it could run its own life (its inputs could not be built).
@@ -103,8 +110,9 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The steps, in order: config → (join token ∥ data disk) → RKE2 config and server
-    /// manifests → cluster secrets → start RKE2.
+    /// The steps, in order: config → (join token ∥ data disk ∥ server state disk) → RKE2
+    /// config and server manifests → cluster secrets → start RKE2. A failed disk step stops
+    /// the run before anything is written to RKE2's directories or RKE2 is started.
     async fn steps(&mut self) -> Result<Converged, Stopped> {
         let cx = self.cx;
         let mode = self.report.mode;
@@ -120,11 +128,12 @@ impl<'a> Run<'a> {
         // wait for the disk, nor the disk for Azure.
         let vault = KeyVault::new(cx, &config.join_token, may_fall_back);
         let disk_wait = (mode == Mode::Plan).then_some(Duration::ZERO);
-        let (token, disk) = self
+        let (token, disk, state_disk) = self
             .report
-            .both(
+            .all3(
                 JoinTokenStep::new(cx, &vault, may_fall_back),
-                DataDiskStep::new(cx, config.data_disk.as_ref(), disk_wait),
+                DiskStep::new(cx, &config, Purpose::LonghornData, disk_wait),
+                DiskStep::new(cx, &config, Purpose::ServerState, disk_wait),
             )
             .await?;
 
@@ -167,9 +176,21 @@ impl<'a> Run<'a> {
             .step(ClusterSecretsStep::new(cx, &config, &vault, may_fall_back))
             .await?;
 
+        // Before RKE2 starts: a replaced node presents its old password and keeps its name.
+        let keeper_mounted = match node_password::keeping_disk(&config).map(|d| d.purpose) {
+            Some(Purpose::ServerState) => state_disk.mounted,
+            Some(Purpose::LonghornData) => disk.mounted,
+            None => false,
+        };
+        self.report
+            .step(NodePasswordStep::new(cx, &config, keeper_mounted))
+            .await?;
+
         // Written and removed files alike: RKE2 and systemd must see either.
         let effects: Vec<_> = config_files.into_iter().chain(manifests).collect();
-        let reload = disk.units_changed || effects.iter().any(|(_, e)| *e == Effect::DaemonReload);
+        let reload = disk.units_changed
+            || state_disk.units_changed
+            || effects.iter().any(|(_, e)| *e == Effect::DaemonReload);
         let mut restart_reasons: Vec<String> = effects
             .iter()
             .filter(|(_, e)| *e == Effect::RestartRke2)

@@ -18,10 +18,14 @@ mod tests;
 
 pub use crate::config::LONGHORN_DEFAULT_DISK_LABEL;
 pub use manifests::{longhorn_replicas, FLEET_BUNDLE_PATHS};
-pub use node_config::{AGENT_KEYS, SERVER_KEYS, WRITE_KUBECONFIG_MODE};
+pub use node_config::{
+    AGENT_KEYS, ETCD_SNAPSHOT_RETENTION, ETCD_SNAPSHOT_SCHEDULE_CRON, SERVER_KEYS,
+    WRITE_KUBECONFIG_MODE,
+};
 pub use secrets::{declared as declared_cluster_secrets, render_cluster_secrets};
 
 use crate::config::{NodeConfig, Role};
+use crate::disk::{DiskSpec, Purpose};
 use crate::nodefile::{Effect, OwnedFile, RenderedFile, SecretFile};
 use crate::paths::{RKE2_CONFIG, RKE2_MANIFESTS_DIR, RKE2_TOKEN_DROPIN};
 use anyhow::{Context, Result};
@@ -69,7 +73,7 @@ pub fn render(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile
 }
 
 /// RKE2's config files, in write order: config.yaml; on servers the PSA config; the RKE2
-/// unit's data-disk drop-in when the node has a data disk.
+/// unit's drop-in for each disk the node has (data disk, server state disk).
 pub fn render_config_files(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec<RenderedFile>> {
     let mut files = Vec::new();
     let body = node_config::config_yaml(config, facts).context("rendering config.yaml")?;
@@ -91,12 +95,13 @@ pub fn render_config_files(config: &NodeConfig, facts: &NodeFacts) -> Result<Vec
             effect: Effect::RestartRke2,
         });
     }
-    if let Some(disk) = &config.data_disk {
+    for disk in DiskSpec::all(config) {
         files.push(RenderedFile {
-            path: data_disk_dropin_path(config.role),
+            path: disk_dropin_path(config.role, disk.purpose),
             contents: format!(
-                "# Written by canarie-agent from the node config (data_disk.mount_point).\n{}",
-                node_config::data_disk_dropin(&disk.mount_point)?
+                "# Written by canarie-agent from the node config ({}).\n{}",
+                disk.purpose.key(),
+                node_config::disk_dropin(disk.purpose, &disk.mount_point)?
             )
             .into_bytes(),
             mode: UNIT_DROPIN_MODE,
@@ -138,7 +143,13 @@ pub fn owned_config_files() -> Vec<OwnedFile> {
         file(PSA_CONFIG.into(), Effect::RestartRke2),
     ];
     for role in [Role::Server, Role::Agent] {
-        owned.push(file(data_disk_dropin_path(role), Effect::DaemonReload));
+        // An agent has no server state (config validation refuses the disk there).
+        let purposes = Purpose::ALL
+            .into_iter()
+            .filter(|p| role == Role::Server || *p != Purpose::ServerState);
+        for purpose in purposes {
+            owned.push(file(disk_dropin_path(role, purpose), Effect::DaemonReload));
+        }
     }
     owned
 }
@@ -157,11 +168,15 @@ pub fn owned_manifests() -> Vec<OwnedFile> {
         .collect()
 }
 
-/// The RKE2 unit's drop-in with `RequiresMountsFor=` the data disk.
-fn data_disk_dropin_path(role: Role) -> PathBuf {
-    Path::new("/etc/systemd/system")
+/// The RKE2 unit's drop-in with `RequiresMountsFor=` the disk of `purpose`.
+pub fn disk_dropin_path(role: Role, purpose: Purpose) -> PathBuf {
+    let name = match purpose {
+        Purpose::LonghornData => "10-canarie-data-disk.conf",
+        Purpose::ServerState => "10-canarie-server-state-disk.conf",
+    };
+    Path::new(crate::disk::SYSTEMD_UNIT_DIR)
         .join(format!("{}.d", role.rke2_unit()))
-        .join("10-canarie-data-disk.conf")
+        .join(name)
 }
 
 /// The join token drop-in, `/etc/rancher/rke2/config.yaml.d/10-token.yaml` (mode 0600).

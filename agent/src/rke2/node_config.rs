@@ -7,6 +7,7 @@
 
 use super::{yaml, NodeFacts, PSA_CONFIG};
 use crate::config::{NodeConfig, Role, LONGHORN_DEFAULT_DISK_LABEL};
+use crate::disk::Purpose;
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde_yaml_ng::{Mapping, Value};
@@ -35,7 +36,16 @@ pub const SERVER_KEYS: &[&str] = &[
     "tls-san",
     "write-kubeconfig-mode",
     "pod-security-admission-config-file",
+    "etcd-snapshot-schedule-cron",
+    "etcd-snapshot-retention",
 ];
+
+/// etcd snapshots every 6 hours, kept for 7 days (RKE2's own defaults: every 12 hours, 5
+/// kept, i.e. 2.5 days). The one place the defaults live; `etcd_snapshots` in the node
+/// config overrides them. The snapshots go to RKE2's default directory,
+/// `/var/lib/rancher/rke2/server/db/snapshots`: on the server state disk when there is one.
+pub const ETCD_SNAPSHOT_SCHEDULE_CRON: &str = "0 */6 * * *";
+pub const ETCD_SNAPSHOT_RETENTION: u32 = 28;
 
 /// Every key this module may write on an agent, in file order.
 pub const AGENT_KEYS: &[&str] = &["server", "node-name", "node-label", "node-taint"];
@@ -80,6 +90,22 @@ pub(super) fn config_yaml(config: &NodeConfig, facts: &NodeFacts) -> Result<Stri
         }
         put("write-kubeconfig-mode", WRITE_KUBECONFIG_MODE.into());
         put("pod-security-admission-config-file", PSA_CONFIG.into());
+        let snapshots = config.etcd_snapshots.clone().unwrap_or_default();
+        put(
+            "etcd-snapshot-schedule-cron",
+            snapshots
+                .schedule_cron
+                .as_deref()
+                .unwrap_or(ETCD_SNAPSHOT_SCHEDULE_CRON)
+                .into(),
+        );
+        put(
+            "etcd-snapshot-retention",
+            snapshots
+                .retention
+                .unwrap_or(ETCD_SNAPSHOT_RETENTION)
+                .into(),
+        );
     }
     yaml::to_string(&Value::Mapping(m))
 }
@@ -107,13 +133,12 @@ fn strings<S: AsRef<str>>(items: &[S]) -> Value {
     Value::Sequence(items.iter().map(|s| s.as_ref().into()).collect())
 }
 
-/// The `[Unit]` drop-in that keeps RKE2 from starting before the data disk is mounted.
-pub(super) fn data_disk_dropin(mount_point: &std::path::Path) -> Result<String> {
+/// The `[Unit]` drop-in that keeps RKE2 from starting before the disk of `purpose` is
+/// mounted.
+pub(super) fn disk_dropin(purpose: Purpose, mount_point: &std::path::Path) -> Result<String> {
+    let key = purpose.key();
     let Some(path) = mount_point.to_str() else {
-        bail!(
-            "data_disk.mount_point {} is not UTF-8",
-            mount_point.display()
-        );
+        bail!("{key}.mount_point {} is not UTF-8", mount_point.display());
     };
     // systemd splits RequiresMountsFor= on white space and expands % specifiers; a mount point
     // needing quoting is refused rather than escaped into something systemd might read otherwise.
@@ -123,13 +148,18 @@ pub(super) fn data_disk_dropin(mount_point: &std::path::Path) -> Result<String> 
             .any(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(c))
     {
         bail!(
-            "data_disk.mount_point {path:?} cannot be used in a systemd unit: use an absolute path \
+            "{key}.mount_point {path:?} cannot be used in a systemd unit: use an absolute path \
              without spaces, quotes or backslashes"
         );
     }
+    let why = match purpose {
+        Purpose::LonghornData => "# RKE2 runs Longhorn, whose data lives on the data disk: never start it before the\n",
+        // An RKE2 server started without its state would initialise an empty etcd (or join
+        // as a new member) next to the populated one.
+        Purpose::ServerState => "# etcd, the cluster CA and the token live on the server state disk: never start RKE2\n# on an empty directory; never start it before the\n",
+    };
     Ok(format!(
-        "# RKE2 runs Longhorn, whose data lives on the data disk: never start it before the\n\
-         # disk is mounted (systemd adds Requires= and After= on the mount unit).\n\
+        "{why}# disk is mounted (systemd adds Requires= and After= on the mount unit).\n\
          [Unit]\n\
          RequiresMountsFor={}\n",
         path.replace('%', "%%")

@@ -116,6 +116,7 @@ fn every_key_written_is_a_real_rke2_flag_of_the_role_with_the_right_type() {
                         || v.is_string()
                 }
                 "bool" => v.is_bool(),
+                "int" => v.is_u64(),
                 "string" => v.is_string(),
                 other => panic!("{k}: unexpected flag type {other}"),
             };
@@ -551,6 +552,68 @@ fn data_disk_dropin_requires_the_mount_for_the_roles_unit() {
     );
 }
 
+fn state_disk() -> config::ServerStateDiskConfig {
+    let v = with_json(SERVER_JSON, |v| {
+        v["server_state_disk"] = serde_json::json!({"lun": 1});
+    });
+    v.server_state_disk.unwrap()
+}
+
+#[test]
+fn the_server_state_disk_dropin_makes_rke2_server_require_its_mount() {
+    let with_state = with_json(SERVER_JSON, |v| {
+        v["server_state_disk"] = serde_json::json!({"lun": 1});
+        v["data_disk"] = serde_json::json!({"lun": 0});
+    });
+    let s = files(&with_state, &MOUNTED);
+    let dropin = &s["/etc/systemd/system/rke2-server.service.d/10-canarie-server-state-disk.conf"];
+    let text = String::from_utf8(dropin.contents.clone()).unwrap();
+    assert!(
+        text.contains("\n[Unit]\nRequiresMountsFor=/var/lib/rancher/rke2/server\n"),
+        "{text}"
+    );
+    assert!(text.contains("(server_state_disk)"), "{text}");
+    assert_eq!((dropin.mode, dropin.effect), (0o644, Effect::DaemonReload));
+    // Both disks, each with its own drop-in.
+    assert!(s.contains_key("/etc/systemd/system/rke2-server.service.d/10-canarie-data-disk.conf"));
+    // Without the disk, no drop-in: the server keeps its state on the OS disk.
+    assert!(!files(&server(), &MOUNTED)
+        .keys()
+        .any(|p| p.ends_with("10-canarie-server-state-disk.conf")));
+}
+
+#[test]
+fn etcd_snapshots_are_explicit_on_servers_with_overridable_defaults() {
+    let s = rke2_config(&server(), &MOUNTED);
+    assert_eq!(
+        s["etcd-snapshot-schedule-cron"],
+        Value::from(ETCD_SNAPSHOT_SCHEDULE_CRON)
+    );
+    assert_eq!(
+        s["etcd-snapshot-retention"],
+        Value::from(ETCD_SNAPSHOT_RETENTION)
+    );
+    // No etcd-snapshot-dir: RKE2's default, db/snapshots under the server state directory,
+    // is on the state disk.
+    assert!(!s.contains_key("etcd-snapshot-dir"));
+    let tuned = with_json(SERVER_JSON, |v| {
+        v["etcd_snapshots"] = serde_json::json!({"schedule_cron": "30 1 * * *", "retention": 3});
+    });
+    let t = rke2_config(&tuned, &MOUNTED);
+    assert_eq!(t["etcd-snapshot-schedule-cron"], Value::from("30 1 * * *"));
+    assert_eq!(t["etcd-snapshot-retention"], Value::from(3));
+    let a = rke2_config(&agent(), &MOUNTED);
+    assert!(!a.contains_key("etcd-snapshot-retention"));
+    // The documented defaults are these.
+    let docs = include_str!("../../../docs/configuration.md");
+    assert!(docs.contains(&format!(
+        "| `etcd_snapshots.schedule_cron` | five-field cron | `{ETCD_SNAPSHOT_SCHEDULE_CRON}` |"
+    )));
+    assert!(docs.contains(&format!(
+        "| `etcd_snapshots.retention` | integer ≥ 1 | {ETCD_SNAPSHOT_RETENTION} |"
+    )));
+}
+
 #[test]
 fn psa_config_enforces_baseline_and_exempts_the_infra_namespaces() {
     let all = files(&server(), &MOUNTED);
@@ -643,6 +706,7 @@ fn files_are_written_once_with_their_modes() {
 fn configs_covering_every_output() -> Vec<NodeConfig> {
     let mut full = config::parse(config::EXAMPLE_SERVER_WITH_SECRETS.as_bytes()).unwrap();
     full.data_disk = agent().data_disk;
+    full.server_state_disk = Some(state_disk());
     vec![full, server(), agent()]
 }
 

@@ -1,5 +1,5 @@
-//! The steps, in order: config → (join token ∥ data disk) → RKE2 config → server manifests
-//! → cluster secrets → start RKE2.
+//! The steps, in order: config → (join token ∥ data disk ∥ server state disk) → RKE2 config → server manifests
+//! → cluster secrets → node password → start RKE2.
 //!
 //! [`StepId`] is the table of steps: each step's name, exit code and explanations are written
 //! once, in [`StepId::info`]. The report, the node state, the failure line, doctor and the
@@ -8,9 +8,10 @@
 
 pub mod cluster_secrets;
 pub mod config;
-pub mod data_disk;
+pub mod disk;
 pub mod files;
 pub mod join_token;
+pub mod node_password;
 pub mod start;
 
 /// One step of a run.
@@ -19,9 +20,11 @@ pub enum StepId {
     Config,
     JoinToken,
     DataDisk,
+    ServerStateDisk,
     Rke2Config,
     ServerManifests,
     ClusterSecrets,
+    NodePassword,
     StartRke2,
 }
 
@@ -42,16 +45,20 @@ pub struct StepInfo {
 const FILES_HINT: &str = "check free space and permissions under /etc/rancher and /var/lib/rancher";
 /// Both file steps end a run with this code: a file could not be written.
 const FILES_EXIT_CODE: i32 = 6;
+/// Both disk steps end a run with this code: a disk is missing or was refused.
+const DISK_EXIT_CODE: i32 = 5;
 
 impl StepId {
     /// Every step, in run order.
-    pub const ALL: [StepId; 7] = [
+    pub const ALL: [StepId; 9] = [
         StepId::Config,
         StepId::JoinToken,
         StepId::DataDisk,
+        StepId::ServerStateDisk,
         StepId::Rke2Config,
         StepId::ServerManifests,
         StepId::ClusterSecrets,
+        StepId::NodePassword,
         StepId::StartRke2,
     ];
 
@@ -72,9 +79,15 @@ impl StepId {
             },
             StepId::DataDisk => StepInfo {
                 name: "data-disk",
-                exit_code: 5,
+                exit_code: DISK_EXIT_CODE,
                 hint: "run `canarie-agent disk inspect DEVICE` to see what is on the disk; nothing was written to it",
                 does: "finds, formats (only when blank) and mounts the data disk",
+            },
+            StepId::ServerStateDisk => StepInfo {
+                name: "server-state-disk",
+                exit_code: DISK_EXIT_CODE,
+                hint: "RKE2 was not started: a server without its state would start an empty etcd. Attach the server's state disk at server_state_disk.lun (infra-tofu), or run `canarie-agent disk inspect DEVICE --mount-point /var/lib/rancher/rke2/server --label rke2-server` to see what is on it; nothing was written to it",
+                does: "finds, formats (only when blank) and mounts the server state disk (etcd, certificates, token)",
             },
             StepId::Rke2Config => StepInfo {
                 name: "rke2-config",
@@ -93,6 +106,12 @@ impl StepId {
                 exit_code: 8,
                 hint: "create the named secret in the vault (infra-tofu keyvault.tf) or fix cluster_secrets in the node config; the VM's identity needs 'Key Vault Secrets User' on it",
                 does: "reads cluster_secrets from Key Vault and seeds them as Secret manifests",
+            },
+            StepId::NodePassword => StepInfo {
+                name: "node-password",
+                exit_code: FILES_EXIT_CODE,
+                hint: "check free space and permissions under /etc/rancher/node and on the persistent disk (its .canarie directory)",
+                does: "restores RKE2's node password from the persistent disk, or saves it there",
             },
             StepId::StartRke2 => StepInfo {
                 name: "start-rke2",

@@ -1,8 +1,8 @@
-//! Step `data-disk`: find the data disk, decide, and format (only a blank disk), check,
-//! mount and persist it. The decision is the disk module's; this step only schedules it.
+//! Steps `data-disk` and `server-state-disk`: find the disk of the step's purpose, decide,
+//! and format (only a blank disk), check, mount and persist it. The decision is the disk
+//! module's; this step only schedules it. One step type for every [`Purpose`].
 
-use crate::config::DataDiskConfig;
-use crate::disk::{self, DecisionKind, DiskObservation, DiskOutcome};
+use crate::disk::{self, DecisionKind, DiskObservation, DiskOutcome, DiskSpec, Purpose};
 use crate::reconcile::change::{Action, Change};
 use crate::reconcile::step::Step;
 use crate::reconcile::steps::StepId;
@@ -11,14 +11,15 @@ use crate::systemd::Systemd;
 use anyhow::{Context as _, Result};
 use std::time::Duration;
 
-/// How long systemd may take to mount the data disk: the mount job includes waiting for
+/// How long systemd may take to mount a disk: the mount job includes waiting for
 /// udev's `/dev/disk/by-uuid` link of a just-made filesystem (systemd's own device
 /// timeout is 90 s).
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub struct DataDiskStep<'a> {
+pub struct DiskStep<'a> {
     cx: &'a Context,
-    cfg: Option<&'a DataDiskConfig>,
+    purpose: Purpose,
+    cfg: Option<DiskSpec>,
     /// How long to wait for a late link; `None` is the config's `wait_seconds`.
     wait: Option<Duration>,
     observed: Option<DiskObservation>,
@@ -30,19 +31,34 @@ pub struct DataDiskStep<'a> {
 
 /// What the step leaves for the later ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataDisk {
+pub struct DiskState {
     /// The disk is (or, after `plan`, would be) mounted at its mount point.
     pub mounted: bool,
     /// The mount unit or its wants link is (or would be) written: systemd must reload.
     pub units_changed: bool,
 }
 
-impl<'a> DataDiskStep<'a> {
-    /// `plan` passes a zero `wait`: it reports the disk as it is now instead of waiting.
-    pub fn new(cx: &'a Context, cfg: Option<&'a DataDiskConfig>, wait: Option<Duration>) -> Self {
-        DataDiskStep {
+/// The step of each disk purpose.
+pub const fn step_of(purpose: Purpose) -> StepId {
+    match purpose {
+        Purpose::LonghornData => StepId::DataDisk,
+        Purpose::ServerState => StepId::ServerStateDisk,
+    }
+}
+
+impl<'a> DiskStep<'a> {
+    /// The step for the node's disk of `purpose` (skipped when it has none). `plan` passes a
+    /// zero `wait`: it reports the disk as it is now instead of waiting.
+    pub fn new(
+        cx: &'a Context,
+        config: &crate::config::NodeConfig,
+        purpose: Purpose,
+        wait: Option<Duration>,
+    ) -> Self {
+        DiskStep {
             cx,
-            cfg,
+            purpose,
+            cfg: DiskSpec::of(config, purpose),
             wait,
             observed: None,
             outcome: None,
@@ -53,7 +69,7 @@ impl<'a> DataDiskStep<'a> {
 
     fn change(&self, action: Action, target: String, detail: String) -> Change {
         Change {
-            step: StepId::DataDisk,
+            step: step_of(self.purpose),
             action,
             target,
             detail,
@@ -61,15 +77,15 @@ impl<'a> DataDiskStep<'a> {
     }
 }
 
-impl Step for DataDiskStep<'_> {
-    type Output = DataDisk;
+impl Step for DiskStep<'_> {
+    type Output = DiskState;
 
     fn id(&self) -> StepId {
-        StepId::DataDisk
+        step_of(self.purpose)
     }
 
     async fn plan(&mut self) -> Result<Vec<Change>> {
-        let Some(cfg) = self.cfg else {
+        let Some(cfg) = &self.cfg else {
             return Ok(Vec::new());
         };
         let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
@@ -78,7 +94,7 @@ impl Step for DataDiskStep<'_> {
         let obs =
             tokio::task::spawn_blocking(move || disk::observe_within(&cfg_owned, &root, wait))
                 .await
-                .context("the data disk probe panicked")??;
+                .with_context(|| format!("the {} probe panicked", cfg.purpose.what()))??;
         let device = obs.device.display().to_string();
         let mount = cfg.mount_point.display().to_string();
         let mut changes = match obs.decision.kind {
@@ -120,7 +136,7 @@ impl Step for DataDiskStep<'_> {
     }
 
     async fn apply(&mut self) -> Result<Vec<Change>> {
-        let (Some(cfg), Some(obs)) = (self.cfg, self.observed.clone()) else {
+        let (Some(cfg), Some(obs)) = (&self.cfg, self.observed.clone()) else {
             return Ok(Vec::new());
         };
         let (cfg_owned, root) = (cfg.clone(), self.cx.root.clone());
@@ -147,7 +163,7 @@ impl Step for DataDiskStep<'_> {
             disk::apply(&obs, &cfg_owned, &root, &mounter)
         })
         .await
-        .context("the data disk step panicked")??;
+        .with_context(|| format!("the {} step panicked", self.purpose.what()))??;
         self.outcome = Some(outcome);
         Ok(self.planned.clone())
     }
@@ -156,14 +172,14 @@ impl Step for DataDiskStep<'_> {
         self.cfg.is_none()
     }
 
-    fn output(self) -> Result<DataDisk> {
+    fn output(self) -> Result<DiskState> {
         let would_mount = self.observed.as_ref().is_some_and(|o| {
             matches!(
                 o.decision.kind,
                 DecisionKind::Format | DecisionKind::Reuse | DecisionKind::Mounted
             )
         });
-        Ok(DataDisk {
+        Ok(DiskState {
             mounted: self.outcome.is_some() || would_mount,
             units_changed: self.writes_unit
                 || self.outcome.as_ref().is_some_and(|o| o.persisted.changed()),
