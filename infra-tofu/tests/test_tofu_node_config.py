@@ -190,6 +190,16 @@ def test_the_agent_accepts_the_state_disk_and_refuses_it_on_the_wrong_node(which
     configs = decoded_user_data(ev)
     for name in ev["servers"]:
         assert configs[name]["server_state_disk"]["lun"] == ev["server_state_disk"]["lun"] == 1
+        # What the node makes of it: rke2-server requires the state disk's mount, and the etcd
+        # snapshots (scheduled explicitly) stay in RKE2's default directory, on that disk,
+        # which is what Azure Backup copies (backup.tf).
+        result = agent_render(configs[name], tmp_path, name)
+        assert result.returncode == 0, result.stderr
+        dropin = result.out / "etc/systemd/system/rke2-server.service.d/10-canarie-server-state-disk.conf"
+        assert "RequiresMountsFor=/var/lib/rancher/rke2/server\n" in dropin.read_text()
+        rendered = rendered_config_yaml(result)
+        assert rendered["etcd-snapshot-schedule-cron"] and rendered["etcd-snapshot-retention"] >= 1
+        assert "etcd-snapshot-dir" not in rendered and "data-dir" not in rendered
     worker = dict(configs["wk-01"], server_state_disk=configs["cp-01"]["server_state_disk"])
     result = agent_render(worker, tmp_path, "worker-with-state-disk")
     assert result.returncode == 1 and "server_state_disk: is only for role server" in result.stderr, result.stderr
