@@ -285,6 +285,17 @@ def test_public_urls_output_names_the_hosts_the_agent_publishes(example_eval, ex
         ('name = "Canarie_1"', "name must be 3-16 lowercase"),
         ('worker_count = 0', "worker_count must be a whole number from 1 to 9"),
         ('server_count = 2', "server_count must be 1 or 3"),
+        ('server_count = 0', "server_count must be 1 or 3"),
+        # A node that does not exist with the counts as set (one server).
+        ('node_image_ids = { "cp-02" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "node_image_ids names nodes that do not exist (with server_count and worker_count as set): cp-02."),
+        ('node_image_ids = { "wk-07" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "nodes that do not exist (with server_count and worker_count as set): wk-07."),
+        ('node_image_ids = { "node1" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "node_image_ids keys must be node names such as cp-01 or wk-02."),
+        ('node_image_ids = { "cp-01" = "ubuntu-24.04" }', "node_image_ids values must be Azure image resource ids like image_id"),
+        ("server_state_backup_interval_hours = 3", "server_state_backup_interval_hours must be one of 1, 2, 4, 6, 8, 12 or 24"),
+        ("server_state_backup_retention_days = 0", "server_state_backup_retention_days must be a whole number from 1 to 360"),
+        ("server_state_disk_size_gib = 4", "server_state_disk_size_gib must be a whole number from 8 to 1024"),
+        # Hourly for 30 days: 720 snapshots, over Azure's 420 per disk.
+        ("server_state_backup_interval_hours = 1\nserver_state_backup_retention_days = 30", "keep 720 snapshots per disk; Azure Disk Backup allows 420"),
         ('ssh_allowed_cidrs = ["0.0.0.0/0"]', "ssh_allowed_cidrs holds a range that opens SSH to (much of) the Internet"),
         ('ssh_allowed_cidrs = ["0.0.0.0/1", "128.0.0.0/1"]', "opens SSH to (much of) the Internet"),
         ('api_allowed_cidrs = ["0.0.0.0/0"]', "api_allowed_cidrs holds a range that opens the Kubernetes API to (much of) the Internet"),
