@@ -1,5 +1,5 @@
-# The nodes: cp-01 (RKE2 server) and the workers (RKE2 agents), all from the image with
-# canarie-agent baked in. No custom_data, no cloud-init payload, no VM extensions: the
+# The nodes: the servers cp-01.. (RKE2 servers) and the workers (RKE2 agents), each from its
+# image (node_image_ids, else image_id) with canarie-agent baked in. No custom_data, no cloud-init payload, no VM extensions: the
 # node config travels as user_data and the agent applies it on every boot.
 
 resource "azurerm_network_interface" "node" {
@@ -12,7 +12,7 @@ resource "azurerm_network_interface" "node" {
 
   ip_configuration {
     name                          = "primary"
-    subnet_id                     = azurerm_subnet.main[each.key == local.server.node_name ? "control" : "workers"].id
+    subnet_id                     = azurerm_subnet.main[each.value.role == "server" ? "control" : "workers"].id
     private_ip_address_allocation = "Static"
     private_ip_address            = each.value.private_ip
   }
@@ -41,8 +41,8 @@ resource "azurerm_linux_virtual_machine" "node" {
   computer_name         = each.key
   location              = azurerm_resource_group.main.location
   resource_group_name   = azurerm_resource_group.main.name
-  size                  = each.key == local.server.node_name ? var.server_vm_size : var.worker_vm_size
-  source_image_id       = var.image_id
+  size                  = each.value.role == "server" ? var.server_vm_size : var.worker_vm_size
+  source_image_id       = local.node_images[each.key]
   network_interface_ids = [azurerm_network_interface.node[each.key].id]
   secure_boot_enabled   = var.trusted_launch
   vtpm_enabled          = var.trusted_launch
@@ -55,6 +55,8 @@ resource "azurerm_linux_virtual_machine" "node" {
     public_key = var.ssh_public_key
   }
 
+  # Disposable: the node's state lives on its data disk (servers: state disk), which a new
+  # VM gets back; the agent rebuilds the rest on every boot.
   os_disk {
     name                 = "${var.name}-${each.key}-os"
     caching              = "ReadWrite"
@@ -93,7 +95,8 @@ resource "azurerm_linux_virtual_machine" "node" {
 }
 
 # Each worker's Longhorn disk is its own resource, attached at LUN 0: replacing a VM
-# detaches the disk and attaches it to the new VM, the data stays. The agent finds it by
+# replaces only the attachment (it refers to the VM's id), so the disk is detached from the
+# old VM and attached to the new one, the data stays. The agent finds it by
 # LUN and never formats a disk that already carries its filesystem.
 resource "azurerm_managed_disk" "data" {
   #checkov:skip=CKV_AZURE_93:Encrypted at rest with platform-managed keys; customer-managed keys need a disk encryption set and a purge-protected vault, not in scope here.
@@ -124,5 +127,41 @@ resource "azurerm_virtual_machine_data_disk_attachment" "data" {
   virtual_machine_id = azurerm_linux_virtual_machine.node[each.key].id
   lun                = local.data_disk.lun
   # Longhorn writes synchronously and replicates itself; host caching adds nothing.
+  caching = "None"
+}
+
+# Each server's state disk: everything under /var/lib/rancher/rke2/server (etcd and its
+# snapshots, the cluster CA, the token), so that a replaced server comes back as the same
+# etcd member. Its own resource like the Longhorn disks, at LUN 1 (local.server_state_disk,
+# which the node config carries too), so one node could carry both.
+resource "azurerm_managed_disk" "server_state" {
+  #checkov:skip=CKV_AZURE_93:Encrypted at rest with platform-managed keys; customer-managed keys need a disk encryption set and a purge-protected vault, not in scope here.
+  for_each = local.servers
+
+  name                 = "${var.name}-${each.key}-state"
+  location             = azurerm_resource_group.main.location
+  resource_group_name  = azurerm_resource_group.main.name
+  storage_account_type = "Premium_LRS"
+  create_option        = "Empty"
+  disk_size_gb         = var.server_state_disk_size_gib
+  # No SAS export or import: used attached, and copied off by Azure Backup's snapshots (backup.tf).
+  public_network_access_enabled = false
+  network_access_policy         = "DenyAll"
+  tags                          = merge(local.tags, { node = each.key, role = "server-state" })
+
+  lifecycle {
+    # The cluster's etcd member lives here. Lowering server_count or `tofu destroy` stops
+    # at this disk; see README.md ("Tearing down").
+    prevent_destroy = true
+  }
+}
+
+resource "azurerm_virtual_machine_data_disk_attachment" "server_state" {
+  for_each = local.servers
+
+  managed_disk_id    = azurerm_managed_disk.server_state[each.key].id
+  virtual_machine_id = azurerm_linux_virtual_machine.node[each.key].id
+  lun                = local.server_state_disk.lun
+  # etcd fsyncs every write; a host cache would only sit in its way.
   caching = "None"
 }

@@ -1,6 +1,6 @@
 # The Key Vault holding the RKE2 join token and the cluster secrets the server seeds as
 # Kubernetes Secrets (Grafana's admin password, the Longhorn UI login, Fleet's git token,
-# external-dns's service principal secret). OpenTofu writes them and never reads them back. Access is by Azure RBAC only: the server's
+# external-dns's service principal secret). OpenTofu writes them and never reads them back. Access is by Azure RBAC only: each server's
 # system-assigned identity is a "Key Vault Secrets User" on the vault, each worker's only on
 # the join token, the identity running OpenTofu a "Key Vault Secrets Officer".
 
@@ -193,11 +193,11 @@ resource "azurerm_role_assignment" "external_dns_zone" {
 }
 
 resource "azurerm_role_assignment" "node_secrets_user" {
-  # Each node reads with its own identity: the server every secret of the vault (the join
+  # Each node reads with its own identity: a server every secret of the vault (the join
   # token and the cluster secrets), a worker only the join token.
   for_each = local.nodes
 
-  scope                = each.key == local.server.node_name ? azurerm_key_vault.main.id : azurerm_key_vault_secret.main["join_token"].resource_versionless_id
+  scope                = each.value.role == "server" ? azurerm_key_vault.main.id : azurerm_key_vault_secret.main["join_token"].resource_versionless_id
   role_definition_name = "Key Vault Secrets User"
   principal_id         = azurerm_linux_virtual_machine.node[each.key].identity[0].principal_id
   # Saves Azure a directory lookup of the brand-new identity (which can fail on replication lag).

@@ -10,23 +10,41 @@ locals {
     workers = cidrsubnet(var.vnet_cidr, 2, 2)
   }
 
-  # Static private addresses: the agents' server_url must stay put across VM replacement.
-  # Azure reserves .0-.3 of every subnet, so hosts start at .4.
-  server = {
-    node_name  = "cp-01"
-    private_ip = cidrhost(local.subnets.control, 4)
-    ssh_port   = 2200
+  # Static private addresses: they must stay put across VM replacement. Azure reserves
+  # .0-.3 of every subnet, so hosts start at .4. SSH through the load balancer: cp-01 on
+  # 2200 and wk-NN on 2200+NN as always; cp-02 and cp-03 on 2212 and 2213, after the nine
+  # workers' ports.
+  first_server = "cp-01"
+  servers = {
+    for i in range(var.server_count) : format("cp-%02d", i + 1) => {
+      node_name  = format("cp-%02d", i + 1)
+      role       = "server"
+      private_ip = cidrhost(local.subnets.control, 4 + i)
+      ssh_port   = i == 0 ? 2200 : 2211 + i
+    }
   }
 
   workers = {
     for i in range(var.worker_count) : format("wk-%02d", i + 1) => {
       node_name  = format("wk-%02d", i + 1)
+      role       = "agent"
       private_ip = cidrhost(local.subnets.workers, 4 + i)
       ssh_port   = 2201 + i
     }
   }
 
-  nodes = merge({ (local.server.node_name) = local.server }, local.workers)
+  nodes = merge(local.servers, local.workers)
+
+  # The fixed registration address: the internal load balancer's static frontend in the lb
+  # subnet, in front of every server on 9345 (supervisor) and 6443 (API). Every node but
+  # the first server joins through it, with one server as with three, so growing the
+  # control plane changes no node's config (docs/infrastructure.md, "Registration address").
+  registration_address = cidrhost(local.subnets.lb, 4)
+  registration_url     = "https://${local.registration_address}:9345"
+
+  # The image of each node: its node_image_ids entry, else image_id. Nodes move to a new
+  # image one at a time by adding entries (docs/upgrades.md).
+  node_images = { for name in keys(local.nodes) : name => lookup(var.node_image_ids, name, var.image_id) }
 
   # The API's DNS name in the cluster zone; it points at the load balancer (dns.tf).
   api_fqdn = "api.${var.dns_zone_name}"
@@ -73,6 +91,21 @@ locals {
     wait_seconds = var.data_disk_wait_seconds
   }
 
+  # Each server's state disk (everything under /var/lib/rancher/rke2/server: etcd, its
+  # snapshots, the cluster CA and token). LUN 1, so a node could carry the Longhorn disk at
+  # LUN 0 as well; the agent's defaults apply to its label. Like the Longhorn disk it is
+  # attached only after the VM exists, hence the same wait.
+  server_state_disk = {
+    lun          = 1
+    min_size_gib = var.server_state_disk_size_gib
+    wait_seconds = var.data_disk_wait_seconds
+  }
+
+  # Azure Backup of the state disks: the policy's repeating interval (ISO 8601) and how many
+  # snapshots of each disk that keeps.
+  server_state_backup_interval    = var.server_state_backup_interval_hours == 24 ? "P1D" : "PT${var.server_state_backup_interval_hours}H"
+  server_state_snapshots_per_disk = ceil(24 / var.server_state_backup_interval_hours * var.server_state_backup_retention_days)
+
   tags = merge({ cluster = var.name, managed-by = "opentofu" }, var.tags)
 }
 
@@ -109,7 +142,7 @@ locals {
     {
       # RKE2's supervisor (agents register) and the API for agents, inside the VNet.
       "control/supervisor" = { nsg = "control", priority = 100, access = "Allow", protocol = "Tcp", ports = ["9345", "6443"], sources = ["VirtualNetwork"] }
-      # etcd peers and metrics; only servers talk to it (one today, room for three).
+      # etcd peers and metrics; only servers talk to it (server_count of them).
       "control/etcd" = { nsg = "control", priority = 110, access = "Allow", protocol = "Tcp", ports = ["2379-2381"], sources = [local.subnets.control] }
       # HTTP and HTTPS to RKE2's Traefik on the workers (hostPort 80/443), through the load balancer.
       "workers/http" = { nsg = "workers", priority = 300, access = "Allow", protocol = "Tcp", ports = ["80", "443"], sources = ["Internet"] }
@@ -143,16 +176,32 @@ locals {
     },
   )
 
+  # One entry per load-balancing rule and its probe, by backend pool (whose load balancer
+  # lb_pools names): on the public one the API for the operator and HTTP/HTTPS to the
+  # workers; on the internal one the registration address's supervisor and API ports.
   lb_rules = {
-    api   = { pool = "server", port = 6443 }
-    http  = { pool = "workers", port = 80 }
-    https = { pool = "workers", port = 443 }
+    api                     = { pool = "server", port = 6443 }
+    http                    = { pool = "workers", port = 80 }
+    https                   = { pool = "workers", port = 443 }
+    registration-supervisor = { pool = "registration", port = 9345 }
+    registration-api        = { pool = "registration", port = 6443 }
   }
 
-  # Which load balancer pools each node's NIC joins: server or workers for the inbound
-  # rules, all for outbound SNAT.
-  node_pools = merge(
-    { for pool in ["server", "all"] : "${local.server.node_name}/${pool}" => { node = local.server.node_name, pool = pool } },
-    { for pair in setproduct(keys(local.workers), ["workers", "all"]) : "${pair[0]}/${pair[1]}" => { node = pair[0], pool = pair[1] } },
-  )
+  # The backend pools and their load balancer: server and workers carry the public inbound
+  # rules, all every node for outbound SNAT, registration the servers behind the internal
+  # frontend. A NIC may sit in one public and one internal load balancer's pools.
+  lb_pools = {
+    server       = "public"
+    workers      = "public"
+    all          = "public"
+    registration = "internal"
+  }
+
+  # Which pools each node's NIC joins: by role, plus all.
+  role_pools = { server = ["server", "registration", "all"], agent = ["workers", "all"] }
+  node_pools = merge([
+    for name, node in local.nodes : {
+      for pool in local.role_pools[node.role] : "${name}/${pool}" => { node = name, pool = pool }
+    }
+  ]...)
 }

@@ -26,8 +26,10 @@ resource "azurerm_subnet" "main" {
 }
 
 resource "azurerm_network_security_group" "main" {
-  # The lb subnet holds nothing today (the public load balancer needs no subnet); it is
-  # reserved for an internal frontend and gets the deny-by-default NSG all the same.
+  # The lb subnet holds the internal load balancer's frontend, the registration address
+  # (lb.tf), and no NIC; it gets the deny-by-default NSG all the same. (Load-balanced
+  # traffic reaches a server with its destination rewritten to the server's own address, so
+  # the control NSG is the one that filters it.)
   for_each = local.subnets
 
   name                = "${var.name}-${each.key}-nsg"

@@ -7,10 +7,13 @@
 module "node_config" {
   source = "./modules/node-config"
 
-  server             = { node_name = local.server.node_name, private_ip = local.server.private_ip }
+  servers            = { for name, s in local.servers : name => { node_name = s.node_name } }
+  first_server       = local.first_server
+  registration_url   = local.registration_url
+  server_state_disk  = local.server_state_disk
   workers            = { for name, w in local.workers : name => { node_name = w.node_name } }
   public_ip          = azurerm_public_ip.lb.ip_address
-  tls_san            = distinct(concat([azurerm_public_ip.lb.ip_address, local.api_fqdn], var.extra_tls_san))
+  tls_san            = distinct(concat([azurerm_public_ip.lb.ip_address, local.api_fqdn, local.registration_address], var.extra_tls_san))
   vault              = azurerm_key_vault.main.name
   join_token_secret  = local.join_token_secret_name
   rbac_wait_seconds  = var.join_token_rbac_wait_seconds

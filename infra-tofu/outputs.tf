@@ -3,6 +3,25 @@ output "lb_public_ip" {
   value       = azurerm_public_ip.lb.ip_address
 }
 
+output "registration_address" {
+  description = "The fixed registration address: the internal load balancer's static frontend in front of every server, RKE2's supervisor on 9345 and the Kubernetes API on 6443, reachable inside the VNet. Every node but cp-01 joins through it; it is in the API server's certificate."
+  value       = local.registration_address
+}
+
+output "server_state_disks" {
+  description = "Azure resource ids of the servers' state disks, keyed by node name (attached at LUN 1, backed up by Azure Backup; docs/backup-restore.md)."
+  value       = { for name, disk in azurerm_managed_disk.server_state : name => disk.id }
+}
+
+output "server_state_backup_instances" {
+  description = "The Azure Backup instance of each server's state disk, keyed by node name, with the vault and the resource group its snapshots and restored disks go to: the names the restore commands take (docs/backup-restore.md)."
+  value = {
+    vault                   = azurerm_data_protection_backup_vault.main.name
+    snapshot_resource_group = azurerm_resource_group.snapshots.name
+    instances               = { for name, instance in azurerm_data_protection_backup_instance_disk.server_state : name => instance.name }
+  }
+}
+
 output "api_url" {
   description = "The Kubernetes API through the load balancer (works once the zone is delegated)."
   value       = "https://${local.api_fqdn}:6443"
@@ -72,5 +91,5 @@ output "public_urls" {
 
 output "kubeconfig_command" {
   description = "Fetches the cluster-admin kubeconfig from cp-01 over SSH (through the load balancer, open to ssh_allowed_cidrs) and writes it 0600, pointed at the load balancer."
-  value       = "canarie-agent kubeconfig --ssh-port ${local.server.ssh_port} --out ~/.kube/${var.name}.yaml ${var.admin_username}@${azurerm_public_ip.lb.ip_address}"
+  value       = "canarie-agent kubeconfig --ssh-port ${local.servers[local.first_server].ssh_port} --out ~/.kube/${var.name}.yaml ${var.admin_username}@${azurerm_public_ip.lb.ip_address}"
 }

@@ -63,6 +63,24 @@ variable "image_id" {
   }
 }
 
+variable "node_image_ids" {
+  description = "Per-node image overrides, node name => image resource id (same forms as image_id), e.g. { \"cp-01\" = \"/subscriptions/…/versions/1.1.0\" }. A node without an entry uses image_id. Changing a node's image replaces that VM only (its data and state disks stay): this is how nodes move to a new image one at a time (docs/upgrades.md)."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for id in values(var.node_image_ids) : can(regex("(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\\.Compute/(images|galleries)/.+$", id))])
+    error_message = "node_image_ids values must be Azure image resource ids like image_id: /subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/images/… or …/galleries/…/images/…/versions/…."
+  }
+
+  validation {
+    # Whether the node exists (server_count, worker_count) is checked in checks.tf.
+    condition     = alltrue([for name in keys(var.node_image_ids) : can(regex("^(cp|wk)-[0-9]{2}$", name))])
+    error_message = "node_image_ids keys must be node names such as cp-01 or wk-02."
+  }
+}
+
 variable "trusted_launch" {
   description = "Boot the VMs with Secure Boot and a vTPM (Trusted Launch); the image definition must support it (security type TrustedLaunchSupported or TrustedLaunch)."
   type        = bool
@@ -71,7 +89,7 @@ variable "trusted_launch" {
 }
 
 variable "server_vm_size" {
-  description = "VM size of the control-plane node (cp-01); any size that runs Ubuntu 24.04 Gen2 images."
+  description = "VM size of the servers (cp-01..); any size that runs Ubuntu 24.04 Gen2 images and supports premium storage (the state disks are Premium_LRS)."
   type        = string
   default     = "Standard_D2s_v5"
 
@@ -89,6 +107,18 @@ variable "worker_vm_size" {
   validation {
     condition     = can(regex("^Standard_[A-Za-z0-9_]+$", var.worker_vm_size))
     error_message = "worker_vm_size must be an Azure VM size such as Standard_D4s_v5."
+  }
+}
+
+variable "server_count" {
+  description = "Number of servers (cp-01, cp-02, cp-03): 1, or 3 for a control plane that survives the loss of one server (etcd needs a majority). Nodes join through the registration address either way, so going from 1 to 3 changes no node's config (docs/upgrades.md). Going down is not supported."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = contains([1, 3], var.server_count)
+    error_message = "server_count must be 1 or 3 (etcd needs an odd number of members; 3 survives the loss of one)."
   }
 }
 
@@ -125,6 +155,39 @@ variable "data_disk_size_gib" {
   }
 }
 
+variable "server_state_disk_size_gib" {
+  description = "Size of each server's state disk (etcd, its snapshots, the cluster's certificates and token), in GiB. Premium_LRS, so the size also sets its IOPS."
+  type        = number
+  default     = 32
+
+  validation {
+    condition     = var.server_state_disk_size_gib >= 8 && var.server_state_disk_size_gib <= 1024 && floor(var.server_state_disk_size_gib) == var.server_state_disk_size_gib
+    error_message = "server_state_disk_size_gib must be a whole number from 8 to 1024."
+  }
+}
+
+variable "server_state_backup_interval_hours" {
+  description = "How often Azure Backup snapshots each server's state disk, in hours (the values Azure Disk Backup offers)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = contains([1, 2, 4, 6, 8, 12, 24], var.server_state_backup_interval_hours)
+    error_message = "server_state_backup_interval_hours must be one of 1, 2, 4, 6, 8, 12 or 24."
+  }
+}
+
+variable "server_state_backup_retention_days" {
+  description = "How long Azure Backup keeps each snapshot of a server's state disk, in days (Azure keeps at most 450 snapshots per disk: interval and retention together must stay under that)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.server_state_backup_retention_days >= 1 && var.server_state_backup_retention_days <= 360 && floor(var.server_state_backup_retention_days) == var.server_state_backup_retention_days
+    error_message = "server_state_backup_retention_days must be a whole number from 1 to 360."
+  }
+}
+
 variable "data_disk_storage_account_type" {
   description = "Storage type of the Longhorn data disks."
   type        = string
@@ -137,7 +200,7 @@ variable "data_disk_storage_account_type" {
 }
 
 variable "data_disk_wait_seconds" {
-  description = "How long the agent waits for the data disk to appear. The disk is attached only after the VM has been created (and booted), so this must cover the attachment."
+  description = "How long the agent waits for a node's disk to appear: a worker's Longhorn disk, a server's state disk. A disk is attached only after its VM has been created (and booted), so this must cover the attachment."
   type        = number
   default     = 600
 
@@ -352,7 +415,7 @@ variable "extra_tls_san" {
 }
 
 variable "server_node_taints" {
-  description = "Taints of the control-plane node, each key=value:Effect or key:Effect (e.g. CriticalAddonsOnly=true:NoExecute), unique by key and effect. The full rules are the agent's (canarie-agent config validate): what kubelet and the API server accept when the node registers."
+  description = "Taints of the servers, each key=value:Effect or key:Effect (e.g. CriticalAddonsOnly=true:NoExecute), unique by key and effect. The full rules are the agent's (canarie-agent config validate): what kubelet and the API server accept when the node registers."
   type        = list(string)
   default     = []
 

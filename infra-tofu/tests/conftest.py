@@ -1,5 +1,7 @@
 """Fixtures of the infra-tofu checks; the helpers live in tofu_helpers.py."""
 
+import re
+
 import pytest
 
 from tofu_helpers import CREDENTIALS_TFVARS, EXAMPLE_TFVARS, REQUIRED_ONLY_TFVARS, attr, evaluate, parse
@@ -13,6 +15,14 @@ def example_eval(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def defaults_eval(tmp_path_factory) -> dict:
     return evaluate(tmp_path_factory.mktemp("eval-defaults"), REQUIRED_ONLY_TFVARS)
+
+
+@pytest.fixture(scope="session")
+def three_servers_eval(tmp_path_factory) -> dict:
+    """The example variables with three servers."""
+    text, n = re.subn(r"(?m)^server_count(\s*)= 1$", r"server_count\1= 3", EXAMPLE_TFVARS.read_text(encoding="utf-8"))
+    assert n == 1, "terraform.tfvars.example sets server_count = 1 once"
+    return evaluate(tmp_path_factory.mktemp("eval-three-servers"), text)
 
 
 @pytest.fixture(scope="session")

@@ -120,4 +120,4 @@ def test_reference_check_sees_references():
     # Guard against a regex that matches nothing.
     text = (INFRA / "compute.tf").read_text(encoding="utf-8")
     refs = {m.group(0) for m in REF.finditer(text)}
-    assert "azurerm_network_interface.node" in refs and "local.nodes" in refs and "var.image_id" in refs
+    assert "azurerm_network_interface.node" in refs and "local.nodes" in refs and "local.node_images" in refs

@@ -67,7 +67,7 @@ def decoded_user_data(ev: dict) -> dict[str, dict]:
     return {name: json.loads(base64.b64decode(b64, validate=True)) for name, b64 in ev["user_data"].items()}
 
 
-@pytest.mark.parametrize("which", ["example_eval", "defaults_eval"])
+@pytest.mark.parametrize("which", ["example_eval", "defaults_eval", "three_servers_eval"])
 def test_every_node_config_renders(which, request, tmp_path):
     ev = request.getfixturevalue(which)
     configs = decoded_user_data(ev)
@@ -99,10 +99,11 @@ def test_example_configs_content(example_eval, example_vars):
     assert server["version"] == 1 and server["role"] == "server" and server["node_name"] == "cp-01"
     assert "server_url" not in server["cluster"], "the first server must not join anything"
     assert server["cluster"]["public_ip"] == LB_IP
-    assert server["cluster"]["tls_san"] == [LB_IP, f"api.{example_vars['dns_zone_name']}"]
+    assert server["cluster"]["tls_san"] == [LB_IP, f"api.{example_vars['dns_zone_name']}", example_eval["registration_address"]]
     assert server["cluster"]["storage_nodes"] == 2
     assert server["cluster"]["git_repo"] == example_vars["git_repo"]
     assert "data_disk" not in server
+    assert server["server_state_disk"] == {"lun": 1, "min_size_gib": 32, "wait_seconds": 600}
     assert "node_taints" not in server, "an empty list is left out, not sent"
     assert server["cluster"]["dns_zone"] == example_vars["dns_zone_name"]
     assert server["cluster"]["name"] == example_vars["name"]
@@ -115,7 +116,8 @@ def test_example_configs_content(example_eval, example_vars):
     for name in ("wk-01", "wk-02"):
         worker = configs[name]
         assert worker["role"] == "agent" and worker["node_name"] == name
-        assert worker["cluster"] == {"server_url": "https://10.20.0.4:9345"}
+        assert worker["cluster"] == {"server_url": "https://10.20.0.68:9345"}
+        assert "server_state_disk" not in worker
         assert worker["data_disk"] == {
             "lun": 0,
             "mount_point": "/var/lib/longhorn",
@@ -131,12 +133,91 @@ def test_example_configs_content(example_eval, example_vars):
         assert "identity" not in config["join_token"], "nodes use their system-assigned identity"
 
 
-def test_server_url_is_the_servers_static_address(example_eval):
-    server_ip = example_eval["nodes"]["cp-01"]["private_ip"]
-    assert server_ip == "10.20.0.4"
-    for name, config in decoded_user_data(example_eval).items():
-        if config["role"] == "agent":
-            assert config["cluster"]["server_url"] == f"https://{server_ip}:9345"
+@pytest.mark.parametrize("which", ["example_eval", "three_servers_eval"])
+def test_every_node_but_the_first_server_joins_through_the_registration_address(which, request, tmp_path):
+    """The registration address, followed from tofu to what RKE2 reads: `server:` in the
+    config.yaml of every joining server and every agent, none on the first server, and in
+    every server's tls-san (the certificate the joining nodes check)."""
+    ev = request.getfixturevalue(which)
+    address = ev["registration_address"]
+    url = f"https://{address}:9345"
+    assert ev["registration_url"] == url
+    configs = decoded_user_data(ev)
+    for name, config in configs.items():
+        result = agent_render(config, tmp_path, name)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        rendered = rendered_config_yaml(result)
+        if name == ev["first_server"]:
+            assert "server_url" not in config["cluster"], "the first server initialises the cluster"
+            assert "server" not in rendered
+        else:
+            assert config["cluster"]["server_url"] == url
+            assert rendered["server"] == url
+        if config["role"] == "server":
+            assert address in config["cluster"]["tls_san"]
+            assert rendered["tls-san"] == config["cluster"]["tls_san"]
+    servers = {n for n, c in configs.items() if c["role"] == "server"}
+    assert servers == set(ev["servers"])
+
+
+def test_three_servers_share_one_config_but_for_the_join(example_eval, three_servers_eval, tmp_path):
+    """Every server gets the same settings (so they render the same manifests and any one can
+    be rebuilt); the joining ones add only server_url. Going from 1 to 3 servers changes no
+    existing node's config."""
+    configs = decoded_user_data(three_servers_eval)
+    assert sorted(configs) == ["cp-01", "cp-02", "cp-03", "wk-01", "wk-02"]
+    first = configs["cp-01"]
+    for name in ("cp-02", "cp-03"):
+        joining = configs[name]
+        assert joining["node_name"] == name
+        assert {**joining, "node_name": "cp-01", "cluster": {k: v for k, v in joining["cluster"].items() if k != "server_url"}} == first
+    before = decoded_user_data(example_eval)
+    assert {n: c for n, c in configs.items() if n in before} == before
+    manifests = {}
+    for name in ("cp-01", "cp-02", "cp-03"):
+        result = agent_render(configs[name], tmp_path, name)
+        assert result.returncode == 0, result.stderr
+        manifests[name] = {p.name: p.read_bytes() for p in (result.out / "var/lib/rancher/rke2/server/manifests").iterdir()}
+    assert manifests["cp-01"] and manifests["cp-01"] == manifests["cp-02"] == manifests["cp-03"]
+
+
+@pytest.mark.parametrize("which", ["example_eval", "three_servers_eval"])
+def test_the_agent_accepts_the_state_disk_and_refuses_it_on_the_wrong_node(which, request, tmp_path):
+    """server_state_disk as tofu emits it: accepted by the agent on every server, at the LUN
+    the attachment uses, distinct from the Longhorn disk's; and the agent's own rules hold
+    (a worker with it, or a server whose state disk shares the Longhorn disk's LUN, is refused)."""
+    ev = request.getfixturevalue(which)
+    configs = decoded_user_data(ev)
+    for name in ev["servers"]:
+        assert configs[name]["server_state_disk"]["lun"] == ev["server_state_disk"]["lun"] == 1
+        # What the node makes of it: rke2-server requires the state disk's mount, and the etcd
+        # snapshots (scheduled explicitly) stay in RKE2's default directory, on that disk,
+        # which is what Azure Backup copies (backup.tf).
+        result = agent_render(configs[name], tmp_path, name)
+        assert result.returncode == 0, result.stderr
+        dropin = result.out / "etc/systemd/system/rke2-server.service.d/10-canarie-server-state-disk.conf"
+        assert "RequiresMountsFor=/var/lib/rancher/rke2/server\n" in dropin.read_text()
+        rendered = rendered_config_yaml(result)
+        assert rendered["etcd-snapshot-schedule-cron"] and rendered["etcd-snapshot-retention"] >= 1
+        assert "etcd-snapshot-dir" not in rendered and "data-dir" not in rendered
+    worker = dict(configs["wk-01"], server_state_disk=configs["cp-01"]["server_state_disk"])
+    result = agent_render(worker, tmp_path, "worker-with-state-disk")
+    assert result.returncode == 1 and "server_state_disk: is only for role server" in result.stderr, result.stderr
+    both = dict(configs["cp-01"], data_disk=dict(configs["wk-01"]["data_disk"], lun=ev["server_state_disk"]["lun"]))
+    result = agent_render(both, tmp_path, "server-same-lun")
+    assert result.returncode == 1 and "server_state_disk" in result.stderr and "same lun" in result.stderr, result.stderr
+    # One node with both disks as tofu numbers them (Longhorn LUN 0, state LUN 1) is fine.
+    both = dict(configs["cp-01"], data_disk=configs["wk-01"]["data_disk"])
+    result = agent_render(both, tmp_path, "server-with-both")
+    assert result.returncode == 0, result.stderr
+
+
+def test_state_disk_size_reaches_the_agents_check(tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + "server_state_disk_size_gib = 128\ndata_disk_wait_seconds = 900\n")
+    server = decoded_user_data(ev)["cp-01"]
+    assert server["server_state_disk"] == {"lun": 1, "min_size_gib": 128, "wait_seconds": 900}
+    result = agent_render(server, tmp_path, "cp-01")
+    assert result.returncode == 0, result.stderr
 
 
 def test_defaults_leave_optional_fields_out(defaults_eval):
@@ -203,6 +284,18 @@ def test_public_urls_output_names_the_hosts_the_agent_publishes(example_eval, ex
     [
         ('name = "Canarie_1"', "name must be 3-16 lowercase"),
         ('worker_count = 0', "worker_count must be a whole number from 1 to 9"),
+        ('server_count = 2', "server_count must be 1 or 3"),
+        ('server_count = 0', "server_count must be 1 or 3"),
+        # A node that does not exist with the counts as set (one server).
+        ('node_image_ids = { "cp-02" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "node_image_ids names nodes that do not exist (with server_count and worker_count as set): cp-02."),
+        ('node_image_ids = { "wk-07" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "nodes that do not exist (with server_count and worker_count as set): wk-07."),
+        ('node_image_ids = { "node1" = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/images/i" }', "node_image_ids keys must be node names such as cp-01 or wk-02."),
+        ('node_image_ids = { "cp-01" = "ubuntu-24.04" }', "node_image_ids values must be Azure image resource ids like image_id"),
+        ("server_state_backup_interval_hours = 3", "server_state_backup_interval_hours must be one of 1, 2, 4, 6, 8, 12 or 24"),
+        ("server_state_backup_retention_days = 0", "server_state_backup_retention_days must be a whole number from 1 to 360"),
+        ("server_state_disk_size_gib = 4", "server_state_disk_size_gib must be a whole number from 8 to 1024"),
+        # Hourly for 30 days: 720 snapshots, over Azure's 420 per disk.
+        ("server_state_backup_interval_hours = 1\nserver_state_backup_retention_days = 30", "keep 720 snapshots per disk; Azure Disk Backup allows 420"),
         ('ssh_allowed_cidrs = ["0.0.0.0/0"]', "ssh_allowed_cidrs holds a range that opens SSH to (much of) the Internet"),
         ('ssh_allowed_cidrs = ["0.0.0.0/1", "128.0.0.0/1"]', "opens SSH to (much of) the Internet"),
         ('api_allowed_cidrs = ["0.0.0.0/0"]', "api_allowed_cidrs holds a range that opens the Kubernetes API to (much of) the Internet"),

@@ -76,7 +76,7 @@ def test_vms_user_data_identity_and_image():
     name, vm = the_one("azurerm_linux_virtual_machine")
     assert attr(vm, "for_each") == "${local.nodes}"
     assert attr(vm, "user_data") == "${local.user_data[each.key]}"
-    assert attr(vm, "source_image_id") == "${var.image_id}"
+    assert attr(vm, "source_image_id") == "${local.node_images[each.key]}"
     assert [attr(i, "type") for i in blocks(vm, "identity")] == ["SystemAssigned"]
     assert attr(vm, "disable_password_authentication") is True
     assert not {"data_disk", "storage_data_disk"} & set(vm), "data disks are separate resources"
@@ -95,34 +95,51 @@ def test_every_vm_reads_the_vault_with_its_own_identity():
     assert len(users) == 1, users
     ra = next(iter(users.values()))
     assert attr(ra, "for_each") == attr(vm, "for_each"), "one role assignment per VM"
-    # The server reads every secret of the vault; a worker only the join token (the ARM id
+    # A server reads every secret of the vault; a worker only the join token (the ARM id
     # of the secret, which is what a role assignment scope takes).
     assert attr(ra, "scope") == (
-        "${each.key == local.server.node_name ? azurerm_key_vault.main.id : "
+        '${each.value.role == "server" ? azurerm_key_vault.main.id : '
         'azurerm_key_vault_secret.main["join_token"].resource_versionless_id}'
     )
     assert attr(ra, "principal_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].identity[0].principal_id}}"
 
 
-def test_nodes_are_the_server_and_every_worker(example_eval):
+def test_nodes_are_the_servers_and_every_worker(example_eval, three_servers_eval):
     assert sorted(example_eval["nodes"]) == ["cp-01", "wk-01", "wk-02"]
-    subnets = {k: ipaddress.ip_network(v) for k, v in example_eval["subnets"].items()}
-    for name, node in example_eval["nodes"].items():
-        subnet = subnets["control" if name == "cp-01" else "workers"]
-        assert ipaddress.ip_address(node["private_ip"]) in subnet
+    assert sorted(three_servers_eval["nodes"]) == ["cp-01", "cp-02", "cp-03", "wk-01", "wk-02"]
+    for ev in (example_eval, three_servers_eval):
+        subnets = {k: ipaddress.ip_network(v) for k, v in ev["subnets"].items()}
+        assert ev["first_server"] == "cp-01" and set(ev["servers"]) <= set(ev["nodes"])
+        for name, node in ev["nodes"].items():
+            assert node["role"] == ("server" if name.startswith("cp-") else "agent")
+            subnet = subnets["control" if node["role"] == "server" else "workers"]
+            assert ipaddress.ip_address(node["private_ip"]) in subnet
+        # Every node its own address and SSH port; cp-01 keeps 2200 (kubeconfig_command).
+        assert len({n["private_ip"] for n in ev["nodes"].values()}) == len(ev["nodes"])
+        assert len({n["ssh_port"] for n in ev["nodes"].values()}) == len(ev["nodes"])
+        assert ev["nodes"]["cp-01"]["ssh_port"] == 2200
+    servers = three_servers_eval["servers"]
+    assert [servers[n]["private_ip"] for n in ("cp-01", "cp-02", "cp-03")] == ["10.20.0.4", "10.20.0.5", "10.20.0.6"]
+    assert [servers[n]["ssh_port"] for n in ("cp-01", "cp-02", "cp-03")] == [2200, 2212, 2213]
+
+
+def test_ssh_ports_stay_apart_with_nine_workers(tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + "server_count = 3\nworker_count = 9\n")
+    ports = [n["ssh_port"] for n in ev["nodes"].values()]
+    assert len(set(ports)) == len(ports) == 12
 
 
 # --- data disks ------------------------------------------------------------------------
 
 
 def test_worker_data_disks_are_separate_and_attached_at_lun_0(example_eval):
-    disk_name, disk = the_one("azurerm_managed_disk")
-    att_name, att = the_one("azurerm_virtual_machine_data_disk_attachment")
+    disk = resources("azurerm_managed_disk")["data"]
+    att = resources("azurerm_virtual_machine_data_disk_attachment")["data"]
     vm_name, _ = the_one("azurerm_linux_virtual_machine")
     assert attr(disk, "for_each") == attr(att, "for_each") == "${local.workers}"
     assert attr(disk, "create_option") == "Empty"
     assert attr(disk, "disk_size_gb") == "${var.data_disk_size_gib}"
-    assert attr(att, "managed_disk_id") == f"${{azurerm_managed_disk.{disk_name}[each.key].id}}"
+    assert attr(att, "managed_disk_id") == "${azurerm_managed_disk.data[each.key].id}"
     assert attr(att, "virtual_machine_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].id}}"
     assert attr(att, "lun") == "${local.data_disk.lun}"
     assert example_eval["data_disk"]["lun"] == 0
@@ -132,10 +149,106 @@ def test_worker_data_disks_are_separate_and_attached_at_lun_0(example_eval):
     assert [attr(lc, "prevent_destroy") for lc in blocks(disk, "lifecycle")] == [True]
 
 
+def test_every_server_has_a_state_disk_at_lun_1(example_eval, three_servers_eval):
+    disks = resources("azurerm_managed_disk")
+    atts = resources("azurerm_virtual_machine_data_disk_attachment")
+    assert set(disks) == set(atts) == {"data", "server_state"}
+    disk, att = disks["server_state"], atts["server_state"]
+    vm_name, _ = the_one("azurerm_linux_virtual_machine")
+    # One per server, its own resource, sized by its own variable.
+    assert attr(disk, "for_each") == attr(att, "for_each") == "${local.servers}"
+    assert attr(disk, "create_option") == "Empty"
+    assert attr(disk, "disk_size_gb") == "${var.server_state_disk_size_gib}"
+    assert attr(disk, "network_access_policy") == "DenyAll"
+    assert attr(att, "managed_disk_id") == "${azurerm_managed_disk.server_state[each.key].id}"
+    assert attr(att, "virtual_machine_id") == f"${{azurerm_linux_virtual_machine.{vm_name}[each.key].id}}"
+    # The LUN is the one the node config names (one local for both), and not the Longhorn
+    # disk's: one node could carry both.
+    assert attr(att, "lun") == "${local.server_state_disk.lun}"
+    for ev in (example_eval, three_servers_eval):
+        assert ev["server_state_disk"]["lun"] == 1 != ev["data_disk"]["lun"]
+        for name in ev["servers"]:
+            assert ev["configs"][name]["server_state_disk"] == ev["server_state_disk"]
+    # It outlives any VM replacement: nothing ties its lifetime to the VM (the attachment,
+    # which refers to the VM's id, is what gets replaced), and destroying it takes an edit.
+    assert "azurerm_linux_virtual_machine" not in str(disk)
+    assert [attr(lc, "prevent_destroy") for lc in blocks(disk, "lifecycle")] == [True]
+
+
+def test_os_disks_go_with_their_vm():
+    # The OS disk is disposable: the state a node needs back is on its data/state disk.
+    (provider,) = [b["azurerm"] for b in parse(INFRA / "versions.tf")["provider"] if "azurerm" in b]
+    (features,) = provider["features"]
+    (vm_features,) = features["virtual_machine"]
+    assert attr(vm_features, "delete_os_disk_on_deletion") is True
+
+
+def test_per_node_images(tmp_path, three_servers_eval, example_vars):
+    assert three_servers_eval["node_images"] == {n: example_vars["image_id"] for n in three_servers_eval["nodes"]}
+    new = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/img/providers/Microsoft.Compute/galleries/g/images/node/versions/1.1.0"
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + f'server_count = 3\nnode_image_ids = {{ "cp-02" = "{new}" }}\n')
+    images = ev["node_images"]
+    assert images.pop("cp-02") == new
+    assert set(images.values()) == {attr_of_tfvars("image_id", REQUIRED_ONLY_TFVARS)}, "only cp-02 moves"
+
+
+def attr_of_tfvars(name: str, text: str) -> str:
+    (m,) = re.findall(rf'(?m)^{name}\s*=\s*"([^"]*)"', text)
+    return m
+
+
 def test_data_disk_default_size_is_64_gib():
     variables = {k: v for b in root_blocks("variable") for k, v in b.items()}
     assert attr(variables["data_disk_size_gib"], "default") == 64
     assert attr(variables["worker_count"], "default") == 2
+
+
+# --- backup of the server state disks ------------------------------------------------------
+
+
+def test_every_server_state_disk_is_backed_up_off_node(three_servers_eval):
+    _, vault = the_one("azurerm_data_protection_backup_vault")
+    assert [attr(i, "type") for i in blocks(vault, "identity")] == ["SystemAssigned"]
+    policy_name, policy = the_one("azurerm_data_protection_backup_policy_disk")
+    assert attr(policy, "vault_id") == "${azurerm_data_protection_backup_vault.main.id}"
+    assert attr(policy, "backup_repeating_time_intervals") == ["R/2025-01-01T00:00:00+00:00/${local.server_state_backup_interval}"]
+    assert attr(policy, "default_retention_duration") == "P${var.server_state_backup_retention_days}D"
+    assert three_servers_eval["server_state_backup_interval"] == "PT4H"
+    assert three_servers_eval["server_state_backup"] == {"interval_hours": 4, "retention_days": 7, "snapshots_per_disk": 42}
+
+    # One backup instance per state disk, into a snapshot group of its own.
+    _, instance = the_one("azurerm_data_protection_backup_instance_disk")
+    assert attr(instance, "for_each") == attr(resources("azurerm_managed_disk")["server_state"], "for_each") == "${local.servers}"
+    assert attr(instance, "disk_id") == "${azurerm_managed_disk.server_state[each.key].id}"
+    assert attr(instance, "backup_policy_id") == f"${{azurerm_data_protection_backup_policy_disk.{policy_name}.id}}"
+    assert attr(instance, "vault_id") == "${azurerm_data_protection_backup_vault.main.id}"
+    assert attr(instance, "snapshot_resource_group_name") == "${azurerm_resource_group.snapshots.name}"
+    assert set(resources("azurerm_resource_group")) == {"main", "snapshots"}
+
+    # The vault's identity gets Azure Backup's documented grants before protection starts:
+    # Disk Backup Reader on each disk, Disk Snapshot Contributor on the snapshot group; and
+    # Disk Restore Operator there, where a restore creates the new disk.
+    grants = {
+        attr(ra, "role_definition_name"): (name, ra)
+        for name, ra in resources("azurerm_role_assignment").items()
+        if attr(ra, "principal_id") == "${azurerm_data_protection_backup_vault.main.identity[0].principal_id}"
+    }
+    assert set(grants) == {"Disk Backup Reader", "Disk Snapshot Contributor", "Disk Restore Operator"}
+    assert attr(grants["Disk Restore Operator"][1], "scope") == "${azurerm_resource_group.snapshots.id}"
+    reader_name, reader = grants["Disk Backup Reader"]
+    assert attr(reader, "for_each") == "${local.servers}"
+    assert attr(reader, "scope") == "${azurerm_managed_disk.server_state[each.key].id}"
+    contributor_name, contributor = grants["Disk Snapshot Contributor"]
+    assert attr(contributor, "scope") == "${azurerm_resource_group.snapshots.id}"
+    (sleep,) = [s for s in resources("time_sleep").values() if f"azurerm_role_assignment.{reader_name}" in str(attr(s, "depends_on"))]
+    assert f"azurerm_role_assignment.{contributor_name}" in str(attr(sleep, "depends_on"))
+    assert attr(instance, "depends_on") == ["${time_sleep.backup_rbac_propagation}"]
+
+
+def test_daily_backups_use_a_daily_interval(tmp_path):
+    ev = evaluate(tmp_path / "eval", REQUIRED_ONLY_TFVARS + "server_state_backup_interval_hours = 24\nserver_state_backup_retention_days = 30\n")
+    assert ev["server_state_backup_interval"] == "P1D"
+    assert ev["server_state_backup"]["snapshots_per_disk"] == 30
 
 
 # --- Key Vault -------------------------------------------------------------------------
@@ -319,26 +432,93 @@ def test_subnets_split_the_vnet(example_eval):
 # --- load balancer ---------------------------------------------------------------------
 
 
-def test_load_balancer_rules_and_probes(example_eval):
+def test_load_balancer_rules_and_probes(example_eval, three_servers_eval):
     assert example_eval["lb_rules"] == {
         "api": {"pool": "server", "port": 6443},
         "http": {"pool": "workers", "port": 80},
         "https": {"pool": "workers", "port": 443},
+        "registration-supervisor": {"pool": "registration", "port": 9345},
+        "registration-api": {"pool": "registration", "port": 6443},
     }
+    assert example_eval["lb_pools"] == {"server": "public", "workers": "public", "all": "public", "registration": "internal"}
     _, rule = the_one("azurerm_lb_rule")
     probe_name, probe = the_one("azurerm_lb_probe")
+    pool_name, pool = the_one("azurerm_lb_backend_address_pool")
     assert attr(rule, "for_each") == attr(probe, "for_each") == "${local.lb_rules}"
+    assert attr(pool, "for_each") == "${local.lb_pools}"
     assert attr(rule, "probe_id") == f"${{azurerm_lb_probe.{probe_name}[each.key].id}}"
-    assert attr(rule, "backend_port") == attr(probe, "port") == "${each.value.port}"
-    assert attr(rule, "disable_outbound_snat") is True
+    assert attr(rule, "backend_address_pool_ids") == [f"${{azurerm_lb_backend_address_pool.{pool_name}[each.value.pool].id}}"]
+    assert attr(rule, "backend_port") == attr(rule, "frontend_port") == attr(probe, "port") == "${each.value.port}"
+    assert attr(probe, "protocol") == attr(rule, "protocol") == "Tcp"
+    # Rule, probe and pool on the load balancer the pool belongs to, with its frontend.
+    lb_of_pool = "local.lbs[local.lb_pools[each.value.pool]]"
+    assert attr(rule, "loadbalancer_id") == attr(probe, "loadbalancer_id") == f"${{{lb_of_pool}.id}}"
+    assert attr(rule, "frontend_ip_configuration_name") == f"${{{lb_of_pool}.frontend}}"
+    assert attr(pool, "loadbalancer_id") == "${local.lbs[each.value].id}"
+    (lbs,) = [attr(b, "lbs") for b in root_blocks("locals") if "lbs" in b]
+    lbs_by_name = resources("azurerm_lb")
+    assert set(lbs_by_name) == {"main", "internal"}
+    assert lbs == {
+        "public": {"id": "${azurerm_lb.main.id}", "frontend": attr(lbs_by_name["main"]["frontend_ip_configuration"][0], "name")},
+        "internal": {"id": "${azurerm_lb.internal.id}", "frontend": attr(lbs_by_name["internal"]["frontend_ip_configuration"][0], "name")},
+    }
+    # SNAT comes from the outbound rule on the public load balancer; an internal one has none.
+    assert attr(rule, "disable_outbound_snat") == '${local.lb_pools[each.value.pool] == "public"}'
     the_one("azurerm_lb_outbound_rule")
     _, pip = the_one("azurerm_public_ip")
-    _, lb = the_one("azurerm_lb")
-    assert attr(pip, "sku") == attr(lb, "sku") == "Standard"
-    assert attr(pip, "allocation_method") == "Static"
-    # Every node is in the outbound pool, and in the pool of its role.
-    pools = {(p["node"], p["pool"]) for p in example_eval["node_pools"].values()}
-    assert pools == {("cp-01", "server"), ("cp-01", "all"), ("wk-01", "workers"), ("wk-01", "all"), ("wk-02", "workers"), ("wk-02", "all")}
+    assert attr(pip, "sku") == "Standard" and attr(pip, "allocation_method") == "Static"
+    assert all(attr(lb, "sku") == "Standard" for lb in lbs_by_name.values())
+    # Every node is in the outbound pool and in the pools of its role; the servers also
+    # behind the registration address.
+    for ev in (example_eval, three_servers_eval):
+        pools = {(p["node"], p["pool"]) for p in ev["node_pools"].values()}
+        expected = {(n, "server") for n in ev["servers"]} | {(n, "registration") for n in ev["servers"]}
+        expected |= {(n, "workers") for n in ev["nodes"] if n not in ev["servers"]}
+        expected |= {(n, "all") for n in ev["nodes"]}
+        assert pools == expected
+    servers = {p["node"] for p in three_servers_eval["node_pools"].values() if p["pool"] == "registration"}
+    assert servers == {"cp-01", "cp-02", "cp-03"}
+
+
+def test_registration_address_is_a_static_internal_frontend(example_eval, three_servers_eval):
+    internal = resources("azurerm_lb")["internal"]
+    (frontend,) = internal["frontend_ip_configuration"]
+    assert attr(frontend, "subnet_id") == '${azurerm_subnet.main["lb"].id}'
+    assert attr(frontend, "private_ip_address_allocation") == "Static"
+    assert attr(frontend, "private_ip_address") == "${local.registration_address}"
+    assert "public_ip_address_id" not in frontend
+    for ev in (example_eval, three_servers_eval):
+        # In the lb subnet, where no node lives: the same address with 1 or 3 servers.
+        address = ipaddress.ip_address(ev["registration_address"])
+        assert address in ipaddress.ip_network(ev["subnets"]["lb"])
+        assert str(address) not in {n["private_ip"] for n in ev["nodes"].values()}
+        assert ev["registration_url"] == f"https://{address}:9345"
+        # The supervisor and the API on the same frontend, both behind every server.
+        ports = {r["port"] for r in ev["lb_rules"].values() if ev["lb_pools"][r["pool"]] == "internal"}
+        assert ports == {9345, 6443}
+    assert example_eval["registration_address"] == three_servers_eval["registration_address"] == "10.20.0.68"
+
+
+def test_registration_traffic_passes_the_nsgs(three_servers_eval):
+    """What reaches a server through the registration address (every node of the VNet, on
+    9345 and 6443, and the probes) is allowed by the control NSG, before its deny."""
+    by_nsg = rules_by_nsg(three_servers_eval)
+    control = sorted(by_nsg["control"], key=lambda r: r["priority"])
+    deny = next(r for r in control if r["access"] == "Deny")
+
+    def allowed(port: str, source: str) -> bool:
+        return any(
+            r["access"] == "Allow" and r["priority"] < deny["priority"] and source in r["sources"] and (port in r["ports"] or "*" in r["ports"])
+            for r in control
+        )
+
+    for port in ("9345", "6443"):
+        assert allowed(port, "VirtualNetwork"), port
+        assert allowed(port, "AzureLoadBalancer"), f"the {port} probe"
+    # etcd between the servers: the control subnet holds all three.
+    subnet = ipaddress.ip_network(three_servers_eval["subnets"]["control"])
+    assert all(ipaddress.ip_address(s["private_ip"]) in subnet for s in three_servers_eval["servers"].values())
+    assert allowed("2379-2381", three_servers_eval["subnets"]["control"])
 
 
 # --- DNS, outputs, versions, variables -------------------------------------------------
@@ -347,10 +527,19 @@ def test_load_balancer_rules_and_probes(example_eval):
 def test_dns_zone_and_outputs():
     zone_name, _ = the_one("azurerm_dns_zone")
     outputs = {k: v for b in root_blocks("output") for k, v in b.items()}
-    for required in ("lb_public_ip", "dns_zone_name_servers", "key_vault_name", "vm_ids"):
+    for required in (
+        "lb_public_ip",
+        "dns_zone_name_servers",
+        "key_vault_name",
+        "vm_ids",
+        "registration_address",
+        "server_state_disks",
+        "server_state_backup_instances",
+    ):
         assert required in outputs, f"missing output {required}"
         assert attr(outputs[required], "description")
     assert attr(outputs["dns_zone_name_servers"], "value") == f"${{azurerm_dns_zone.{zone_name}.name_servers}}"
+    assert attr(outputs["registration_address"], "value") == "${local.registration_address}"
 
 
 def test_versions_are_pinned():

@@ -10,11 +10,29 @@ terraform {
   required_version = "~> 1.8"
 }
 
-variable "server" {
-  description = "The first (and only) server: its node name and static private IP."
+variable "servers" {
+  description = "The servers (RKE2 servers), keyed by node name."
+  type = map(object({
+    node_name = string
+  }))
+}
+
+variable "first_server" {
+  description = "The server that initialises the cluster (and, rebuilt, restarts it from its state disk): the only node without a server_url."
+  type        = string
+}
+
+variable "registration_url" {
+  description = "The fixed registration address's supervisor URL, https://<address>:9345: every node but the first server joins through it."
+  type        = string
+}
+
+variable "server_state_disk" {
+  description = "Every server's state disk: its LUN, the size the agent checks it against and how long it waits for it (the agent's defaults apply to the rest)."
   type = object({
-    node_name  = string
-    private_ip = string
+    lun          = number
+    min_size_gib = number
+    wait_seconds = number
   })
 }
 
@@ -127,9 +145,6 @@ locals {
     rbac_wait_seconds = var.rbac_wait_seconds
   }
 
-  # RKE2's supervisor port on the server; agents register through it.
-  server_url = "https://${var.server.private_ip}:9345"
-
   git_repo = var.git_repo == null ? null : {
     for k, v in var.git_repo : k => v if v != null
   }
@@ -152,16 +167,24 @@ locals {
     } if fields != null
   }
 
-  server_config = {
-    for k, v in {
-      version         = 1
-      role            = "server"
-      node_name       = var.server.node_name
-      cluster         = local.server_cluster
-      join_token      = local.join_token
-      node_taints     = length(var.server_node_taints) > 0 ? var.server_node_taints : null
-      cluster_secrets = local.cluster_secrets
-    } : k => v if v != null
+  # Every server gets the same settings, so each renders the same manifests and any one of
+  # them can be rebuilt; only the first has no server_url.
+  server_configs = {
+    for name, s in var.servers : name => {
+      for k, v in {
+        version   = 1
+        role      = "server"
+        node_name = s.node_name
+        cluster = merge(
+          local.server_cluster,
+          name == var.first_server ? {} : { server_url = var.registration_url },
+        )
+        join_token        = local.join_token
+        server_state_disk = var.server_state_disk
+        node_taints       = length(var.server_node_taints) > 0 ? var.server_node_taints : null
+        cluster_secrets   = local.cluster_secrets
+      } : k => v if v != null
+    }
   }
 
   worker_configs = {
@@ -170,7 +193,7 @@ locals {
         version     = 1
         role        = "agent"
         node_name   = w.node_name
-        cluster     = { server_url = local.server_url }
+        cluster     = { server_url = var.registration_url }
         join_token  = local.join_token
         data_disk   = var.data_disk
         node_labels = length(var.worker_node_labels) > 0 ? var.worker_node_labels : null
@@ -181,7 +204,12 @@ locals {
 
 output "configs" {
   description = "Node config objects keyed by node name; jsonencode one to get its userData JSON."
-  value       = merge({ (var.server.node_name) = local.server_config }, local.worker_configs)
+  value       = merge(local.server_configs, local.worker_configs)
+
+  precondition {
+    condition     = contains(keys(var.servers), var.first_server)
+    error_message = "first_server must be one of the servers."
+  }
 
   precondition {
     # The agent would refuse the config at boot; say so at plan time.
