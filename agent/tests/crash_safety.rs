@@ -57,6 +57,15 @@ fn uuid_of(device: &Path) -> String {
 
 /// The node's files, with the disk's device name and UUID (if it has a disk) and run
 /// timestamps taken out, and no temp files.
+fn shadow_lock_temp(rel: &str) -> bool {
+    ["etc/passwd.", "etc/group.", "etc/shadow.", "etc/gshadow."]
+        .iter()
+        .any(|f| {
+            rel.strip_prefix(f)
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
 fn end_state(sb: &Sandbox, device: Option<&Path>) -> BTreeMap<String, String> {
     let (uuid, device) = match device {
         Some(d) => (uuid_of(d), d.display().to_string()),
@@ -78,6 +87,13 @@ fn end_state(sb: &Sandbox, device: Option<&Path>) -> BTreeMap<String, String> {
         // useradd/usermod keep the previous account files as `passwd-` etc.: which version
         // that is depends on how many of them ran, not on the end state.
         if ["etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"].contains(&rel.as_str()) {
+            continue;
+        }
+        // shadow-utils locks an account file by writing `FILE.<pid>` and linking it to
+        // `FILE.lock`; a useradd killed between the two leaves the `<pid>` file. It is no
+        // lock (the next useradd checks the PID in a lock and takes over a dead one's), and
+        // shadow-utils, not the agent, writes it.
+        if shadow_lock_temp(&rel) {
             continue;
         }
         if rel == "etc/rancher/node/password" {

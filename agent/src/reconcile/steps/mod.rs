@@ -11,8 +11,8 @@ pub mod config;
 pub mod disk;
 pub mod files;
 pub mod join_token;
-pub mod provisioning;
 pub mod node_password;
+pub mod provisioning;
 pub mod start;
 
 /// One step of a run.
