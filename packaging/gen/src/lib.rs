@@ -154,7 +154,7 @@ fn top_level_sections() -> Roff {
         ),
         (
             "/lib/systemd/system/canarie-ssh-host-keys.service",
-            "Makes missing SSH host keys (ssh-keygen -A) before sshd starts (wanted by ssh.service).",
+            "Makes missing SSH host keys (ssh-keygen -A) before sshd starts (enabled by the package).",
         ),
         (
             "/etc/canarie-agent/environment",

@@ -144,7 +144,7 @@ fn host_keys_are_made_before_sshd_when_one_is_missing_and_after_cloud_init() {
     assert_eq!(v("Unit", "After"), ["cloud-init.service"]);
     assert_eq!(v("Service", "ExecStart"), ["/usr/bin/ssh-keygen -A"]);
     assert_eq!(v("Service", "ReadWritePaths"), ["/etc/ssh"]);
-    assert_eq!(v("Install", "WantedBy"), ["ssh.service"]);
+    assert_eq!(v("Install", "WantedBy"), ["multi-user.target"]);
 }
 
 #[test]
