@@ -1,5 +1,6 @@
 //! The provisioning step end to end in a `--root` sandbox: azure-sim's osProfile and
-//! publicKeys, the real binary, real `useradd`/`usermod --prefix` and `ssh-keygen -A -f`.
+//! publicKeys, the real binary, real `useradd`/`usermod --prefix` and `ssh-keygen -A -f`;
+//! sshd's key-login drop-in (reloading a node's sshd over D-Bus is in the VM tests).
 //! (The hostname over D-Bus is in systemd_dbus.rs; the root filesystem grown on a loop
 //! device in disk_lifecycle.rs.)
 
@@ -16,6 +17,10 @@ const KEY_A: &str =
 const KEY_B: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB2222222222222222222222222222222222222222222 bob";
 const KEYS: &str = "/home/ops/.ssh/authorized_keys";
+const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/50-canarie-agent.conf";
+/// The first lines of Debian 12's /etc/ssh/sshd_config.
+const DEBIAN_SSHD_CONFIG: &str = "\n# This is the sshd server system-wide configuration file.\n\n\
+Include /etc/ssh/sshd_config.d/*.conf\n\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\n";
 
 async fn node(extra: serde_json::Value) -> Sandbox {
     let mut fields = json!({
@@ -33,7 +38,7 @@ async fn node(extra: serde_json::Value) -> Sandbox {
     let sb = Sandbox::with_sim(TestSim::start(scenario(fields)).await).await;
     // sshd installed: the host keys are the agent's to generate.
     fs::create_dir_all(sb.path("/etc/ssh")).unwrap();
-    fs::write(sb.path("/etc/ssh/sshd_config"), "# sshd\n").unwrap();
+    fs::write(sb.path("/etc/ssh/sshd_config"), DEBIAN_SSHD_CONFIG).unwrap();
     sb
 }
 
@@ -52,6 +57,7 @@ async fn a_new_vm_gets_its_user_keys_sudo_hostname_and_host_keys_then_nothing_ch
         KEYS,
         "update   hostname (cp-01)",
         "SSH host keys",
+        SSHD_DROPIN,
     ] {
         assert!(
             plan.stdout.contains(expected),
@@ -141,8 +147,70 @@ async fn a_new_vm_gets_its_user_keys_sudo_hostname_and_host_keys_then_nothing_ch
         );
     }
 
+    let dropin = sb.path(SSHD_DROPIN);
+    let text = fs::read_to_string(&dropin).unwrap();
+    for line in [
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{text}");
+    }
+    assert_eq!(mode(&dropin), 0o644);
+    assert!(
+        !run.stderr
+            .contains("password provisioning is not supported"),
+        "{}",
+        run.stderr
+    );
+
     let again = sb.assert_rerun_changes_nothing().await;
     assert!(!again.stderr.contains("provisioning: "), "{}", again.stderr);
+}
+
+#[tokio::test]
+async fn password_login_stays_off_when_azure_allows_it_and_says_so() {
+    let sb = node(json!({"disable_password_authentication": false})).await;
+    let run = sb.run(&["bootstrap"]).await;
+    run.assert_success();
+    let warnings: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("password provisioning is not supported"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(fs::read_to_string(sb.path(SSHD_DROPIN))
+        .unwrap()
+        .contains("\nPasswordAuthentication no\n"));
+    // Someone turned password login back on in the drop-in: the next run repairs it.
+    fs::write(sb.path(SSHD_DROPIN), "PasswordAuthentication yes\n").unwrap();
+    let plan = sb.run(&["plan"]).await;
+    assert!(plan.stdout.contains(SSHD_DROPIN), "{}", plan.stdout);
+    sb.run(&["bootstrap"]).await.assert_success();
+    assert!(fs::read_to_string(sb.path(SSHD_DROPIN))
+        .unwrap()
+        .contains("\nPasswordAuthentication no\n"));
+    sb.assert_rerun_changes_nothing().await;
+}
+
+#[tokio::test]
+async fn an_sshd_config_without_drop_ins_is_left_alone() {
+    let sb = node(json!({})).await;
+    fs::write(sb.path("/etc/ssh/sshd_config"), "Port 22\nUsePAM yes\n").unwrap();
+    let run = sb.run(&["bootstrap"]).await;
+    run.assert_success();
+    assert!(!sb.path("/etc/ssh/sshd_config.d").exists());
+    assert!(
+        run.stderr
+            .contains("does not include /etc/ssh/sshd_config.d"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(sb.path("/etc/ssh/sshd_config")).unwrap(),
+        "Port 22\nUsePAM yes\n"
+    );
+    sb.assert_rerun_changes_nothing().await;
 }
 
 #[tokio::test]

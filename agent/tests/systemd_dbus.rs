@@ -141,6 +141,7 @@ async fn the_hostname_goes_through_hostnamed_once() {
         user: "ops".into(),
         hostname: "wk-01".into(),
         keys: Default::default(),
+        password_login_requested: false,
     };
     let seen = provision::observe(&root, &desired, &target).await.unwrap();
     let decision = provision::decide(&desired, &seen).unwrap();

@@ -36,7 +36,9 @@ doc="$stage/usr/share/doc/canarie-agent"
 
 install -D -m 0755 "$bin" "$stage/usr/bin/canarie-agent"
 # Debian 12 keeps packaged units under /lib (the /usr move is trixie's, DEP-17).
-install -D -m 0644 "$here/canarie-agent.service" "$stage/lib/systemd/system/canarie-agent.service"
+for unit in canarie-agent.service canarie-ssh-host-keys.service; do
+  install -D -m 0644 "$here/$unit" "$stage/lib/systemd/system/$unit"
+done
 
 # Man pages, completions and /etc/canarie-agent/environment, from the CLI definition.
 cargo run --locked --quiet -p canarie-packaging-gen -- "$stage" >/dev/null

@@ -279,6 +279,10 @@ image_checks() { # ROOT [AGENT_VERSION] [PROVISIONING MODE; default: the image's
   state=$(unit_state "$root" canarie-agent.service)
   [ "$state" = enabled ] && [ -L "$root/etc/systemd/system/multi-user.target.wants/canarie-agent.service" ] ||
     check_failed "canarie-agent.service is not enabled (systemctl is-enabled: $state; it must be wanted by multi-user.target)"
+  # Without it sshd's first start finds no host keys (the image has none) and fails.
+  state=$(unit_state "$root" canarie-ssh-host-keys.service)
+  [ "$state" = enabled ] && [ -L "$root/etc/systemd/system/multi-user.target.wants/canarie-ssh-host-keys.service" ] ||
+    check_failed "canarie-ssh-host-keys.service is not enabled (systemctl is-enabled: $state; it must be wanted by multi-user.target)"
 
   for unit in $RKE2_UNITS; do
     state=$(unit_state "$root" "$unit")

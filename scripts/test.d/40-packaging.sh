@@ -5,7 +5,7 @@
 #    namespace (no packet can leave it);
 #  - the .deb: lintian without errors or warnings, the expected files, reproducible bytes;
 #  - in a Debian 12 chroot (cached mmdebstrap tarball; never booted): install enables the
-#    unit and starts nothing, `systemd-analyze verify` accepts the unit and `security` rates
+#    units and starts nothing, `systemd-analyze verify` accepts the units and `security` rates
 #    its sandbox at most 5.0, the admin's
 #    "disabled" survives a reinstall, remove keeps the conffile, purge leaves no file behind
 #    and never touches RKE2, Longhorn or the data disk's mount unit.
@@ -113,6 +113,7 @@ ok "lintian: no errors, no warnings (overrides: packaging/deb/lintian-overrides)
 
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' > "$work/contents.txt"
 for path in /usr/bin/canarie-agent /lib/systemd/system/canarie-agent.service \
+  /lib/systemd/system/canarie-ssh-host-keys.service \
   /etc/canarie-agent/environment /usr/share/man/man1/canarie-agent.1.gz \
   /usr/share/man/man1/canarie-agent-disk-inspect.1.gz \
   /usr/share/bash-completion/completions/canarie-agent \
@@ -201,6 +202,11 @@ grep -E "$starts" "$root/var/log/canarie-test-calls" && fail "installing started
 grep -q 'daemon-reload' "$root/var/log/canarie-test-calls" || fail "postinst did not reload a running systemd"
 cmp -s packaging/deb/canarie-agent.service "$root/lib/systemd/system/canarie-agent.service" ||
   fail "the installed unit differs from packaging/deb/canarie-agent.service"
+# The host-key unit is enabled whether or not openssh-server is installed (inert without it).
+keys_link="$root/etc/systemd/system/multi-user.target.wants/canarie-ssh-host-keys.service"
+[ "$(readlink "$keys_link")" = /lib/systemd/system/canarie-ssh-host-keys.service ] ||
+  fail "canarie-ssh-host-keys.service is not wanted by multi-user.target: $(ls -l "$keys_link" 2>&1)"
+[ "$(unit_ctl is-enabled canarie-ssh-host-keys.service)" = enabled ] || fail "canarie-ssh-host-keys.service is not enabled"
 [ "$(in_root canarie-agent --version)" = "canarie-agent $version" ] || fail "the installed binary does not run"
 in_root dpkg-query -W -f='${Conffiles}\n' canarie-agent | grep -q '/etc/canarie-agent/environment' ||
   fail "/etc/canarie-agent/environment is not a conffile"
@@ -212,6 +218,18 @@ verify_out=$(in_root systemd-analyze verify /lib/systemd/system/canarie-agent.se
   fail "systemd-analyze verify: $verify_out"
 [ -z "$verify_out" ] || fail "systemd-analyze verify warns: $verify_out"
 ok "systemd-analyze verify accepts canarie-agent.service"
+# The chroot has no OpenSSH: a stand-in ssh-keygen lets verify check the rest of the unit
+# (it refuses an ExecStart= binary that does not exist); removed right after.
+printf '#!/bin/sh\nexit 0\n' > "$root/usr/bin/ssh-keygen"
+chmod 755 "$root/usr/bin/ssh-keygen"
+verify_rc=0
+verify_out=$(in_root systemd-analyze verify /lib/systemd/system/canarie-ssh-host-keys.service 2>&1) || verify_rc=$?
+rm "$root/usr/bin/ssh-keygen"
+[ "$verify_rc" -eq 0 ] && [ -z "$verify_out" ] || fail "systemd-analyze verify canarie-ssh-host-keys.service: $verify_out"
+keys_security=$(in_root systemd-analyze security --offline=true --threshold=50 --no-pager \
+  /lib/systemd/system/canarie-ssh-host-keys.service 2>&1) ||
+  fail "canarie-ssh-host-keys.service's exposure is above 5.0: $(echo "$keys_security" | grep '✗')"
+ok "systemd-analyze: canarie-ssh-host-keys.service verified, $(echo "$keys_security" | grep -o 'Overall exposure level.*')"
 
 # The sandbox: Debian 12's systemd-analyze rates the unit's exposure (0 safe .. 10 unsafe);
 # --threshold (0..100) fails above 5.0. docs/packaging.md states the figure; it must match.
@@ -230,6 +248,7 @@ ok "systemd-analyze security: exposure $exposure (at most 5.0), as docs/packagin
 unit_ctl disable --quiet canarie-agent.service
 in_root dpkg -i /tmp/canarie-agent.deb > "$work/reinstall.log" 2>&1 || fail "reinstall: $(cat "$work/reinstall.log")"
 [ -e "$link" ] && fail "a reinstall re-enabled a unit the administrator disabled"
+[ -L "$keys_link" ] || fail "a reinstall disabled canarie-ssh-host-keys.service"
 unit_ctl enable --quiet canarie-agent.service
 ok "a reinstall keeps the administrator's choice"
 

@@ -8,7 +8,10 @@
 //!   exactly the keys IMDS lists, mode 0600 in a 0700 `.ssh`, owned by the user;
 //! - the static hostname (`computerName`): over D-Bus to systemd-hostnamed on a node,
 //!   written to `ROOT/etc/hostname` in a `--root` sandbox (no hostnamed there);
-//! - SSH host keys generated when missing (`ssh-keygen -A`), when sshd is installed;
+//! - SSH host keys generated when missing (`ssh-keygen -A`), when sshd is installed (the
+//!   package's canarie-ssh-host-keys.service makes them before sshd's first start; this
+//!   repairs a node whose keys were deleted);
+//! - sshd: key login only, a drop-in ([`sshd`]) for `disablePasswordAuthentication`;
 //! - the root filesystem grown to its disk ([`grow`]).
 //!
 //! [`observe`] reads the node, [`decide`] (pure) turns what it saw and what IMDS asks into
@@ -17,6 +20,7 @@
 
 pub mod accounts;
 pub mod grow;
+pub mod sshd;
 
 use crate::azure::imds::Compute;
 use crate::fsutil;
@@ -51,6 +55,9 @@ pub struct Desired {
     pub hostname: String,
     /// Each authorized_keys file and its contents (one key a line).
     pub keys: BTreeMap<PathBuf, String>,
+    /// `disablePasswordAuthentication` is false: a password login the node does not give
+    /// (the password is not in IMDS; sshd stays key login only).
+    pub password_login_requested: bool,
 }
 
 impl Desired {
@@ -84,6 +91,9 @@ impl Desired {
             user,
             hostname,
             keys,
+            password_login_requested: sshd::password_login_requested(
+                &os.disable_password_authentication,
+            ),
         })
     }
 }
@@ -130,6 +140,7 @@ pub struct Observed {
     pub keys: BTreeMap<PathBuf, KeysFile>,
     pub hostname: String,
     pub host_keys: HostKeys,
+    pub sshd_config: sshd::Config,
     pub root_fs: std::result::Result<grow::RootPartition, grow::Note>,
 }
 
@@ -147,6 +158,7 @@ pub enum Task {
     WriteKeys(PathBuf),
     SetHostname,
     GenerateHostKeys(Vec<&'static str>),
+    WriteSshdConfig,
     Grow(grow::Grow),
 }
 
@@ -246,6 +258,11 @@ pub fn decide(desired: &Desired, seen: &Observed) -> Result<Decision> {
         HostKeys::Missing(_) => {}
         HostKeys::NoSsh(why) => d.notes.push(format!("{why}: no SSH host keys generated")),
     }
+    match &seen.sshd_config {
+        sshd::Config::DropIn(false) => d.tasks.push(Task::WriteSshdConfig),
+        sshd::Config::DropIn(true) | sshd::Config::NoSshd => {}
+        sshd::Config::NotIncluded(note) => d.notes.push(note.clone()),
+    }
     match seen.root_fs.as_ref().map(grow::decide) {
         Ok(Ok(Some(g))) => d.tasks.push(Task::Grow(g)),
         Ok(Ok(None)) => {}
@@ -328,6 +345,7 @@ pub async fn observe(
         keys,
         hostname,
         host_keys: observe_host_keys(root),
+        sshd_config: sshd::observe(root)?,
         root_fs: grow::observe(root)?,
     })
 }
@@ -484,6 +502,14 @@ pub async fn apply(
                 keygen = keygen.arg("-f").arg(root.dir());
             }
             run(keygen, "ssh-keygen -A (generating SSH host keys)")?;
+        }
+        Task::WriteSshdConfig => {
+            fsutil::write_if_changed(
+                &root.join(sshd::DROPIN),
+                sshd::DROPIN_CONTENTS.as_bytes(),
+                sshd::DROPIN_MODE,
+            )
+            .with_context(|| format!("writing {}", sshd::DROPIN))?;
         }
         Task::Grow(g) => {
             let part = seen
@@ -691,6 +717,7 @@ mod tests {
                 .collect(),
             hostname: desired.hostname.clone(),
             host_keys: HostKeys::Missing(Vec::new()),
+            sshd_config: sshd::Config::DropIn(true),
             root_fs: Err("sandbox".into()),
         }
     }
@@ -726,6 +753,7 @@ mod tests {
         fresh.keys.clear();
         fresh.hostname = "localhost".into();
         fresh.host_keys = HostKeys::Missing(vec!["ed25519"]);
+        fresh.sshd_config = sshd::Config::DropIn(false);
         let tasks = decide(&desired, &fresh).unwrap().tasks;
         assert_eq!(
             tasks,
@@ -738,6 +766,7 @@ mod tests {
                 Task::WriteKeys("/home/ops/.ssh/authorized_keys".into()),
                 Task::SetHostname,
                 Task::GenerateHostKeys(vec!["ed25519"]),
+                Task::WriteSshdConfig,
             ]
         );
     }
@@ -756,6 +785,7 @@ mod tests {
         seen.keys.values_mut().for_each(|k| k.owned = false);
         seen.sudoers_current = None;
         seen.host_keys = HostKeys::NoSsh("sshd is not installed");
+        seen.sshd_config = sshd::Config::NotIncluded("no Include".into());
         let d = decide(&desired, &seen).unwrap();
         assert_eq!(
             d.tasks,
@@ -765,7 +795,9 @@ mod tests {
                 Task::WriteKeys("/home/ops/.ssh/authorized_keys".into()),
             ]
         );
-        assert_eq!(d.notes.len(), 3, "{:?}", d.notes);
+        assert_eq!(d.notes.len(), 4, "{:?}", d.notes);
+        seen.sshd_config = sshd::Config::NoSshd;
+        assert_eq!(decide(&desired, &seen).unwrap().notes.len(), 3);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The few systemd D-Bus calls the agent needs (zbus): reload unit files, read a unit's
-//! state, start a unit and wait for its start job's result with a deadline. Starting,
+//! state, start, restart or reload a unit and wait for the job's result with a deadline,
+//! reset a failed unit (sshd, after provisioning made its host keys). Starting,
 //! restarting and reloading are privileged: systemd grants them to a root caller only
 //! with CAP_SYS_ADMIN in its effective set (docs/packaging.md, the unit's capabilities).
 //!
 //! A few hand-declared methods instead of a full typed binding such as `zbus_systemd`:
-//! the agent uses five calls, and the fake Manager in the tests implements the same five.
+//! the agent uses a handful of calls, and the fake Manager in the tests implements those
+//! the tests reach.
 //! The node's hostname goes through systemd-hostnamed ([`hostname`]).
 
 use anyhow::{Context, Result};
@@ -20,6 +22,8 @@ use zbus::zvariant::OwnedObjectPath;
 pub trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
@@ -46,6 +50,8 @@ pub trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn need_daemon_reload(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn unit_file_state(&self) -> zbus::Result<String>;
 }
 
 /// A unit's state as `systemctl status` shows it.
@@ -78,6 +84,7 @@ impl std::fmt::Display for UnitState {
 enum JobKind {
     Start,
     Restart,
+    Reload,
 }
 
 impl JobKind {
@@ -85,6 +92,7 @@ impl JobKind {
         match self {
             JobKind::Start => "start",
             JobKind::Restart => "restart",
+            JobKind::Reload => "reload",
         }
     }
 }
@@ -128,18 +136,22 @@ impl Systemd {
             .context("asking systemd to reload its unit files")
     }
 
-    pub async fn unit_state(&self, unit: &str) -> Result<UnitState> {
+    async fn unit(&self, unit: &str) -> Result<UnitProxy<'_>> {
         let path = self
             .manager
             .load_unit(unit)
             .await
             .with_context(|| format!("looking up unit {unit}"))?;
-        let proxy = UnitProxy::builder(&self.conn)
+        UnitProxy::builder(&self.conn)
             .path(path)
             .context("building the unit proxy")?
             .build()
             .await
-            .context("creating the unit proxy")?;
+            .context("creating the unit proxy")
+    }
+
+    pub async fn unit_state(&self, unit: &str) -> Result<UnitState> {
+        let proxy = self.unit(unit).await?;
         Ok(UnitState {
             load_state: proxy
                 .load_state()
@@ -184,6 +196,28 @@ impl Systemd {
         self.job_and_wait(JobKind::Restart, unit, timeout).await
     }
 
+    /// Reloads `unit` (`ExecReload=`) and waits for the job like [`Self::start_and_wait`].
+    pub async fn reload_and_wait(&self, unit: &str, timeout: Duration) -> Result<()> {
+        self.job_and_wait(JobKind::Reload, unit, timeout).await
+    }
+
+    /// `systemctl reset-failed UNIT`: forgets its failures and its start-limit count.
+    pub async fn reset_failed(&self, unit: &str) -> Result<()> {
+        self.manager
+            .reset_failed_unit(unit)
+            .await
+            .with_context(|| format!("asking systemd to reset the failed state of {unit}"))
+    }
+
+    /// `systemctl is-enabled UNIT` (`enabled`, `disabled`, `static`, `masked`, ...).
+    pub async fn unit_file_state(&self, unit: &str) -> Result<String> {
+        self.unit(unit)
+            .await?
+            .unit_file_state()
+            .await
+            .with_context(|| format!("reading UnitFileState of {unit}"))
+    }
+
     async fn job_and_wait(&self, kind: JobKind, unit: &str, timeout: Duration) -> Result<()> {
         let verb = kind.verb();
         // Subscribe before starting, so the job's end cannot slip past unseen.
@@ -199,6 +233,7 @@ impl Systemd {
         let job = match kind {
             JobKind::Start => self.manager.start_unit(unit, "replace").await,
             JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+            JobKind::Reload => self.manager.reload_unit(unit, "replace").await,
         }
         .with_context(|| format!("asking systemd to {verb} {unit}"))?;
         tracing::info!(unit, job = %job.as_str(), "{verb} job queued");

@@ -147,10 +147,14 @@ fn render(cmd: &clap::Command, date: Option<&str>) -> Result<Vec<u8>> {
 fn top_level_sections() -> Roff {
     let mut r = Roff::new();
     r.control("SH", ["FILES"]);
-    let files: [(&str, &str); 5] = [
+    let files: [(&str, &str); 6] = [
         (
             "/lib/systemd/system/canarie-agent.service",
             "The unit that runs canarie-agent bootstrap on every boot (enabled by the package).",
+        ),
+        (
+            "/lib/systemd/system/canarie-ssh-host-keys.service",
+            "Makes missing SSH host keys (ssh-keygen -A) before sshd starts (enabled by the package).",
         ),
         (
             "/etc/canarie-agent/environment",

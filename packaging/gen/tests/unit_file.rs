@@ -1,6 +1,6 @@
-//! The shipped systemd unit: the ordering decision (no deadlock with RKE2) and a start
-//! timeout above the agent's own deadlines, computed from the CLI's defaults so the two
-//! cannot drift apart.
+//! The shipped systemd units: the agent's ordering decision (no deadlock with RKE2) and a
+//! start timeout above the agent's own deadlines, computed from the CLI's defaults so the
+//! two cannot drift apart; the SSH host-key unit's conditions, from the agent's key types.
 
 use canarie_agent::azure::RetryPolicy;
 use canarie_agent::cli::Cli;
@@ -12,11 +12,20 @@ const UNIT: &str = include_str!(concat!(
     "/../deb/canarie-agent.service"
 ));
 
-/// Values of `key=` in `[section]`, in order (comments skipped).
+const HOST_KEYS_UNIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deb/canarie-ssh-host-keys.service"
+));
+
+/// Values of `key=` in `[section]` of the agent's unit, in order (comments skipped).
 fn values(section: &str, key: &str) -> Vec<String> {
+    values_in(UNIT, section, key)
+}
+
+fn values_in(unit: &str, section: &str, key: &str) -> Vec<String> {
     let mut current = "";
     let mut out = Vec::new();
-    for line in UNIT.lines().map(str::trim) {
+    for line in unit.lines().map(str::trim) {
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
@@ -123,7 +132,23 @@ fn start_timeout_is_above_the_agents_own_deadlines() {
 }
 
 #[test]
-fn every_line_of_the_unit_is_explained_in_the_docs() {
+fn host_keys_are_made_before_sshd_when_one_is_missing_and_after_cloud_init() {
+    let v = |section, key| values_in(HOST_KEYS_UNIT, section, key);
+    let mut wanted: Vec<String> = canarie_agent::provision::HOST_KEY_TYPES
+        .iter()
+        .map(|t| format!("|!{}", canarie_agent::provision::host_key_path(t)))
+        .collect();
+    wanted.insert(0, "/usr/sbin/sshd".into());
+    assert_eq!(v("Unit", "ConditionPathExists"), wanted);
+    assert_eq!(v("Unit", "Before"), ["ssh.service"]);
+    assert_eq!(v("Unit", "After"), ["cloud-init.service"]);
+    assert_eq!(v("Service", "ExecStart"), ["/usr/bin/ssh-keygen -A"]);
+    assert_eq!(v("Service", "ReadWritePaths"), ["/etc/ssh"]);
+    assert_eq!(v("Install", "WantedBy"), ["multi-user.target"]);
+}
+
+#[test]
+fn every_line_of_the_units_is_explained_in_the_docs() {
     let docs = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/packaging.md"
@@ -134,12 +159,12 @@ fn every_line_of_the_unit_is_explained_in_the_docs() {
     let section = &docs[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let mut missing = Vec::new();
-    for line in UNIT.lines().map(str::trim) {
+    for line in UNIT.lines().chain(HOST_KEYS_UNIT.lines()).map(str::trim) {
         if line.starts_with('#') || line.starts_with('[') || line.is_empty() {
             continue;
         }
         let key = line.split_once('=').expect("key=value").0;
-        if !section.contains(&format!("`{key}=")) {
+        if !section.contains(&format!("`{key}=")) && !missing.contains(&key) {
             missing.push(key);
         }
     }

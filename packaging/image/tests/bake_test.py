@@ -489,6 +489,8 @@ BROKEN = [
      "mv rke2-agent.service usr/local/lib/systemd/system/", "rke2-agent.service is not installed"),
     ("the agent disabled", "mv etc/systemd/system/multi-user.target.wants/canarie-agent.service .",
      "mv canarie-agent.service etc/systemd/system/multi-user.target.wants/", "canarie-agent.service is not enabled"),
+    ("the host-key unit disabled", "mv etc/systemd/system/multi-user.target.wants/canarie-ssh-host-keys.service .",
+     "mv canarie-ssh-host-keys.service etc/systemd/system/multi-user.target.wants/", "canarie-ssh-host-keys.service is not enabled"),
     ("iscsid disabled", "mv etc/systemd/system/sysinit.target.wants/iscsid.service .",
      "mv iscsid.service etc/systemd/system/sysinit.target.wants/", "iscsid.service is disabled"),
     ("a fixed iSCSI initiator name", "echo InitiatorName=iqn.1993-08.org.debian:01:abc > etc/iscsi/initiatorname.iscsi",

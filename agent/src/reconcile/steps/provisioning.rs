@@ -1,5 +1,6 @@
 //! Step `provisioning`: what Azure's platform provisioning does on a new VM (admin user,
-//! its SSH keys, hostname, SSH host keys, root filesystem grown), from IMDS instance
+//! its SSH keys, hostname, SSH host keys, sshd key login only, root filesystem grown),
+//! from IMDS instance
 //! metadata, converged on every boot (`crate::provision`).
 //!
 //! Skipped when cloud-init provisions the node (an image baked with `--provisioning
@@ -101,6 +102,14 @@ fn change(task: &Task, desired: &Desired) -> Change {
         ),
         Task::SetHostname => (Action::Update, "hostname".into(), desired.hostname.clone()),
         Task::GenerateHostKeys(types) => (Action::Create, "SSH host keys".into(), types.join(",")),
+        Task::WriteSshdConfig => (
+            Action::Update,
+            provision::sshd::DROPIN.into(),
+            format!(
+                "mode {:04o}, key login only (no password, no keyboard-interactive)",
+                provision::sshd::DROPIN_MODE
+            ),
+        ),
         Task::Grow(provision::grow::Grow::Partition) => (
             Action::Update,
             "root partition".into(),
@@ -149,6 +158,13 @@ impl Step for ProvisioningStep<'_> {
         };
         self.vm_id = Some(compute.vm_id.clone()).filter(|id| !id.is_empty());
         let desired = Desired::from_metadata(&compute)?;
+        if desired.password_login_requested {
+            tracing::warn!(
+                step = StepId::Provisioning.name(),
+                "IMDS compute.osProfile.disablePasswordAuthentication is false, but password provisioning \
+                 is not supported (the password is not in IMDS): key login only"
+            );
+        }
         let (_, decision) = self.observe_and_decide(&desired).await?;
         for note in &decision.notes {
             tracing::info!(step = StepId::Provisioning.name(), note = %note, "left alone");
@@ -164,6 +180,7 @@ impl Step for ProvisioningStep<'_> {
             .clone()
             .context("the provisioning step applied without a plan")?;
         let mut done = Vec::new();
+        let mut applied = Vec::new();
         // Re-decided right before each action: an account made by the first task is seen
         // by the key files, a grown partition by the filesystem's resize.
         let mut rounds = 0;
@@ -181,7 +198,33 @@ impl Step for ProvisioningStep<'_> {
             provision::apply(&self.cx.root, &desired, &seen, &self.hostname, task)
                 .await
                 .with_context(|| format!("provisioning: {}", change(task, &desired)))?;
+            applied.push(task.clone());
             done.push(change(task, &desired));
+        }
+        // A running node's sshd learns about a new drop-in or new host keys; a `--root`
+        // sandbox has no sshd of its own. sshd is not what the cluster needs: a failure
+        // here is the step's warning, not the run's failure.
+        if self.cx.root.is_host() {
+            let did = |t: fn(&Task) -> bool| applied.iter().any(t);
+            let config_changed = did(|t| matches!(t, Task::WriteSshdConfig));
+            let keys_made = did(|t| matches!(t, Task::GenerateHostKeys(_)));
+            match provision::sshd::tell_service(
+                self.cx.dbus_address.as_deref(),
+                config_changed,
+                keys_made,
+            )
+            .await
+            {
+                Ok(lines) => lines
+                    .iter()
+                    .for_each(|l| tracing::info!(step = StepId::Provisioning.name(), "{l}")),
+                Err(e) => {
+                    self.warning = Some(format!(
+                        "{} was not told about the provisioning's changes: {e:#}",
+                        provision::sshd::SERVICE
+                    ))
+                }
+            }
         }
         Ok(done)
     }
