@@ -100,6 +100,19 @@ pub fn observe(root: &Root) -> Result<std::result::Result<RootPartition, Note>> 
         }
     }
     let part_dev = root.join("/dev").join(name(&part_dir));
+    // The unit's DeviceAllow= admits the disks Azure gives (SCSI `sd`, NVMe `blkext`); an OS
+    // disk of another kind (virtio-blk under KVM, e.g. the image bake's test boot) cannot be
+    // opened, and is a root filesystem this agent does not grow, not a failed node.
+    if mount.fs_type == "ext4" {
+        if let Err(e) = fs::File::open(&part_dev) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Ok(Err(format!(
+                    "{} cannot be opened ({e}): the unit admits SCSI and NVMe disks only, so this root filesystem is not grown",
+                    part_dev.display()
+                )));
+            }
+        }
+    }
     let fs_bytes = if mount.fs_type == "ext4" {
         Some(ext4_size(&part_dev)?)
     } else {
