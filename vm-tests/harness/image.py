@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def rootfs_tarball() -> Path:
                 old.unlink()
         return tarball
 
+
+
+def download_debs(packages: list[str], dest: Path) -> int:
+    """`packages` and what they need beyond the cached root filesystem, resolved by the
+    host's apt against that filesystem's own dpkg status, into `dest` (replaced whole, so
+    an interrupted download leaves no half set). Returns how many .debs it holds."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        run(["tar", "-xf", str(rootfs_tarball()), "-C", tmp, "./var/lib/dpkg/status"])
+        partial = Path(tmp) / "debs"
+        (partial / "partial").mkdir(parents=True)
+        run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
+             "-o", f"Dir::State::status={tmp}/var/lib/dpkg/status",
+             "-o", f"Dir::Cache::archives={partial}", "-o", "APT::Sandbox::User=root",
+             "-o", "Debug::NoLocking=1", "install", *packages])
+        (partial / "partial").rmdir()
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(partial), dest)
+    return len(list(dest.glob("*.deb")))
 
 @dataclass
 class Image:

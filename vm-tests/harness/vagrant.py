@@ -58,19 +58,7 @@ def prepare() -> None:
     if dest.exists() and any(dest.glob("openssh-server_*.deb")):
         log(f"vagrant: cached box packages in {dest}")
         return
-    tarball = image.rootfs_tarball()
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        run(["tar", "-xf", str(tarball), "-C", tmp, "./var/lib/dpkg/status"])
-        partial = Path(tmp) / "debs"
-        (partial / "partial").mkdir(parents=True)
-        run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
-             "-o", f"Dir::State::status={tmp}/var/lib/dpkg/status",
-             "-o", f"Dir::Cache::archives={partial}", "-o", "APT::Sandbox::User=root",
-             "-o", "Debug::NoLocking=1", "install", *BOX_PACKAGES])
-        (partial / "partial").rmdir()
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(str(partial), dest)
-    log(f"vagrant: downloaded {len(list(dest.glob('*.deb')))} packages for the box")
+    log(f"vagrant: downloaded {image.download_debs(BOX_PACKAGES, dest)} packages for the box")
 
 
 def build_box(work: Path) -> Path:

@@ -11,6 +11,18 @@ use std::time::Duration;
 /// An error body is quoted in logs up to this many bytes.
 const BODY_EXCERPT: usize = 512;
 
+/// The base URL of a link-local Azure endpoint (IMDS, the WireServer): plain http, since
+/// neither has TLS. `what` names the endpoint in the error.
+pub fn plain_http_url(base_url: &str, what: &str) -> Result<url::Url> {
+    let base = url::Url::parse(base_url)
+        .with_context(|| format!("{what} URL {base_url:?} is not a URL"))?;
+    anyhow::ensure!(
+        base.scheme() == "http",
+        "{what} URL {base_url:?} must be plain http:// ({what} has no TLS)"
+    );
+    Ok(base)
+}
+
 /// A client for IMDS: never through a proxy (IMDS rejects proxied requests, and a proxy
 /// would see the token), never following a redirect.
 pub fn imds_client() -> Result<reqwest::Client> {

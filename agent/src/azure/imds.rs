@@ -91,12 +91,7 @@ pub struct Tag {
 
 impl ImdsClient {
     pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self> {
-        let base = url::Url::parse(base_url)
-            .with_context(|| format!("IMDS URL {base_url:?} is not a URL"))?;
-        anyhow::ensure!(
-            base.scheme() == "http",
-            "IMDS URL {base_url:?} must be plain http:// (IMDS has no TLS)"
-        );
+        let base = http::plain_http_url(base_url, "IMDS")?;
         Ok(ImdsClient {
             base,
             http: http::imds_client()?,

@@ -176,12 +176,7 @@ pub struct WireServerClient {
 
 impl WireServerClient {
     pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self> {
-        let base = url::Url::parse(base_url)
-            .with_context(|| format!("WireServer URL {base_url:?} is not a URL"))?;
-        anyhow::ensure!(
-            base.scheme() == "http",
-            "WireServer URL {base_url:?} must be plain http:// (the WireServer has no TLS)"
-        );
+        let base = http::plain_http_url(base_url, "WireServer")?;
         Ok(WireServerClient {
             base,
             // The same rules as IMDS: never a proxy, never a redirect.

@@ -83,18 +83,7 @@ def prepare() -> None:
     if dest.exists() and all(any(dest.glob(f"{p}_*.deb")) for p in EXTRA_PACKAGES):
         log(f"image-bake: cached open-iscsi packages in {dest}")
         return
-    tarball = vm_image.rootfs_tarball()
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        run(["tar", "-xf", str(tarball), "-C", tmp, "./var/lib/dpkg/status"])
-        partial = Path(tmp) / "debs"
-        (partial / "partial").mkdir(parents=True)
-        run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
-             "-o", f"Dir::State::status={tmp}/var/lib/dpkg/status",
-             "-o", f"Dir::Cache::archives={partial}", "-o", "APT::Sandbox::User=root",
-             "-o", "Debug::NoLocking=1", "install", *EXTRA_PACKAGES])
-        (partial / "partial").rmdir()
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(str(partial), dest)
+    vm_image.download_debs(EXTRA_PACKAGES, dest)
     log(f"image-bake: downloaded {', '.join(p.name for p in sorted(dest.glob('*.deb')))}")
 
 
