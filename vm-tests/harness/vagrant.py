@@ -88,6 +88,10 @@ def build_box(work: Path) -> Path:
         sudoers.write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
         sudoers.chmod(0o440)
         run(["systemctl", f"--root={rootfs}", "enable", "ssh.service"])
+        # The root filesystem is generalized (no SSH host keys), but Vagrant logs in before
+        # provision.sh installs the .deb whose canarie-ssh-host-keys.service would make
+        # them: the box carries its own, as published boxes do.
+        run(["chroot", str(rootfs), "ssh-keygen", "-A"])
         shutil.copyfile(image._single(rootfs, "boot/vmlinuz-*"), box / "vmlinuz")
         shutil.copyfile(image._single(rootfs, "boot/initrd.img-*"), box / "initrd.img")
         raw = work / "box-root.raw"
