@@ -168,6 +168,32 @@ async fn a_new_vm_gets_its_user_keys_sudo_hostname_and_host_keys_then_nothing_ch
 }
 
 #[tokio::test]
+async fn host_keys_are_left_to_the_packages_unit_where_it_is_installed() {
+    let sb = node(json!({})).await;
+    let unit = sb.path(canarie_agent::provision::HOST_KEYS_UNIT);
+    fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    fs::write(&unit, "[Service]\nExecStart=/usr/bin/ssh-keygen -A\n").unwrap();
+    let plan = sb.run(&["plan"]).await;
+    plan.assert_success();
+    assert!(!plan.stdout.contains("SSH host keys"), "{}", plan.stdout);
+    let run = sb.run(&["bootstrap"]).await;
+    run.assert_success();
+    assert!(
+        run.stderr.contains(
+            "SSH host keys rsa,ecdsa,ed25519 missing: canarie-ssh-host-keys.service makes them"
+        ),
+        "{}",
+        run.stderr
+    );
+    for t in canarie_agent::provision::HOST_KEY_TYPES {
+        let key = sb.path(&canarie_agent::provision::host_key_path(t));
+        assert!(!key.exists(), "the agent made {}", key.display());
+    }
+    assert!(sb.path(KEYS).exists(), "the rest of the provisioning ran");
+    sb.assert_rerun_changes_nothing().await;
+}
+
+#[tokio::test]
 async fn password_login_stays_off_when_azure_allows_it_and_says_so() {
     let sb = node(json!({"disable_password_authentication": false})).await;
     let run = sb.run(&["bootstrap"]).await;

@@ -32,7 +32,7 @@ from . import image, scenarios
 from .cluster import Run, extract_binary
 from .scenarios import Scenario
 from .util import CACHE_DIR, REPO, log, run
-from .vm import DATA_LINK, VAULT_ADDR, Boot, _parse_results
+from .vm import DATA_LINK, Boot, _parse_results
 
 BOX_PACKAGES = ["openssh-server", "sudo", "socat", "open-iscsi"]
 INSECURE_KEY = Path("/usr/share/rubygems-integration/all/gems/vagrant-2.3.4/keys/vagrant.pub")
@@ -257,8 +257,6 @@ def write_nodes(work: Path, token: str) -> Path:
             "node": name, "boot": 1, "mode": "agent", "role": role,
             "expect": {"agent": "success", "rke2": True, "mount": role == "agent"},
             "token_sha256": hashlib.sha256(token.encode()).hexdigest(), "data_link": DATA_LINK,
-            # provision.sh names the vault too; the same address.
-            "hosts": {"kv-canarie.vault.azure.net": VAULT_ADDR},
             "guest_deadline": 300,
         }
         (d / "vmtest.json").write_text(json.dumps(inputs))

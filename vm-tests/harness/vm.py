@@ -160,6 +160,17 @@ class VM:
         }
         inputs_file = self.dir / f"boot{n}-inputs.json"
         inputs_file.write_text(json.dumps(inputs))
+        # Setup copies these as they are (no jq in the guest: every process costs under TCG,
+        # and setup is on both sides of the boot-time comparison).
+        files = dict(files or {})
+        hosts_file = self.dir / f"boot{n}-hosts"
+        hosts_file.write_text("".join(f"{addr} {name} # canarie-vmtest\n" for name, addr in inputs["hosts"].items()))
+        files["hosts"] = hosts_file
+        for key in ("user_data", "meta_data"):
+            if inputs.get("cloud_init"):
+                seed_file = self.dir / f"boot{n}-{key.replace('_', '-')}"
+                seed_file.write_text(inputs["cloud_init"][key])
+                files[key.replace("_", "-")] = seed_file
         results = self.dir / f"boot{n}-results.log"
         boot.console = self.dir / f"boot{n}-console.log"
         boot.qemu_log = self.dir / f"boot{n}-qemu.log"
@@ -197,7 +208,7 @@ class VM:
             "-fw_cfg", f"name=opt/org.canarie/vmtest.json,file={inputs_file}",
             "-fw_cfg", f"name=opt/org.canarie/sim-ca.pem,file={self.sim.ca_file}",
         ]
-        for name, path in (files or {}).items():
+        for name, path in files.items():
             cmd += ["-fw_cfg", f"name=opt/org.canarie/{name},file={path}"]
         if self.data_disk or self.state_disk:
             cmd += ["-device", "virtio-scsi-pci,id=scsi0"]

@@ -1,14 +1,18 @@
 //! The Azure Instance Metadata Service: managed-identity token, instance metadata and
 //! userData, exactly as azure-protocol.md describes (Metadata header, pinned api-versions,
-//! no proxy, no redirects, capped bodies, one retry policy).
+//! no proxy, no redirects, capped bodies, one retry policy). The first request of each
+//! waits for a route to IMDS ([`super::route`]): the unit does not wait for the whole network.
 
 use super::error::StatusError;
 use super::http::{self, read_capped, transport_error};
 use super::retry::{retry, AttemptError, RetryPolicy, IMDS_RETRY_STATUSES};
+use super::route;
 use super::token::AccessToken;
 use crate::config::Identity;
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// api-version of the identity endpoint (the one every SDK pins).
@@ -37,6 +41,8 @@ pub struct ImdsClient {
     http: reqwest::Client,
     policy: RetryPolicy,
     identity_grace: Duration,
+    /// IMDS's address when the URL names one (it always does on Azure): the route to wait for.
+    address: Option<SocketAddr>,
 }
 
 /// What the agent reads of `/metadata/instance`.
@@ -92,7 +98,14 @@ pub struct Tag {
 impl ImdsClient {
     pub fn new(base_url: &str, policy: RetryPolicy) -> Result<Self> {
         let base = http::plain_http_url(base_url, "IMDS")?;
+        let ip = match base.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            // A name needs DNS first; its request reports what is missing.
+            _ => None,
+        };
         Ok(ImdsClient {
+            address: ip.map(|ip| SocketAddr::new(ip, base.port_or_known_default().unwrap_or(80))),
             base,
             http: http::imds_client()?,
             policy,
@@ -115,6 +128,24 @@ impl ImdsClient {
         url.set_path(path);
         url.query_pairs_mut().clear().extend_pairs(query);
         url
+    }
+
+    /// The retry loop, after waiting for a route to IMDS; the wait counts against the
+    /// deadline, but leaves room for one whole attempt.
+    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        let mut policy = self.policy;
+        if let Some(addr) = self.address {
+            let waited = route::wait(&format!("IMDS ({addr})"), addr, policy.deadline).await?;
+            policy.deadline = policy
+                .deadline
+                .saturating_sub(waited)
+                .max(policy.attempt_timeout);
+        }
+        retry(&policy, what, op).await
     }
 
     /// One GET with the Metadata header; returns the body of a 200, or the attempt's error.
@@ -150,13 +181,14 @@ impl ImdsClient {
         }
         let url = self.url("/metadata/identity/oauth2/token", &query);
         let first_attempt = Instant::now();
-        let body = retry(&self.policy, "IMDS token request", || async {
-            self.get(&url, TOKEN_BODY_CAP, "IMDS token endpoint")
-                .await
-                .map_err(|e| self.identity_not_found_is_transient(e, first_attempt))
-        })
-        .await
-        .with_context(|| identity_hint(identity))?;
+        let body = self
+            .retry("IMDS token request", || async {
+                self.get(&url, TOKEN_BODY_CAP, "IMDS token endpoint")
+                    .await
+                    .map_err(|e| self.identity_not_found_is_transient(e, first_attempt))
+            })
+            .await
+            .with_context(|| identity_hint(identity))?;
         AccessToken::from_imds_json(&body).context("IMDS returned an unusable token answer")
     }
 
@@ -183,11 +215,12 @@ impl ImdsClient {
             "/metadata/instance",
             &[("api-version", INSTANCE_API_VERSION), ("extended", "true")],
         );
-        let body = retry(&self.policy, "IMDS instance metadata request", || async {
-            self.get(&url, INSTANCE_BODY_CAP, "IMDS instance endpoint")
-                .await
-        })
-        .await?;
+        let body = self
+            .retry("IMDS instance metadata request", || async {
+                self.get(&url, INSTANCE_BODY_CAP, "IMDS instance endpoint")
+                    .await
+            })
+            .await?;
         serde_json::from_slice(&body).context("IMDS instance metadata is not the expected JSON")
     }
 
@@ -197,7 +230,7 @@ impl ImdsClient {
             "/metadata/instance/compute/userData",
             &[("api-version", USER_DATA_API_VERSION), ("format", "text")],
         );
-        retry(&self.policy, "IMDS userData request", || async {
+        self.retry("IMDS userData request", || async {
             self.get(&url, USER_DATA_BODY_CAP, "IMDS userData endpoint")
                 .await
         })

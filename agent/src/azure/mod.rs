@@ -7,6 +7,7 @@ pub mod imds;
 pub mod keyvault;
 pub mod kvp;
 pub mod retry;
+pub mod route;
 mod token;
 pub mod wireserver;
 

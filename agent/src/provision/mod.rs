@@ -8,9 +8,10 @@
 //!   exactly the keys IMDS lists, mode 0600 in a 0700 `.ssh`, owned by the user;
 //! - the static hostname (`computerName`): over D-Bus to systemd-hostnamed on a node,
 //!   written to `ROOT/etc/hostname` in a `--root` sandbox (no hostnamed there);
-//! - SSH host keys generated when missing (`ssh-keygen -A`), when sshd is installed (the
-//!   package's canarie-ssh-host-keys.service makes them before sshd's first start; this
-//!   repairs a node whose keys were deleted);
+//! - SSH host keys, when sshd is installed: left to the package's
+//!   canarie-ssh-host-keys.service where it is installed (it makes missing keys before
+//!   sshd starts, beside the bootstrap: RKE2 does not wait for them), generated here
+//!   (`ssh-keygen -A`) only where it is not (a `--root` sandbox);
 //! - sshd: key login only, a drop-in ([`sshd`]) for `disablePasswordAuthentication`;
 //! - the root filesystem grown to its disk ([`grow`]).
 //!
@@ -47,6 +48,10 @@ pub const KEYS_MODE: u32 = 0o600;
 pub const SSH_DIR_MODE: u32 = 0o700;
 /// What `ssh-keygen -A` generates (OpenSSH 9), each `/etc/ssh/ssh_host_<type>_key`.
 pub const HOST_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
+/// The package's unit that makes missing host keys before sshd starts, off the bootstrap's
+/// path (packaging/deb/canarie-ssh-host-keys.service). Where it is installed, the keys are
+/// its alone to make: two `ssh-keygen -A` at once would race for the same files.
+pub const HOST_KEYS_UNIT: &str = "/lib/systemd/system/canarie-ssh-host-keys.service";
 
 /// What Azure asks of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +128,10 @@ pub struct KeysFile {
 /// SSH host keys as found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeys {
-    /// Types without a key.
+    /// Types without a key, for the step to generate.
     Missing(Vec<&'static str>),
+    /// Types without a key, which [`HOST_KEYS_UNIT`] makes in this boot.
+    LeftToUnit(Vec<&'static str>),
     /// sshd or ssh-keygen is not installed: nothing to generate keys for or with.
     NoSsh(&'static str),
 }
@@ -256,6 +263,11 @@ pub fn decide(desired: &Desired, seen: &Observed) -> Result<Decision> {
             d.tasks.push(Task::GenerateHostKeys(types.clone()))
         }
         HostKeys::Missing(_) => {}
+        HostKeys::LeftToUnit(types) => d.notes.push(format!(
+            "SSH host keys {} missing: {} makes them before sshd starts, beside the bootstrap",
+            types.join(","),
+            unit_name(HOST_KEYS_UNIT)
+        )),
         HostKeys::NoSsh(why) => d.notes.push(format!("{why}: no SSH host keys generated")),
     }
     match &seen.sshd_config {
@@ -390,13 +402,20 @@ fn observe_host_keys(root: &Root) -> HostKeys {
     if which("ssh-keygen").is_none() {
         return HostKeys::NoSsh("ssh-keygen is not installed");
     }
-    HostKeys::Missing(
-        HOST_KEY_TYPES
-            .iter()
-            .copied()
-            .filter(|t| !root.join(host_key_path(t)).exists())
-            .collect(),
-    )
+    let missing: Vec<&'static str> = HOST_KEY_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !root.join(host_key_path(t)).exists())
+        .collect();
+    if !missing.is_empty() && root.join(HOST_KEYS_UNIT).exists() {
+        HostKeys::LeftToUnit(missing)
+    } else {
+        HostKeys::Missing(missing)
+    }
+}
+
+fn unit_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 pub fn host_key_path(key_type: &str) -> String {
@@ -798,6 +817,21 @@ mod tests {
         assert_eq!(d.notes.len(), 4, "{:?}", d.notes);
         seen.sshd_config = sshd::Config::NoSshd;
         assert_eq!(decide(&desired, &seen).unwrap().notes.len(), 3);
+    }
+
+    #[test]
+    fn host_keys_the_unit_makes_are_not_made_twice() {
+        let desired = Desired::from_metadata(&compute("ops", "cp-01", &[])).unwrap();
+        let mut seen = converged(&desired);
+        seen.host_keys = HostKeys::LeftToUnit(vec!["rsa", "ed25519"]);
+        let d = decide(&desired, &seen).unwrap();
+        assert_eq!(d.tasks, []);
+        assert_eq!(
+            d.notes[0],
+            "SSH host keys rsa,ed25519 missing: canarie-ssh-host-keys.service makes them \
+             before sshd starts, beside the bootstrap"
+        );
+        assert_eq!(d.notes[1..], ["sandbox"], "the root filesystem's note");
     }
 
     #[test]

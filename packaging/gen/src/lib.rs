@@ -153,7 +153,7 @@ fn top_level_sections() -> Roff {
             "The unit that runs canarie-agent bootstrap on every boot (enabled by the package).",
         ),
         (
-            "/lib/systemd/system/canarie-ssh-host-keys.service",
+            canarie_agent::provision::HOST_KEYS_UNIT,
             "Makes missing SSH host keys (ssh-keygen -A) before sshd starts (enabled by the package).",
         ),
         (
