@@ -40,6 +40,9 @@ for unit in canarie-agent.service canarie-ssh-host-keys.service; do
   install -D -m 0644 "$here/$unit" "$stage/lib/systemd/system/$unit"
 done
 
+# The RKE2 directories the unit makes writable, made on every boot (docs/packaging.md).
+install -D -m 0644 "$here/canarie-agent.tmpfiles" "$stage/usr/lib/tmpfiles.d/canarie-agent.conf"
+
 # Man pages, completions and /etc/canarie-agent/environment, from the CLI definition.
 cargo run --locked --quiet -p canarie-packaging-gen -- "$stage" >/dev/null
 gzip -9n "$stage"/usr/share/man/man1/*.1

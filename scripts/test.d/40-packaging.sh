@@ -113,7 +113,7 @@ ok "lintian: no errors, no warnings (overrides: packaging/deb/lintian-overrides)
 
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' > "$work/contents.txt"
 for path in /usr/bin/canarie-agent /lib/systemd/system/canarie-agent.service \
-  /lib/systemd/system/canarie-ssh-host-keys.service \
+  /lib/systemd/system/canarie-ssh-host-keys.service /usr/lib/tmpfiles.d/canarie-agent.conf \
   /etc/canarie-agent/environment /usr/share/man/man1/canarie-agent.1.gz \
   /usr/share/man/man1/canarie-agent-disk-inspect.1.gz \
   /usr/share/bash-completion/completions/canarie-agent \
@@ -211,6 +211,19 @@ keys_link="$root/etc/systemd/system/multi-user.target.wants/canarie-ssh-host-key
 in_root dpkg-query -W -f='${Conffiles}\n' canarie-agent | grep -q '/etc/canarie-agent/environment' ||
   fail "/etc/canarie-agent/environment is not a conffile"
 ok "installed into a Debian 12 chroot: enabled, nothing started"
+
+# The tmpfiles.d entry that makes the unit's RKE2 directories, by Debian 12's own
+# systemd-tmpfiles in a scratch root: a missing one is made 0755, an existing one keeps its mode.
+mkdir -p "$root/tmp/tf/etc" "$root/tmp/tf/var/lib/rancher"
+chmod 0700 "$root/tmp/tf/var/lib/rancher"
+# (it refuses to run without /proc: a private one, gone with the namespace)
+unshare --mount --pid --fork --mount-proc="$root/proc" chroot "$root" \
+  systemd-tmpfiles --root=/tmp/tf --create /usr/lib/tmpfiles.d/canarie-agent.conf > "$work/tmpfiles.log" 2>&1 ||
+  fail "systemd-tmpfiles --create canarie-agent.conf: $(cat "$work/tmpfiles.log")"
+[ "$(stat -c %a "$root/tmp/tf/etc/rancher")" = 755 ] && [ "$(stat -c %a "$root/tmp/tf/var/lib/rancher")" = 700 ] ||
+  fail "tmpfiles.d: /etc/rancher $(stat -c %a "$root/tmp/tf/etc/rancher" 2>&1) (want 755, made), /var/lib/rancher $(stat -c %a "$root/tmp/tf/var/lib/rancher") (want 700, kept)"
+rm -r "$root/tmp/tf"
+ok "tmpfiles.d makes /etc/rancher and /var/lib/rancher when missing and leaves an existing one's mode"
 
 # Debian 12's own systemd-analyze, in the chroot: the unit's syntax, its dependencies, the
 # ExecStart binary and the Documentation= man page (man-db is in the chroot).

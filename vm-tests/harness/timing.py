@@ -69,5 +69,27 @@ def cloud_init_pair(boots: list[Boot]) -> list[str]:
     if not {"agent", "split"} <= set(got):
         return ["  kernel start -> RKE2 start, with vs without cloud-init: not measured"]
     a, b = got["agent"]["kernel_to_rke2"], got["split"]["kernel_to_rke2"]
-    return [f"  kernel start -> RKE2 start, same image: with cloud-init {b:.1f} s, without {a:.1f} s; "
-            f"with / without = {b / a:.1f}x (one boot each, side by side)"]
+    lines = [f"  kernel start -> RKE2 start, same image: with cloud-init {b:.1f} s, without {a:.1f} s; "
+             f"with / without = {b / a:.1f}x (one boot each, side by side)"]
+    for boot in boots:
+        if (m := milestones(boot)) is not None:
+            lines.append(f"    {'with' if boot.mode == 'split' else 'without'} cloud-init: "
+                         + ", ".join(f"{name} {t:.1f} s" for name, t in m.items()))
+    return lines
+
+
+# Where a boot's seconds went, from its `activations` (systemd's own timestamps of each
+# unit's activation; the guest check's DATA line).
+MILESTONES = [("userspace", "(Userspace)", 1), ("basic.target", "basic.target", 2),
+              ("network configured", "systemd-networkd-wait-online.service", 2),
+              ("agent started", "canarie-agent.service", 1)]
+
+
+def milestones(boot: Boot) -> dict[str, float] | None:
+    rows = {unit: (start, active) for unit, start, active in boot.data.get("activations", [])}
+    if not rows:
+        return None
+    out = {name: rows[unit][i - 1] / 1e6 for name, unit, i in MILESTONES if unit in rows and rows[unit][i - 1]}
+    if (t := boot_timing(boot)) is not None:
+        out["RKE2 start"] = t["kernel_to_rke2"]
+    return out
