@@ -86,7 +86,7 @@ MILESTONES = [("userspace", "(Userspace)", 1), ("basic.target", "basic.target", 
 
 
 def milestones(boot: Boot) -> dict[str, float] | None:
-    rows = {unit: (start, active) for unit, start, active in boot.data.get("activations", [])}
+    rows = {row[0]: (row[1], row[2]) for row in boot.data.get("activations", [])}
     if not rows:
         return None
     out = {name: rows[unit][i - 1] / 1e6 for name, unit, i in MILESTONES if unit in rows and rows[unit][i - 1]}
