@@ -60,7 +60,7 @@ fn default_secs(flag: &str) -> u64 {
 }
 
 #[test]
-fn oneshot_not_after_the_network_and_never_before_rke2() {
+fn oneshot_after_the_network_service_and_never_before_rke2() {
     assert_eq!(one("Service", "Type"), "oneshot");
     assert_eq!(one("Service", "RemainAfterExit"), "yes");
     assert_eq!(
@@ -76,7 +76,10 @@ fn oneshot_not_after_the_network_and_never_before_rke2() {
     };
     // The agent waits for its own route to IMDS (azure::route), not for every link; it
     // still pulls the milestone in, for RKE2's units, which are ordered after it.
-    assert_eq!(words("After"), ["dbus.service", "cloud-init.service"]);
+    assert_eq!(
+        words("After"),
+        ["network.target", "dbus.service", "cloud-init.service"]
+    );
     assert_eq!(words("Wants"), ["network-online.target"]);
     // The agent starts RKE2 and waits for the job: any ordering or binding to the RKE2
     // units would deadlock (Before=) or let systemd start RKE2 on its own (Wants=/Requires=).
