@@ -80,16 +80,17 @@ def cloud_init_pair(boots: list[Boot]) -> list[str]:
 
 # Where a boot's seconds went, from its `activations` (systemd's own timestamps of each
 # unit's activation; the guest check's DATA line).
-MILESTONES = [("userspace", "(Userspace)", 1), ("basic.target", "basic.target", 2),
-              ("network configured", "systemd-networkd-wait-online.service", 2),
-              ("agent started", "canarie-agent.service", 1)]
+# Each milestone: its name, the unit, and which of its two timestamps (activating, active).
+MILESTONES = [("userspace", "(Userspace)", "activating"), ("basic.target", "basic.target", "active"),
+              ("network configured", "systemd-networkd-wait-online.service", "active"),
+              ("agent started", "canarie-agent.service", "activating")]
 
 
 def milestones(boot: Boot) -> dict[str, float] | None:
-    rows = {row[0]: (row[1], row[2]) for row in boot.data.get("activations", [])}
+    rows = {row[0]: {"activating": row[1], "active": row[2]} for row in boot.data.get("activations", [])}
     if not rows:
         return None
-    out = {name: rows[unit][i - 1] / 1e6 for name, unit, i in MILESTONES if unit in rows and rows[unit][i - 1]}
+    out = {name: rows[unit][when] / 1e6 for name, unit, when in MILESTONES if rows.get(unit, {}).get(when)}
     if (t := boot_timing(boot)) is not None:
         out["RKE2 start"] = t["kernel_to_rke2"]
     return out

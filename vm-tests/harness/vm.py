@@ -151,26 +151,24 @@ class VM:
         n = len(self.boots) + 1
         boot = Boot(node=self.node.name, role=self.node.role, number=n, mode=mode)
         tag = f"{self.node.name}#{n}"
+        extra = dict(extra or {})
+        seed = extra.pop("cloud_init", None)  # a NoCloud seed: files for setup, not inputs
         inputs = {
             "node": self.node.name, "boot": n, "mode": mode, "role": self.node.role,
             "expect": expect, "token_sha256": self.token_sha256, "data_link": DATA_LINK,
-            "hosts": {f"{self.node.config['join_token']['vault']}.vault.azure.net": VAULT_ADDR},
-            "linger": linger,
-            **(extra or {}),
+            "linger": linger, **extra,
         }
         inputs_file = self.dir / f"boot{n}-inputs.json"
         inputs_file.write_text(json.dumps(inputs))
         # Setup copies these as they are (no jq in the guest: every process costs under TCG,
         # and setup is on both sides of the boot-time comparison).
         files = dict(files or {})
-        hosts_file = self.dir / f"boot{n}-hosts"
-        hosts_file.write_text("".join(f"{addr} {name} # canarie-vmtest\n" for name, addr in inputs["hosts"].items()))
-        files["hosts"] = hosts_file
-        for key in ("user_data", "meta_data"):
-            if inputs.get("cloud_init"):
-                seed_file = self.dir / f"boot{n}-{key.replace('_', '-')}"
-                seed_file.write_text(inputs["cloud_init"][key])
-                files[key.replace("_", "-")] = seed_file
+        vault = f"{self.node.config['join_token']['vault']}.vault.azure.net"
+        files["hosts"] = self.dir / f"boot{n}-hosts"
+        files["hosts"].write_text(f"{VAULT_ADDR} {vault} # canarie-vmtest\n")
+        for name in ("user-data", "meta-data") if seed else ():
+            files[name] = self.dir / f"boot{n}-{name}"
+            files[name].write_text(seed[name.replace("-", "_")])
         results = self.dir / f"boot{n}-results.log"
         boot.console = self.dir / f"boot{n}-console.log"
         boot.qemu_log = self.dir / f"boot{n}-qemu.log"

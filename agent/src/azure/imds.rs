@@ -1,7 +1,7 @@
 //! The Azure Instance Metadata Service: managed-identity token, instance metadata and
 //! userData, exactly as azure-protocol.md describes (Metadata header, pinned api-versions,
-//! no proxy, no redirects, capped bodies, one retry policy). The first request of each
-//! waits for a route to IMDS ([`super::route`]): the unit does not wait for the whole network.
+//! no proxy, no redirects, capped bodies, one retry policy). Each request first waits for a
+//! route to IMDS ([`super::route`]): the unit does not wait for the whole network.
 
 use super::error::StatusError;
 use super::http::{self, read_capped, transport_error};
